@@ -1,0 +1,668 @@
+"""Dataset discovery, image decoding and the decoded-image cache.
+
+A dataset is a folder of images in one of two layouts:
+
+* **class folders** -- ``root/<class name>/**/<image>``: the label of an image is the
+  name of the first-level folder it lives under (at any depth below it);
+* **labels CSV** -- a CSV with a header and the columns ``path`` and ``label``; paths
+  are relative to ``root`` (absolute paths are accepted when they lie inside it).
+
+Every image is decoded with Pillow to ``image_size x image_size`` RGB ``uint8``
+(aspect ratio not kept, so nothing is cropped). A file or CSV row that cannot be
+used never stops a load: it is listed in :attr:`LoadedDataset.skipped` with a
+human-readable reason. Hidden files and folders (name starting with ``.``) are
+ignored silently.
+
+Decoded arrays can be cached in ``cache_dir``: the cache key depends on the image
+files (relative path, size, modification time), the image size and
+:data:`DECODER_VERSION`, not on the labels, so relabelling a CSV re-uses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import stat
+import sys
+import uuid
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
+    "load_dataset", "decode_image", "cache_key",
+]
+
+#: Bump whenever :func:`decode_image` produces different pixels; invalidates caches.
+DECODER_VERSION = 1
+
+#: Images with more pixels than this (before any JPEG draft reduction) are skipped as
+#: possible decompression bombs. Same value as Pillow's default warning threshold.
+MAX_IMAGE_PIXELS = 89_478_485
+
+SKIPPED_COLUMNS = ["path", "reason"]
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be loaded at all (missing root, bad CSV, no usable image)."""
+
+
+class ImageDecodeError(Exception):
+    """One image cannot be decoded; ``reason`` is a short human-readable explanation."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LoadedDataset:
+    """Images and given labels of a dataset.
+
+    Attributes
+    ----------
+    root : Path
+        Absolute dataset root.
+    paths : list of str, length N
+        Image paths relative to ``root`` with POSIX separators, sorted.
+    label_names : list of str, length N
+        Given label (class name) of each image.
+    images : numpy.ndarray, uint8, shape (N, S, S, 3)
+        RGB pixels, ``S = image_size``.
+    skipped : pandas.DataFrame
+        Columns ``path`` and ``reason``: every file or CSV row not scanned, sorted by path.
+    cache_hit : bool
+        True when ``images`` came from the decode cache without decoding anything.
+    """
+
+    root: Path
+    paths: list[str]
+    label_names: list[str]
+    images: np.ndarray
+    skipped: pd.DataFrame
+    cache_hit: bool
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A file to decode: relative POSIX path, given label and ``os.stat`` identity."""
+
+    path: str
+    label: str
+    size: int
+    mtime_ns: int
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """Decode one image file to RGB and squash it to ``image_size x image_size``.
+
+    EXIF orientation is applied; transparency is composited onto white; 16-bit
+    greyscale is scaled (not clipped) to 8 bit; GIFs and other multi-frame files
+    give their first frame.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Image file.
+    image_size : int
+        Output side length ``S``.
+
+    Returns
+    -------
+    numpy.ndarray, uint8, shape (S, S, 3)
+
+    Raises
+    ------
+    ImageDecodeError
+        With a short reason, e.g. ``"empty file"``, ``"not an image (cannot identify
+        image file)"``, ``"corrupt image: ..."``.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                raise ImageDecodeError("empty file")
+            img = _open_image(fh, image_size)
+            try:
+                rgb = _to_rgb(_apply_orientation(img))
+            except ImageDecodeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- one odd file must never stop a load
+                raise ImageDecodeError(f"cannot decode image: {_message(exc)}") from None
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found") from None
+    except PermissionError:
+        raise ImageDecodeError("unreadable (permission denied)") from None
+    except IsADirectoryError:
+        raise ImageDecodeError("not a file") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from None
+    try:
+        return _resize(rgb, image_size)
+    except Exception as exc:  # noqa: BLE001 -- one odd file must never stop a load
+        raise ImageDecodeError(f"cannot decode image: {_message(exc)}") from None
+
+
+def _open_image(fh, image_size: int) -> Image.Image:
+    """Identify, size-check and fully load the first frame of the image in ``fh``."""
+    try:
+        img = Image.open(fh)
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (cannot identify image file)") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError("image too large (possible decompression bomb)") from None
+    except Exception as exc:  # noqa: BLE001 -- plugins raise anything on bad headers
+        raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"image too large ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
+        )
+    if width == 0 or height == 0:
+        raise ImageDecodeError("corrupt image: zero width or height")
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", (image_size, image_size))
+        img.load()  # decodes everything: detects truncated and corrupt data
+    except MemoryError:
+        raise ImageDecodeError("image too large to decode (out of memory)") from None
+    except Exception as exc:  # noqa: BLE001
+        raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
+    return img
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def _apply_orientation(img: Image.Image) -> Image.Image:
+    """Rotate/flip per the EXIF orientation tag; a broken EXIF block is ignored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 -- malformed EXIF must not lose a good image
+        return img
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited onto white."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F")
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return img
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(f"unsupported image mode {mode}: {_message(exc)}") from None
+
+
+def _high_depth_to_uint8(values: np.ndarray, *, is_float: bool) -> np.ndarray:
+    """Scale high-bit-depth greyscale ``(H, W)`` to ``uint8`` ``(H, W)``.
+
+    Integer data within 0..65535 (16-bit images) maps linearly onto 0..255, wider
+    integer data is scaled by its maximum. Float data is taken as 0..1 when its
+    maximum is at most 1, as 0..255 when at most 255, else scaled by its maximum.
+    Negative and non-finite values become 0.
+    """
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    values = np.clip(values, 0.0, None)
+    peak = float(values.max(initial=0.0))
+    if is_float:
+        scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / peak)
+    else:
+        scale = 255.0 / 65535.0 if peak <= 65535.0 else 255.0 / peak
+    return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+
+
+def _resize(img: Image.Image, image_size: int) -> np.ndarray:
+    """Squash ``img`` to ``(image_size, image_size, 3)`` uint8 with Lanczos filtering."""
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.array(img, dtype=np.uint8, copy=True).reshape(image_size, image_size, 3)
+
+
+# -------------------------------------------------------------------------- discovery
+
+
+def _skip(skipped: list[tuple[str, str]], path: str, reason: str) -> None:
+    skipped.append((_printable(path), reason))
+
+
+def _printable(path: str) -> str:
+    """``path`` with undecodable file-name bytes replaced, so it can be stored as UTF-8."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _is_inside(path: str, root: str) -> bool:
+    """True if the absolute, resolved ``path`` is ``root`` or lies below it."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _stat_candidate(
+    full: str, rel: str, label: str, real_root: str, skipped: list[tuple[str, str]]
+) -> _Candidate | None:
+    """Check that ``full`` is a regular file inside the root; skip it with a reason if not."""
+    if rel != _printable(rel):
+        _skip(skipped, rel, "file name is not valid UTF-8")
+        return None
+    if not _is_inside(os.path.realpath(full), real_root):
+        _skip(skipped, rel, "path resolves outside the dataset root (symbolic link)")
+        return None
+    try:
+        st = os.stat(full)
+    except FileNotFoundError:
+        reason = "file not found (broken link)" if os.path.islink(full) else "file not found"
+        _skip(skipped, rel, reason)
+        return None
+    except OSError as exc:
+        _skip(skipped, rel, f"unreadable: {exc.strerror or exc}")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        _skip(skipped, rel, "not a file (a folder)")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        _skip(skipped, rel, "not a regular file")
+        return None
+    return _Candidate(rel, label, st.st_size, st.st_mtime_ns)
+
+
+def _discover_folders(
+    root: Path, *, exclude: Path | None = None
+) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+    """Walk the class-folder layout ``root/<class>/**/<image>``.
+
+    Returns the candidates (unsorted) and the ``(path, reason)`` rows skipped.
+    Hidden files and folders and ``exclude`` (e.g. a cache folder) are ignored.
+    """
+    real_root = str(root)
+    candidates: list[_Candidate] = []
+    skipped: list[tuple[str, str]] = []
+
+    def on_error(exc: OSError) -> None:
+        where = exc.filename or ""
+        if os.path.abspath(where) == real_root:
+            raise DatasetError(f"cannot read the dataset folder {root}: {exc.strerror or exc}")
+        rel = Path(where).relative_to(root).as_posix()
+        _skip(skipped, rel + "/", f"unreadable folder: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(real_root, onerror=on_error):
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        kept_dirs = []
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if name.startswith(".") or (exclude is not None and os.path.realpath(full) == str(exclude)):
+                continue
+            if os.path.islink(full):
+                _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
+                continue
+            kept_dirs.append(name)
+        dirnames[:] = sorted(kept_dirs)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            rel = (rel_dir / name).as_posix()
+            if rel_dir == PurePosixPath("."):
+                _skip(skipped, rel, "not inside a class folder")
+                continue
+            label = rel_dir.parts[0]
+            found = _stat_candidate(os.path.join(dirpath, name), rel, label, real_root, skipped)
+            if found is not None:
+                candidates.append(found)
+    return candidates, skipped
+
+
+def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
+    """Read the ``path`` and ``label`` columns of a labels CSV, all values as strings."""
+    if not labels_csv.is_file():
+        raise DatasetError(f"labels CSV not found: {labels_csv}")
+    table = None
+    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False, encoding=encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+        except pd.errors.EmptyDataError:
+            raise DatasetError(f"labels CSV {labels_csv} is empty; it needs a header with columns 'path' and 'label'") from None
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise DatasetError(f"labels CSV {labels_csv} cannot be parsed: {exc}") from None
+    assert table is not None  # latin-1 decodes any bytes
+    by_name = {str(col).strip().lower(): col for col in table.columns}
+    missing = [name for name in ("path", "label") if name not in by_name]
+    if missing:
+        found = ", ".join(repr(str(col)) for col in table.columns) or "none"
+        raise DatasetError(
+            f"labels CSV {labels_csv} must have a header with columns 'path' and 'label'; "
+            f"missing {', '.join(repr(m) for m in missing)}; columns found: {found}"
+        )
+    return pd.DataFrame({"path": table[by_name["path"]], "label": table[by_name["label"]]})
+
+
+def _csv_relative_path(raw: str, root: Path) -> tuple[str | None, str | None]:
+    """Normalise one CSV path to a POSIX path relative to ``root``.
+
+    Returns ``(relative path, None)`` or ``(None, reason it is rejected)``.
+    """
+    text = raw
+    if "\0" in text:
+        return None, "invalid path (contains a NUL character)"
+    if "\\" in text and not (root / text).exists():
+        text = text.replace("\\", "/")
+    if os.path.isabs(text):
+        absolute = os.path.abspath(text)
+        if not _is_inside(absolute, str(root)):
+            # the root may have been given through a symbolic link (e.g. /tmp on macOS)
+            head, tail = os.path.split(absolute)
+            absolute = os.path.join(os.path.realpath(head), tail)
+        if not _is_inside(absolute, str(root)) or absolute == str(root):
+            return None, "absolute path outside the dataset root"
+        text = os.path.relpath(absolute, root)
+        text = text.replace(os.sep, "/")
+    norm = posixpath.normpath(text)
+    if norm in (".", "") or norm == ".." or norm.startswith("../") or norm.startswith("/"):
+        return None, "path escapes the dataset root"
+    return norm, None
+
+
+def _discover_csv(root: Path, labels_csv: Path) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+    """Read a labels CSV; returns the candidates (unsorted) and the skipped rows."""
+    table = _read_labels_csv(labels_csv)
+    if table.empty:
+        raise DatasetError(f"labels CSV {labels_csv} has a header but no rows")
+    candidates: list[_Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    first_row: dict[str, int] = {}
+    for row_number, (raw_path, raw_label) in enumerate(zip(table["path"], table["label"]), start=2):
+        raw_path = raw_path if "\0" not in raw_path and (root / raw_path).is_file() else raw_path.strip()
+        label = raw_label.strip()
+        if not raw_path:
+            _skip(skipped, "", f"empty path (CSV line {row_number})")
+            continue
+        rel, problem = _csv_relative_path(raw_path, root)
+        if rel is None:
+            _skip(skipped, raw_path, problem or "invalid path")
+            continue
+        if not label:
+            _skip(skipped, rel, "empty label")
+            continue
+        if rel in first_row:
+            _skip(skipped, rel, f"duplicate path (first listed on CSV line {first_row[rel]})")
+            continue
+        first_row[rel] = row_number
+        found = _stat_candidate(str(root / rel), rel, label, str(root), skipped)
+        if found is not None:
+            candidates.append(found)
+    return candidates, skipped
+
+
+# ------------------------------------------------------------------------------ cache
+
+
+def cache_key(candidates: Iterable[tuple[str, int, int]], image_size: int) -> str:
+    """SHA-256 of the decoded-image inputs.
+
+    Parameters
+    ----------
+    candidates : iterable of (str, int, int)
+        ``(relative path, size in bytes, mtime in ns)`` of every file to decode.
+    image_size : int
+        Output side length.
+
+    Labels are not part of the key: relabelling keeps the cache valid.
+    """
+    digest = hashlib.sha256(f"labelaudit-decoded\0v{DECODER_VERSION}\0{int(image_size)}\n".encode())
+    for path, size, mtime_ns in sorted(candidates):
+        digest.update(path.encode("utf-8", "surrogateescape") + f"\0{size}\0{mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
+    return cache_dir / f"decoded-{key}.npy", cache_dir / f"decoded-{key}.json"
+
+
+def _read_cache(
+    cache_dir: Path, key: str, image_size: int, known: set[str]
+) -> tuple[list[str], list[tuple[str, str]], np.ndarray] | None:
+    """Kept paths, decode failures and images of a cache entry; None if absent or invalid."""
+    array_file, meta_file = _cache_files(cache_dir, key)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        paths = [str(p) for p in meta["paths"]]
+        failures = [(str(p), str(r)) for p, r in meta["failures"]]
+        if meta.get("decoder_version") != DECODER_VERSION or meta.get("image_size") != image_size:
+            return None
+        if not set(paths) <= known or not {p for p, _ in failures} <= known:
+            return None
+        images = np.load(array_file, allow_pickle=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if images.dtype != np.uint8 or images.shape != (len(paths), image_size, image_size, 3):
+        return None
+    return paths, failures, images
+
+
+def _atomic_write(target: Path, write: Callable[[object], None]) -> None:
+    """Write ``target`` via a temporary file in the same folder and ``os.replace``."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_cache(
+    cache_dir: Path, key: str, image_size: int, paths: Sequence[str],
+    failures: Sequence[tuple[str, str]], images: np.ndarray,
+) -> None:
+    """Store a cache entry (array first, then the sidecar that makes it valid)."""
+    array_file, meta_file = _cache_files(cache_dir, key)
+    meta = {
+        "decoder_version": DECODER_VERSION, "image_size": image_size, "key": key,
+        "paths": list(paths), "failures": [list(f) for f in failures],
+    }
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(array_file, lambda fh: np.save(fh, images, allow_pickle=False))
+        _atomic_write(meta_file, lambda fh: fh.write(json.dumps(meta).encode("utf-8")))
+    except OSError as exc:
+        warnings.warn(f"could not write the decoded-image cache in {cache_dir}: {exc}", stacklevel=3)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _ordered_map(fn: Callable, items: Sequence, workers: int) -> Iterator:
+    """``map(fn, items)`` on a thread pool, in order, with a bounded number in flight."""
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labelaudit-decode") as pool:
+        pending: deque[Future] = deque()
+        feed = iter(items)
+        for item in feed:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            yield pending.popleft().result()
+            for item in feed:
+                pending.append(pool.submit(fn, item))
+                break
+
+
+def _decode_all(
+    root: Path, paths: Sequence[str], image_size: int, *, workers: int, progress: bool
+) -> tuple[list[str], list[tuple[str, str]], np.ndarray]:
+    """Decode ``paths``; returns kept paths, ``(path, reason)`` failures and images (K, S, S, 3)."""
+
+    def decode(rel: str) -> np.ndarray | str:
+        try:
+            return decode_image(root / rel, image_size)
+        except ImageDecodeError as exc:
+            return exc.reason
+
+    buffer = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    kept: list[str] = []
+    failures: list[tuple[str, str]] = []
+    with tqdm(total=len(paths), desc="decoding", unit="img", file=sys.stderr, disable=not progress) as bar:
+        for rel, result in zip(paths, _ordered_map(decode, paths, workers)):
+            if isinstance(result, str):
+                failures.append((rel, result))
+            else:
+                buffer[len(kept)] = result
+                kept.append(rel)
+            bar.update(1)
+    images = buffer if len(kept) == len(paths) else buffer[: len(kept)].copy()
+    return kept, failures, images
+
+
+def _skipped_frame(rows: Iterable[tuple[str, str]]) -> pd.DataFrame:
+    """``(path, reason)`` rows as a DataFrame sorted by path (stable)."""
+    frame = pd.DataFrame(list(rows), columns=SKIPPED_COLUMNS, dtype=object)
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def _resolve_root(root: str | os.PathLike) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset folder not found: {path}")
+    if not path.is_dir():
+        raise DatasetError(f"dataset root is not a folder: {path}")
+    return path.resolve()
+
+
+def load_dataset(
+    root: str | os.PathLike,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    image_size: int = 32,
+    workers: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> LoadedDataset:
+    """Discover, decode and (optionally) cache every image of a dataset.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Dataset folder. Without ``labels_csv`` it must hold class folders
+        ``root/<class name>/**/<image>``.
+    labels_csv : str or path-like, optional
+        CSV with header columns ``path`` (relative to ``root``) and ``label``.
+    image_size : int
+        Images are squashed to ``image_size x image_size`` RGB.
+    workers : int
+        Decoding threads; 0 means one per CPU core.
+    cache_dir : str or path-like, optional
+        Folder of the decoded-image cache (``decoded-<key>.npy`` + ``.json``).
+    progress : bool
+        Show a tqdm progress bar on stderr while decoding.
+
+    Returns
+    -------
+    LoadedDataset
+        Samples sorted by relative path; ``images`` has shape ``(N, S, S, 3)``.
+
+    Raises
+    ------
+    DatasetError
+        If ``root`` or ``labels_csv`` is missing, the CSV lacks the ``path``/``label``
+        columns, or no image at all could be loaded.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    root_path = _resolve_root(root)
+    cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
+    if labels_csv is not None:
+        candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
+    else:
+        candidates, skipped = _discover_folders(root_path, exclude=cache_path)
+    candidates.sort(key=lambda c: c.path)
+    if not candidates:
+        raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
+    label_of = {c.path: c.label for c in candidates}
+    all_paths = [c.path for c in candidates]
+
+    cached = None
+    if cache_path is not None:
+        key = cache_key(((c.path, c.size, c.mtime_ns) for c in candidates), image_size)
+        cached = _read_cache(cache_path, key, image_size, set(all_paths))
+    if cached is not None:
+        paths, failures, images = cached
+    else:
+        n_workers = workers or os.cpu_count() or 1
+        paths, failures, images = _decode_all(
+            root_path, all_paths, image_size, workers=n_workers, progress=progress
+        )
+        if cache_path is not None:
+            _write_cache(cache_path, key, image_size, paths, failures, images)
+    if not paths:
+        raise DatasetError(_nothing_loaded(root_path, failures))
+    return LoadedDataset(
+        root=root_path,
+        paths=list(paths),
+        label_names=[label_of[p] for p in paths],
+        images=images,
+        skipped=_skipped_frame(skipped + list(failures)),
+        cache_hit=cached is not None,
+    )
+
+
+def _examples(rows: Sequence[tuple[str, str]], limit: int = 3) -> str:
+    return "; ".join(f"{path!r}: {reason}" for path, reason in rows[:limit])
+
+
+def _nothing_found(root: Path, labels_csv, skipped: Sequence[tuple[str, str]]) -> str:
+    if labels_csv is not None:
+        message = f"no usable rows in labels CSV {labels_csv} (paths relative to {root})"
+    else:
+        message = (
+            f"no image files found in {root}; expected class folders "
+            f"'<root>/<class name>/<image>' or pass a labels CSV"
+        )
+    if skipped:
+        message += f"; {len(skipped)} skipped, e.g. {_examples(skipped)}"
+    return message
+
+
+def _nothing_loaded(root: Path, failures: Sequence[tuple[str, str]]) -> str:
+    return (
+        f"none of the {len(failures)} files in {root} could be decoded as an image; "
+        f"e.g. {_examples(failures)}"
+    )

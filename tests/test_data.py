@@ -1,0 +1,493 @@
+"""Tests of labelaudit.data: discovery, decoding, skipped files and the decode cache."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from labelaudit import data
+from labelaudit.data import DatasetError, ImageDecodeError, decode_image, load_dataset
+
+S = 8
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def solid(color, size=(S, S), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def save(img: Image.Image, path: Path, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kwargs)
+    return path
+
+
+def write_bytes(path: Path, payload: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def jpeg_bytes(img: Image.Image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def noise(size=(64, 64), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def write_csv(path: Path, rows, header=("path", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def load(root, **kwargs):
+    kwargs.setdefault("image_size", S)
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("workers", 2)
+    return load_dataset(root, **kwargs)
+
+
+def reasons(ds) -> dict[str, str]:
+    return dict(zip(ds.skipped["path"], ds.skipped["reason"]))
+
+
+def assert_color(arr: np.ndarray, color, tol=0):
+    diff = np.abs(arr.astype(int) - np.array(color)).max()
+    assert diff <= tol, f"expected {color}, got e.g. {arr.reshape(-1, 3)[0]} (max diff {diff})"
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, tol",
+    [
+        ("a.png", {}, 0),
+        ("a.bmp", {}, 0),
+        ("a.tif", {}, 0),
+        ("a.webp", {"lossless": True}, 0),
+        ("a.jpg", {"quality": 95}, 6),
+    ],
+)
+def test_formats_roundtrip_colour(tmp_path, name, kwargs, tol):
+    path = save(solid(RED), tmp_path / name, **kwargs)
+    out = decode_image(path, S)
+    assert out.shape == (S, S, 3) and out.dtype == np.uint8
+    assert_color(out, RED, tol)
+
+
+def test_rgba_full_alpha_and_transparent_pixel(tmp_path):
+    arr = np.zeros((S, S, 4), dtype=np.uint8)
+    arr[..., 0], arr[..., 3] = 255, 255          # opaque red
+    arr[0, 0] = (0, 0, 255, 0)                   # fully transparent blue -> white
+    arr[0, 1] = (255, 0, 0, 128)                 # half-transparent red over white
+    out = decode_image(save(Image.fromarray(arr, "RGBA"), tmp_path / "a.png"), S)
+    assert_color(out[1:, :], RED)
+    assert_color(out[0, 0], WHITE)
+    assert_color(out[0, 1], (255, 127, 127), tol=1)
+
+
+def test_la_alpha_composited_on_white(tmp_path):
+    arr = np.zeros((S, S, 2), dtype=np.uint8)
+    arr[..., 0], arr[..., 1] = 50, 255
+    arr[0, 0, 1] = 0
+    out = decode_image(save(Image.fromarray(arr, "LA"), tmp_path / "a.png"), S)
+    assert_color(out[1:], (50, 50, 50))
+    assert_color(out[0, 0], WHITE)
+
+
+def test_sixteen_bit_png_scaled_not_clipped(tmp_path):
+    arr = np.zeros((S, S), dtype=np.uint16)
+    arr[:, : S // 2] = 65535
+    arr[:, S // 2:] = 32768
+    img = Image.fromarray(arr)
+    path = save(img, tmp_path / "deep.png")
+    with Image.open(path) as opened:
+        assert opened.mode in ("I;16", "I")
+    out = decode_image(path, S)
+    assert_color(out[:, : S // 2], WHITE)
+    assert_color(out[:, S // 2:], (128, 128, 128), tol=1)
+
+
+def test_sixteen_bit_mode_i_image(tmp_path):
+    arr = np.full((S, S), 32768, dtype=np.int32)
+    out = decode_image(save(Image.fromarray(arr, "I"), tmp_path / "i.tif"), S)
+    assert_color(out, (128, 128, 128), tol=1)
+
+
+def test_palette_png_with_transparency(tmp_path):
+    img = Image.new("P", (S, S), 1)
+    img.putpalette([0, 0, 255] + [0, 255, 0] + [0, 0, 0] * 254)
+    img.putpixel((0, 0), 0)
+    out = decode_image(save(img, tmp_path / "p.png", transparency=0), S)
+    assert_color(out[0, 0], WHITE)
+    assert_color(out[1:], GREEN)
+    plain = Image.new("P", (S, S), 1)
+    plain.putpalette([0, 0, 255] + [255, 0, 0] + [0, 0, 0] * 254)
+    assert_color(decode_image(save(plain, tmp_path / "q.png"), S), RED)
+
+
+@pytest.mark.parametrize("mode, value, expected", [("L", 100, (100,) * 3), ("1", 1, WHITE), ("1", 0, (0, 0, 0))])
+def test_grayscale_to_rgb(tmp_path, mode, value, expected):
+    out = decode_image(save(solid(value, mode=mode), tmp_path / f"g{value}.png"), S)
+    assert_color(out, expected)
+
+
+def test_cmyk_to_rgb(tmp_path):
+    out = decode_image(save(solid((0, 255, 255, 0), mode="CMYK"), tmp_path / "c.tif"), S)
+    assert_color(out, RED)
+    jpg = decode_image(write_bytes(tmp_path / "c.jpg", jpeg_bytes(solid((0, 255, 255, 0), mode="CMYK"))), S)
+    assert_color(jpg, RED, tol=8)
+
+
+def test_gif_gives_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    solid(RED).save(path, save_all=True, append_images=[solid(BLUE)], duration=100, loop=0)
+    with Image.open(path) as img:
+        assert getattr(img, "n_frames", 1) == 2
+    assert_color(decode_image(path, S), RED)
+
+
+def test_exif_orientation_applied(tmp_path):
+    arr = np.zeros((16, 32, 3), dtype=np.uint8)   # wide: left red, right blue
+    arr[:, :16] = RED
+    arr[:, 16:] = BLUE
+    exif = Image.Exif()
+    exif[0x0112] = 6                              # display rotated 90 degrees clockwise
+    path = save(Image.fromarray(arr), tmp_path / "rot.jpg", exif=exif, quality=95)
+    out = decode_image(path, S)
+    assert_color(out[0], RED, tol=30)             # top row: red
+    assert_color(out[-1], BLUE, tol=30)           # bottom row: blue
+
+
+def test_resize_squashes_without_cropping(tmp_path):
+    arr = np.zeros((10, 40, 3), dtype=np.uint8)
+    arr[:, :20] = RED
+    arr[:, 20:] = BLUE
+    out = decode_image(save(Image.fromarray(arr), tmp_path / "wide.png"), S)
+    assert out.shape == (S, S, 3)
+    assert_color(out[:, 0], RED, tol=2)
+    assert_color(out[:, -1], BLUE, tol=2)
+
+
+def test_big_jpeg_uses_draft_and_keeps_colour(tmp_path):
+    path = write_bytes(tmp_path / "big.jpg", jpeg_bytes(solid(GREEN, size=(800, 600)), quality=90))
+    assert_color(decode_image(path, S), GREEN, tol=8)
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"", "empty file"),
+        (b"hello, this is text\n", "not an image"),
+        (b"<!DOCTYPE html><html><body>404</body></html>", "not an image"),
+    ],
+)
+def test_decode_errors(tmp_path, payload, expected):
+    path = write_bytes(tmp_path / "bad.jpg", payload)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(path, S)
+    assert expected in info.value.reason
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_image_detected(tmp_path, fmt):
+    buf = io.BytesIO()
+    noise().save(buf, format=fmt)
+    path = write_bytes(tmp_path / f"trunc.{fmt.lower()}", buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageDecodeError, match="corrupt image"):
+        decode_image(path, S)
+
+
+def test_decompression_bomb_limit(tmp_path, monkeypatch):
+    path = save(solid(RED, size=(20, 20)), tmp_path / "bomb.png")
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode_image(path, S)
+
+
+def test_permission_error_reason(tmp_path, monkeypatch):
+    path = save(solid(RED), tmp_path / "locked.png")
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(data, "open", deny, raising=False)
+    with pytest.raises(ImageDecodeError, match="permission denied"):
+        decode_image(path, S)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read anything")
+def test_unreadable_file_skipped(tmp_path):
+    save(solid(RED), tmp_path / "cat" / "ok.png")
+    locked = save(solid(RED), tmp_path / "cat" / "locked.png")
+    locked.chmod(0)
+    try:
+        ds = load(tmp_path)
+    finally:
+        locked.chmod(0o644)
+    assert ds.paths == ["cat/ok.png"]
+    assert "permission" in reasons(ds)["cat/locked.png"]
+
+
+# --------------------------------------------------------------------- class folders
+
+
+def make_folder_dataset(root: Path) -> None:
+    save(solid(RED), root / "red" / "r1.png")
+    save(solid(RED), root / "red" / "nested" / "deeper" / "r2.jpg", quality=95)
+    save(solid(BLUE), root / "blue" / "b1.bmp")
+    save(solid(BLUE), root / "blue" / "b2.webp", lossless=True)
+
+
+def test_class_folders_layout(tmp_path):
+    make_folder_dataset(tmp_path)
+    ds = load(tmp_path)
+    assert ds.root == tmp_path.resolve() and ds.root.is_absolute()
+    assert ds.paths == ["blue/b1.bmp", "blue/b2.webp", "red/nested/deeper/r2.jpg", "red/r1.png"]
+    assert ds.label_names == ["blue", "blue", "red", "red"]
+    assert ds.images.shape == (4, S, S, 3) and ds.images.dtype == np.uint8
+    assert_color(ds.images[0], BLUE)
+    assert_color(ds.images[2], RED, tol=6)
+    assert list(ds.skipped.columns) == ["path", "reason"] and ds.skipped.empty
+    assert not ds.cache_hit and len(ds) == 4
+
+
+def test_bad_files_skipped_others_load(tmp_path):
+    make_folder_dataset(tmp_path)
+    write_bytes(tmp_path / "red" / "empty.jpg", b"")
+    write_bytes(tmp_path / "red" / "notes.txt", b"some notes")
+    write_bytes(tmp_path / "red" / "page.jpg", b"<html><body>not found</body></html>")
+    full = jpeg_bytes(noise())
+    write_bytes(tmp_path / "blue" / "trunc.jpg", full[: len(full) // 2])
+    png = io.BytesIO()
+    noise().save(png, format="PNG")
+    write_bytes(tmp_path / "blue" / "garbled.png", png.getvalue()[:60] + b"\x00" * 500)
+    save(solid(RED), tmp_path / "loose.png")                  # directly in root
+    ds = load(tmp_path)
+    assert ds.paths == ["blue/b1.bmp", "blue/b2.webp", "red/nested/deeper/r2.jpg", "red/r1.png"]
+    why = reasons(ds)
+    assert why["red/empty.jpg"] == "empty file"
+    assert why["red/notes.txt"].startswith("not an image")
+    assert why["red/page.jpg"].startswith("not an image")
+    assert why["blue/trunc.jpg"].startswith("corrupt image")
+    assert why["blue/garbled.png"].startswith("corrupt image")
+    assert why["loose.png"] == "not inside a class folder"
+    assert list(ds.skipped["path"]) == sorted(ds.skipped["path"])
+
+
+def test_hidden_files_and_folders_ignored(tmp_path):
+    make_folder_dataset(tmp_path)
+    write_bytes(tmp_path / ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    write_bytes(tmp_path / "red" / ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    save(solid(RED), tmp_path / "red" / ".hidden.png")
+    save(solid(RED), tmp_path / ".thumbnails" / "t.png")
+    save(solid(RED), tmp_path / "red" / ".cache" / "c.png")
+    ds = load(tmp_path)
+    assert len(ds.paths) == 4 and ds.skipped.empty
+
+
+ODD_NAMES = [
+    "with space.png", "café é.png", "中文.png", "a,b.png", 'quote"d.png', "it's.png",
+    "#hash.png", "-leading-dash.png", "UPPER.JPG", "mixed.Png", "semi;colon.png",
+]
+
+
+def test_odd_file_names_class_folders(tmp_path):
+    for name in ODD_NAMES:
+        save(solid(GREEN), tmp_path / "clé 类" / name, **({"format": "JPEG"} if name.endswith("JPG") else {}))
+    ds = load(tmp_path)
+    assert ds.paths == sorted(f"clé 类/{n}" for n in ODD_NAMES)
+    assert set(ds.label_names) == {"clé 类"}
+    assert ds.skipped.empty
+
+
+def test_missing_root_and_empty_dataset(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load(tmp_path / "nope")
+    with pytest.raises(DatasetError, match="no image files found"):
+        load(tmp_path)
+    write_bytes(tmp_path / "cat" / "a.jpg", b"nope")
+    with pytest.raises(DatasetError, match="could be decoded"):
+        load(tmp_path)
+    assert issubclass(DatasetError, ValueError)
+
+
+def test_symlink_outside_root_skipped(tmp_path):
+    root = tmp_path / "ds"
+    make_folder_dataset(root)
+    outside = save(solid(RED), tmp_path / "outside.png")
+    (root / "red" / "link.png").symlink_to(outside)
+    (root / "red" / "inner.png").symlink_to(root / "red" / "r1.png")
+    (root / "red" / "broken.png").symlink_to(tmp_path / "missing.png")
+    why = reasons(ds := load(root))
+    assert "outside the dataset root" in why["red/link.png"]
+    assert "red/inner.png" in ds.paths
+    assert "red/broken.png" in why
+
+
+def test_workers_and_progress_give_same_result(tmp_path, capsys):
+    make_folder_dataset(tmp_path)
+    one = load(tmp_path, workers=1)
+    many = load(tmp_path, workers=0, progress=True)
+    assert one.paths == many.paths
+    np.testing.assert_array_equal(one.images, many.images)
+    assert "decoding" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------- labels CSV
+
+
+def test_csv_layout(tmp_path):
+    root = tmp_path / "ds"
+    for name in ["b.png", "a.png", "sub/c.png", "dup.png", "x y.png"]:
+        save(solid(RED), root / name)
+    save(solid(RED), tmp_path / "outside.png")
+    (root / "escape.png").symlink_to(tmp_path / "outside.png")
+    labels = write_csv(tmp_path / "labels.csv", [
+        ("b.png", "NA"),
+        ("a.png", "001"),
+        ("sub\\c.png", "cat"),              # Windows separators
+        (str(root / "x y.png"), "1"),      # absolute, inside root
+        ("dup.png", "dog"),
+        ("dup.png", "cat"),                 # duplicate: second row skipped
+        ("missing.png", "cat"),
+        ("../outside.png", "cat"),
+        (str(tmp_path / "outside.png"), "cat"),
+        ("escape.png", "cat"),
+        ("sub/c.png", ""),                  # empty label
+    ])
+    ds = load(root, labels_csv=labels)
+    assert ds.paths == ["a.png", "b.png", "dup.png", "sub/c.png", "x y.png"]
+    assert ds.label_names == ["001", "NA", "dog", "cat", "1"]
+    assert all(isinstance(x, str) for x in ds.label_names)
+    rows = list(zip(ds.skipped["path"], ds.skipped["reason"]))
+    why = dict(rows)
+    assert "duplicate" in why["dup.png"]
+    assert "not found" in why["missing.png"]
+    assert "escapes the dataset root" in why["../outside.png"]
+    assert "outside the dataset root" in why[str(tmp_path / "outside.png")]
+    assert "outside the dataset root" in why["escape.png"]
+    assert ("sub/c.png", "empty label") in rows
+
+
+def test_csv_odd_names_bom_and_column_case(tmp_path):
+    root = tmp_path / "ds"
+    for name in ODD_NAMES:
+        save(solid(BLUE), root / "imgs" / name, **({"format": "JPEG"} if name.endswith("JPG") else {}))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([" Path", "Label "])
+    writer.writerows((f"imgs/{n}", "blue") for n in ODD_NAMES)
+    (tmp_path / "labels.csv").write_bytes(buf.getvalue().encode("utf-8-sig"))
+    ds = load(root, labels_csv=tmp_path / "labels.csv")
+    assert ds.paths == sorted(f"imgs/{n}" for n in ODD_NAMES)
+    assert ds.skipped.empty
+
+
+def test_csv_missing_columns(tmp_path):
+    save(solid(RED), tmp_path / "a.png")
+    bad = write_csv(tmp_path / "bad.csv", [("a.png", "cat")], header=("file", "class"))
+    with pytest.raises(DatasetError, match="'path' and 'label'.*'file', 'class'"):
+        load(tmp_path, labels_csv=bad)
+    with pytest.raises(DatasetError, match="not found"):
+        load(tmp_path, labels_csv=tmp_path / "none.csv")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(DatasetError):
+        load(tmp_path, labels_csv=tmp_path / "empty.csv")
+
+
+def test_csv_no_usable_rows(tmp_path):
+    save(solid(RED), tmp_path / "a.png")
+    labels = write_csv(tmp_path / "l.csv", [("missing.png", "cat")])
+    with pytest.raises(DatasetError, match="no usable rows"):
+        load(tmp_path, labels_csv=labels)
+
+
+# ------------------------------------------------------------------------------- cache
+
+
+def test_cache_hit_does_not_decode(tmp_path, monkeypatch):
+    root, cache = tmp_path / "ds", tmp_path / "cache"
+    make_folder_dataset(root)
+    write_bytes(root / "red" / "broken.jpg", b"garbage")
+    first = load(root, cache_dir=cache)
+    assert not first.cache_hit
+    assert len(list(cache.glob("decoded-*.npy"))) == 1 and len(list(cache.glob("decoded-*.json"))) == 1
+    assert not list(cache.glob(".*tmp"))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("decode_image called on a cache hit")
+
+    monkeypatch.setattr(data, "decode_image", boom)
+    second = load(root, cache_dir=cache)
+    assert second.cache_hit
+    assert second.paths == first.paths and second.label_names == first.label_names
+    np.testing.assert_array_equal(second.images, first.images)
+    pd.testing.assert_frame_equal(second.skipped, first.skipped)
+    assert "red/broken.jpg" in set(second.skipped["path"])
+
+
+def test_cache_invalidated_by_changed_or_added_file(tmp_path):
+    root, cache = tmp_path / "ds", tmp_path / "cache"
+    make_folder_dataset(root)
+    load(root, cache_dir=cache)
+    target = save(solid(GREEN), root / "red" / "r1.png")
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000_000))
+    changed = load(root, cache_dir=cache)
+    assert not changed.cache_hit
+    assert_color(changed.images[changed.paths.index("red/r1.png")], GREEN)
+    assert load(root, cache_dir=cache).cache_hit
+    save(solid(RED), root / "red" / "new.png")
+    added = load(root, cache_dir=cache)
+    assert not added.cache_hit and "red/new.png" in added.paths
+    assert not load(root, cache_dir=cache, image_size=S * 2).cache_hit
+
+
+def test_cache_survives_label_changes_and_corrupt_cache(tmp_path):
+    root, cache = tmp_path / "ds", tmp_path / "cache"
+    for name in ["a.png", "b.png"]:
+        save(solid(RED), root / name)
+    labels = write_csv(tmp_path / "l.csv", [("a.png", "cat"), ("b.png", "dog")])
+    assert not load(root, labels_csv=labels, cache_dir=cache).cache_hit
+    write_csv(labels, [("a.png", "dog"), ("b.png", "dog")])
+    relabelled = load(root, labels_csv=labels, cache_dir=cache)
+    assert relabelled.cache_hit and relabelled.label_names == ["dog", "dog"]
+    for npy in cache.glob("decoded-*.npy"):
+        npy.write_bytes(b"not an array")
+    again = load(root, labels_csv=labels, cache_dir=cache)
+    assert not again.cache_hit and again.images.shape == (2, S, S, 3)
+
+
+def test_cache_key_depends_on_files_not_order():
+    a = data.cache_key([("x.png", 1, 2), ("y.png", 3, 4)], 32)
+    assert a == data.cache_key([("y.png", 3, 4), ("x.png", 1, 2)], 32)
+    assert a != data.cache_key([("x.png", 1, 2), ("y.png", 3, 5)], 32)
+    assert a != data.cache_key([("x.png", 1, 2), ("y.png", 3, 4)], 16)
+
+
+def test_cache_dir_inside_root_not_scanned(tmp_path):
+    make_folder_dataset(tmp_path)
+    load(tmp_path, cache_dir=tmp_path / "cache")
+    ds = load(tmp_path, cache_dir=tmp_path / "cache")
+    assert ds.cache_hit and all(not p.startswith("cache/") for p in ds.paths)
+    assert ds.skipped.empty
