@@ -57,6 +57,10 @@ class ScanConfig:
         mislabeled.
     workers : int
         Image decoding workers (0 = one per CPU core).
+    recipe : str
+        Signals combined into ``mislabel_score`` (a key of
+        :data:`labelaudit.scoring.RECIPES`; ``"default"`` = the benchmarked default).
+        Changing it re-uses finished folds.
     """
 
     image_size: int = 32
@@ -76,6 +80,7 @@ class ScanConfig:
     device: str = "auto"
     flag_threshold: float | None = None
     workers: int = 0
+    recipe: str = "default"
 
     def __post_init__(self) -> None:
         checks = {

@@ -1,0 +1,98 @@
+"""From signals to one ``mislabel_score``, a suggested label and the ``flagged`` set.
+
+Combination rule (no ground truth needed): every component signal is turned into its
+percentile rank among the scanned samples, oriented so that 1 = most suspicious, and
+``mislabel_score`` is the mean of those ranks. It is therefore in [0, 1], higher =
+more likely mislabeled, and insensitive to the very different scales of losses,
+margins and probabilities. It is a *relative* score; whether a sample is proposed for
+review is decided by ``flagged``.
+
+Flag rule: confident learning estimates how many samples are mislabeled
+(``cleanlab.count.num_label_issues(..., estimation_method="off_diagonal_calibrated")``,
+which cleanlab documents as the cut-off to use with a custom ranking score); the
+that-many highest-scoring samples are flagged. ``flag_threshold`` replaces the rule by a
+fixed score threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.signals import SIGNALS
+
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "suspicion", "combine", "flag", "suggest"]
+
+#: Candidate combinations (component signals of the rank mean). The default was chosen
+#: by ``benchmarks/detect.py`` on a development split, see the README.
+RECIPES: dict[str, tuple[str, ...]] = {
+    "cleanlab": ("label_quality",),
+    "cleanlab+aum": ("label_quality", "aum"),
+    "cleanlab+flip": ("label_quality", "flip_loss_in"),
+    "cleanlab+aum+flip": ("label_quality", "aum", "flip_loss_in"),
+    "aum+flip": ("aum", "flip_loss_in"),
+    "all-dynamics": ("label_quality", "aum", "learned_epoch", "forgetting_events", "flip_loss_in"),
+}
+DEFAULT_RECIPE = "cleanlab+aum+flip"
+
+
+def suspicion(values: np.ndarray, direction: int) -> np.ndarray:
+    """Percentile rank in (0, 1] oriented so that higher = more likely mislabeled.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (N,)
+        One signal; ties get their average rank.
+    direction : {+1, -1}
+        The signal's direction (see :data:`labelaudit.signals.SIGNALS`).
+    """
+    return pd.Series(direction * np.asarray(values, dtype=float)).rank(pct=True, method="average").to_numpy()
+
+
+def combine(table: pd.DataFrame, components: Sequence[str]) -> np.ndarray:
+    """Mean oriented percentile rank of the ``components`` present in ``table``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame, shape (N, n_signals)
+    components : sequence of str
+        Signal names; those missing from ``table`` (flip signals with flips off) are
+        left out of the mean.
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        ``mislabel_score`` in [0, 1], higher = more likely mislabeled.
+    """
+    present = [name for name in components if name in table.columns]
+    if not present:
+        raise ValueError(f"none of the signals {list(components)} is available")
+    ranks = np.column_stack([suspicion(table[name].to_numpy(), SIGNALS[name].direction) for name in present])
+    return ranks.mean(axis=1)
+
+
+def flag(scores: np.ndarray, *, n_estimated: int, threshold: float | None = None) -> np.ndarray:
+    """Boolean mask of the samples proposed for review.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (N,)
+        ``mislabel_score``.
+    n_estimated : int
+        Estimated number of mislabeled samples; the ``n_estimated`` highest scores are
+        flagged when ``threshold`` is None.
+    threshold : float, optional
+        Flag ``scores >= threshold`` instead.
+    """
+    if threshold is not None:
+        return scores >= threshold
+    flagged = np.zeros(len(scores), bool)
+    flagged[np.argsort(-scores, kind="stable")[: max(0, min(n_estimated, len(scores)))]] = True
+    return flagged
+
+
+def suggest(pred_probs: np.ndarray) -> np.ndarray:
+    """Suggested class id per sample: the out-of-sample most likely class, shape (N,)."""
+    return pred_probs.argmax(axis=1)

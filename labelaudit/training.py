@@ -1,0 +1,312 @@
+"""Training one cross-validation fold and recording what the signals need.
+
+A fold is an independent job: :class:`FoldJob` in, :class:`FoldResult` out, so an
+executor may run it in this process (see :mod:`labelaudit.executor`) or elsewhere.
+
+The loop follows airbench: the whole uint8 dataset sits on the device, augmentation
+(random translation) is done there in batches, the learning rate follows a one-cycle
+schedule, mixed precision (bfloat16) and channels-last are used on CUDA. Horizontal
+flips are *not* an augmentation: the mirrored image is kept as a view the model is never
+fitted on, so its loss resists memorisation of a wrong label.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labelaudit.config import ScanConfig
+from labelaudit.models import build_model
+
+__all__ = ["FoldJob", "FoldResult", "run_fold", "resolve_device", "late_epochs"]
+
+#: ``report(n_images, fold, epoch, loss, accuracy)``, called after every training batch.
+ProgressReport = Callable[[int, int, int, float, float], None]
+
+
+@dataclass
+class FoldJob:
+    """Inputs of one fold.
+
+    Attributes
+    ----------
+    fold : int
+        0-based fold number.
+    train_idx, holdout_idx : numpy.ndarray of int64, shapes (n_train,) and (n_holdout,)
+        Rows of ``images`` to train on and to predict out of sample.
+    images_path : str
+        ``.npy`` file holding the uint8 images, shape (N, S, S, 3).
+    labels : numpy.ndarray of int64, shape (N,)
+        Given labels of all N samples.
+    n_classes : int
+        Number of classes.
+    config : dict
+        :meth:`ScanConfig.to_dict` of the scan.
+    embed_all : bool
+        Also return features of all N samples from this fold's model (one shared feature
+        space for nearest-neighbour look-ups).
+    """
+
+    fold: int
+    train_idx: np.ndarray
+    holdout_idx: np.ndarray
+    images_path: str
+    labels: np.ndarray
+    n_classes: int
+    config: dict[str, Any]
+    embed_all: bool = False
+
+
+@dataclass
+class FoldResult:
+    """Outputs of one fold. ``E`` = epochs, ``L`` = late epochs with in-sample views.
+
+    Attributes
+    ----------
+    train_margins, train_losses : numpy.ndarray of float32, shape (E, n_train)
+        Per epoch, the margin (given-label logit minus the largest other logit) and the
+        cross-entropy of each training sample, from its (augmented) training batch.
+    train_correct : numpy.ndarray of bool, shape (E, n_train)
+        Whether the training forward pass predicted the given label.
+    view_losses, view_flip_losses : numpy.ndarray of float32, shape (L, n_train) or (0, n_train)
+        In-sample losses of the un-augmented image and of its mirror, in eval mode, after
+        each late epoch (empty when flips are off).
+    view_flip_agree : numpy.ndarray of bool, shape (L, n_train)
+        Whether image and mirror got the same predicted class.
+    holdout_probs, holdout_probs_flip : numpy.ndarray of float32, shape (n_holdout, C)
+        Out-of-sample softmax of the image and of its mirror (``holdout_probs_flip`` is
+        None when flips are off).
+    all_features : numpy.ndarray of float16, shape (N, D), or None
+        Features of every sample from this fold's model when ``embed_all``.
+    """
+
+    fold: int
+    train_idx: np.ndarray
+    holdout_idx: np.ndarray
+    train_margins: np.ndarray
+    train_losses: np.ndarray
+    train_correct: np.ndarray
+    view_losses: np.ndarray
+    view_flip_losses: np.ndarray
+    view_flip_agree: np.ndarray
+    holdout_probs: np.ndarray
+    holdout_probs_flip: np.ndarray | None
+    holdout_accuracy: float
+    all_features: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    ARRAYS = (
+        "train_idx", "holdout_idx", "train_margins", "train_losses", "train_correct",
+        "view_losses", "view_flip_losses", "view_flip_agree", "holdout_probs",
+        "holdout_probs_flip", "all_features",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA raises."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def late_epochs(epochs: int) -> list[int]:
+    """0-based epochs after which the in-sample image/mirror views are evaluated: the last third."""
+    n_late = max(1, epochs // 3)
+    return list(range(epochs - n_late, epochs))
+
+
+def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResult:
+    """Train a fresh model on ``job.train_idx`` and record signals; see :class:`FoldResult`."""
+    cfg = ScanConfig(**job.config)
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed * 1009 + job.fold)
+    images = np.load(job.images_path, mmap_mode="r")
+    data = _DeviceData(images, device)
+    labels = torch.as_tensor(np.asarray(job.labels), dtype=torch.long, device=device)
+    train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=device)
+    holdout_idx = torch.as_tensor(job.holdout_idx, dtype=torch.long, device=device)
+    data.fit_normalisation(train_idx)
+
+    model = build_model(job.n_classes, width=cfg.width, depth=cfg.depth).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    started = time.perf_counter()
+    dynamics = _train(model, data, labels, train_idx, cfg, job.fold, report)
+    trained = time.perf_counter()
+    probs, probs_flip = _predict_probs(model, data, holdout_idx, cfg)
+    holdout_accuracy = float((probs.argmax(1) == job.labels[job.holdout_idx]).mean()) if len(probs) else math.nan
+    features = None
+    if job.embed_all:
+        features = _features(model, data, torch.arange(len(images), device=device), cfg)
+    return FoldResult(
+        fold=job.fold, train_idx=np.asarray(job.train_idx), holdout_idx=np.asarray(job.holdout_idx),
+        **dynamics, holdout_probs=probs, holdout_probs_flip=probs_flip,
+        holdout_accuracy=holdout_accuracy, all_features=features,
+        timings={"train_s": trained - started, "predict_s": time.perf_counter() - trained},
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class _DeviceData:
+    """The uint8 images on the device (NCHW), normalised and augmented batch by batch.
+
+    The images stay on the host only when they would take more than half of the free
+    CUDA memory; batches are then copied over one at a time.
+    """
+
+    def __init__(self, images: np.ndarray, device: torch.device) -> None:
+        host = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
+        self.device = device
+        self.on_device = device.type == "cpu" or host.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
+        self.images = host.to(device) if self.on_device else host.pin_memory()
+        self.mean = torch.zeros(1, 3, 1, 1, device=device)
+        self.std = torch.ones(1, 3, 1, 1, device=device)
+
+    def fit_normalisation(self, idx: torch.Tensor) -> None:
+        sample = self.batch(idx[:: max(1, len(idx) // 5000)])
+        self.mean = sample.mean(dim=(0, 2, 3), keepdim=True)
+        self.std = sample.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+
+    def batch(self, idx: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
+        """Float batch of shape (B, 3, S, S), values in [0, 1] before normalisation."""
+        source = self.images if self.on_device else self.images.to(self.device, non_blocking=True)
+        x = source[idx if self.on_device else idx.cpu()].to(self.device).float().div_(255)
+        return x.flip(3) if flip else x
+
+    def normalised(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image of (B, C, S, S) by up to ``pad`` pixels (reflection padding)."""
+    if pad == 0:
+        return x
+    b, _, s, _ = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device="cpu").to(x.device)
+    ar = torch.arange(s, device=x.device)
+    rows = (shifts[0][:, None] + ar)[:, None, :, None]  # (B, 1, S, 1)
+    cols = (shifts[1][:, None] + ar)[:, None, None, :]  # (B, 1, 1, S)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: int, report) -> dict[str, np.ndarray]:
+    n_train = len(train_idx)
+    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
+    )
+    warmup_steps = max(1, int(cfg.warmup * total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (step + 1) / warmup_steps if step < warmup_steps
+        else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
+    )
+    generator = torch.Generator().manual_seed(cfg.seed * 1009 + fold)
+    late = late_epochs(cfg.epochs) if cfg.flip else []
+    margins = np.zeros((cfg.epochs, n_train), np.float32)
+    losses = np.zeros((cfg.epochs, n_train), np.float32)
+    correct = np.zeros((cfg.epochs, n_train), bool)
+    view_losses, view_flip_losses, view_flip_agree = [], [], []
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n_train, generator=generator).to(train_idx.device)
+        for start in range(0, n_train, cfg.batch_size):
+            positions = order[start : start + cfg.batch_size]
+            if len(positions) < 2:  # batch norm needs two samples
+                continue
+            idx = train_idx[positions]
+            x = data.normalised(_random_translate(data.batch(idx), cfg.crop_padding, generator))
+            y = labels[idx]
+            with _autocast(data.device):
+                logits = model(x)
+            sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            sample_loss.mean().backward()
+            optimizer.step()
+            schedule.step()
+            pos = positions.cpu().numpy()
+            margin, hit = _margin_and_hit(logits.detach().float(), y)
+            margins[epoch, pos] = margin
+            losses[epoch, pos] = sample_loss.detach().cpu().numpy()
+            correct[epoch, pos] = hit
+            if report is not None:
+                report(len(pos), fold, epoch, float(sample_loss.detach().mean()), float(hit.mean()))
+        if epoch in late:
+            loss, flip_loss, agree = _in_sample_views(model, data, labels, train_idx, cfg)
+            view_losses.append(loss)
+            view_flip_losses.append(flip_loss)
+            view_flip_agree.append(agree)
+    empty = np.zeros((0, n_train), np.float32)
+    return {
+        "train_margins": margins, "train_losses": losses, "train_correct": correct,
+        "view_losses": np.stack(view_losses) if view_losses else empty,
+        "view_flip_losses": np.stack(view_flip_losses) if view_flip_losses else empty,
+        "view_flip_agree": np.stack(view_flip_agree) if view_flip_agree else empty.astype(bool),
+    }
+
+
+def _margin_and_hit(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Margin ``z_y - max_{j != y} z_j`` (the AUM margin) and whether ``argmax == y``."""
+    given = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
+    margin = given - others
+    return margin.cpu().numpy(), (margin > 0).cpu().numpy()
+
+
+@torch.no_grad()
+def _eval_logits(model, data: _DeviceData, idx: torch.Tensor, cfg: ScanConfig, *, flip: bool) -> torch.Tensor:
+    model.eval()
+    out = []
+    for start in range(0, len(idx), 4 * cfg.batch_size):
+        x = data.normalised(data.batch(idx[start : start + 4 * cfg.batch_size], flip=flip))
+        with _autocast(data.device):
+            out.append(model(x).float())
+    return torch.cat(out) if out else torch.zeros(0, model.head.out_features, device=data.device)
+
+
+def _in_sample_views(model, data, labels, train_idx, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y = labels[train_idx]
+    logits = _eval_logits(model, data, train_idx, cfg, flip=False)
+    flip_logits = _eval_logits(model, data, train_idx, cfg, flip=True)
+    loss = F.cross_entropy(logits, y, reduction="none")
+    flip_loss = F.cross_entropy(flip_logits, y, reduction="none")
+    agree = logits.argmax(1) == flip_logits.argmax(1)
+    return loss.cpu().numpy(), flip_loss.cpu().numpy(), agree.cpu().numpy()
+
+
+def _predict_probs(model, data, idx, cfg) -> tuple[np.ndarray, np.ndarray | None]:
+    probs = _eval_logits(model, data, idx, cfg, flip=False).softmax(1).cpu().numpy()
+    if not cfg.flip:
+        return probs, None
+    return probs, _eval_logits(model, data, idx, cfg, flip=True).softmax(1).cpu().numpy()
+
+
+@torch.no_grad()
+def _features(model, data, idx, cfg) -> np.ndarray:
+    model.eval()
+    out = []
+    for start in range(0, len(idx), 4 * cfg.batch_size):
+        x = data.normalised(data.batch(idx[start : start + 4 * cfg.batch_size]))
+        with _autocast(data.device):
+            out.append(F.normalize(model.features(x).float(), dim=1).cpu())
+    return torch.cat(out).numpy().astype(np.float16)
