@@ -1,0 +1,234 @@
+"""Generated datasets and scan directories for the review web app's tests.
+
+A scan directory follows the scanner's contract (``labelaudit.db`` written through
+:func:`labelaudit.storage.write_scan`, ``scores.csv``, ``embeddings.npy``,
+``pred_probs.npy``, ``scan.json``, ...) but its scores are synthetic: each image shows a
+coloured shape of its *true* class and sits in the folder of its *given* class, and the
+"model" suggests the true class with high confidence for the mislabeled ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from labelaudit import storage
+
+XSS_CLASS = "<script>alert(1)</script>"
+
+#: (class name, folder name, shape) — a class name need not be a valid folder name.
+DEFAULT_CLASSES = (
+    ("circle", "circle", "circle"),
+    ("square", "square", "square"),
+    ("triangle", "triangle", "triangle"),
+    (XSS_CLASS, "script class", "cross"),
+)
+
+#: Awkward file names (spaces, unicode, quotes, ampersands) given to the first samples.
+ODD_NAMES = ("img 01.png", "naïve 猫.png", "quote'\"s.png", "a&b <x>.png", "#hash%20?.png")
+
+SIGNALS = ("self_confidence", "margin", "flip_agreement", "loss_auc", "knn_agreement")
+
+PALETTE = [
+    (230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157), (244, 162, 97),
+    (131, 56, 236), (58, 134, 255), (255, 0, 110), (6, 214, 160), (17, 138, 178),
+]
+
+
+def draw_shape(shape: str, rng: np.random.Generator, size: int = 32) -> Image.Image:
+    """A ``size`` px RGB image of ``shape`` in a random colour on a noisy background."""
+    bg = rng.integers(10, 70, size=3)
+    arr = np.clip(bg + rng.normal(0, 8, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, "RGB")
+    d = ImageDraw.Draw(img)
+    colour = tuple(int(c) for c in PALETTE[int(rng.integers(len(PALETTE)))])
+    s = size
+    r = s * rng.uniform(0.28, 0.4)
+    cx, cy = s / 2 + rng.uniform(-s * 0.08, s * 0.08), s / 2 + rng.uniform(-s * 0.08, s * 0.08)
+    if shape == "circle":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "square":
+        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=colour)
+    elif shape == "cross":
+        w = r * 0.38
+        d.rectangle([cx - r, cy - w, cx + r, cy + w], fill=colour)
+        d.rectangle([cx - w, cy - r, cx + w, cy + r], fill=colour)
+    elif shape == "ring":
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=max(2, int(s / 10)))
+    elif shape == "diamond":
+        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=colour)
+    elif shape == "star":
+        pts = []
+        for k in range(10):
+            rr = r if k % 2 == 0 else r * 0.45
+            a = -math.pi / 2 + k * math.pi / 5
+            pts.append((cx + rr * math.cos(a), cy + rr * math.sin(a)))
+        d.polygon(pts, fill=colour)
+    elif shape == "bars":
+        w = r / 2.5
+        for k in (-2, 0, 2):
+            d.rectangle([cx + k * w - w / 2, cy - r, cx + k * w + w / 2, cy + r], fill=colour)
+    else:
+        raise ValueError(shape)
+    return img
+
+
+@dataclass
+class FakeScan:
+    scan_dir: Path
+    dataset_root: Path
+    classes: list[str]
+    scores: pd.DataFrame
+    true_labels: list[str] = field(default_factory=list)
+
+    @property
+    def db_path(self) -> Path:
+        return self.scan_dir / storage.DB_NAME
+
+    def flagged(self) -> pd.DataFrame:
+        """Flagged rows (with their sample_id) in score order, highest first."""
+        df = self.scores.reset_index(names="sample_id")
+        return df[df.flagged].sort_values("mislabel_score", ascending=False)
+
+
+def make_scan(
+    base: Path,
+    *,
+    classes: tuple[tuple[str, str, str], ...] = DEFAULT_CLASSES,
+    n_per_class: int = 12,
+    noise: float = 0.3,
+    image_size: int = 32,
+    embeddings: bool = True,
+    seed: int = 0,
+) -> FakeScan:
+    """Write a dataset under ``base/dataset`` and its scan under ``base/scan``."""
+    rng = np.random.default_rng(seed)
+    base = Path(base)
+    root = base / "dataset"
+    scan_dir = base / "scan"
+    scan_dir.mkdir(parents=True, exist_ok=True)
+    names = [c[0] for c in classes]
+    folders = {c[0]: c[1] for c in classes}
+    shapes = {c[0]: c[2] for c in classes}
+    n_classes = len(names)
+
+    rows, top_classes, true_labels, probs_all = [], [], [], []
+    odd = list(ODD_NAMES)
+    for ci, given in enumerate(names):
+        (root / folders[given]).mkdir(parents=True, exist_ok=True)
+        for k in range(n_per_class):
+            mislabeled = rng.random() < noise
+            true = names[(ci + 1 + int(rng.integers(n_classes - 1))) % n_classes] if mislabeled else given
+            fname = odd.pop(0) if odd and k == 1 else f"{folders[given].replace(' ', '_')}_{k:03d}.png"
+            rel = f"{folders[given]}/{fname}"
+            draw_shape(shapes[true], rng, image_size).save(root / rel)
+            # synthetic out-of-sample probabilities: confident in the true class
+            logits = rng.normal(0, 1, n_classes)
+            logits[names.index(true)] += rng.uniform(2.0, 5.0)
+            if not mislabeled and rng.random() < 0.15:  # a few hard clean samples
+                logits[(ci + 1) % n_classes] += 3.5
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            probs_all.append(p)
+            suggested = names[int(p.argmax())]
+            score = float(1.0 - p[ci]) if suggested != given else float(rng.uniform(0.0, 0.35) * (1 - p[ci]))
+            order = np.argsort(-p)[:5]
+            top_classes.append([(names[j], float(p[j])) for j in order])
+            true_labels.append(true)
+            signals = {
+                "self_confidence": float(p[ci]),
+                "margin": float(p[ci] - np.max(np.delete(p, ci))),
+                "flip_agreement": float(rng.uniform(0.5, 1.0)),
+                "loss_auc": None if rng.random() < 0.2 else float(rng.uniform(0, 3)),
+                "knn_agreement": float(rng.uniform(0, 1)),
+            }
+            rows.append({"path": rel, "given_label": given, "suggested_label": suggested,
+                         "mislabel_score": round(score, 6), **signals})
+    scores = pd.DataFrame(rows)
+    scores["flagged"] = (scores["mislabel_score"] >= 0.5) & (scores["suggested_label"] != scores["given_label"])
+    scores = scores[["path", "given_label", "suggested_label", "mislabel_score", "flagged", *SIGNALS]]
+    scores[list(SIGNALS)] = scores[list(SIGNALS)].astype(float)
+    probs = np.asarray(probs_all, dtype=np.float32)
+
+    # noise matrix P(given = i | true = j) from the synthetic truth, columns sum to 1
+    counts = np.zeros((n_classes, n_classes))
+    for g, t in zip(scores["given_label"], true_labels):
+        counts[names.index(g), names.index(t)] += 1
+    matrix = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    class_counts = [int((scores["given_label"] == c).sum()) for c in names]
+    summary = {
+        "n_samples": len(scores), "n_classes": n_classes, "n_skipped": 1,
+        "n_flagged": int(scores["flagged"].sum()),
+        "estimated_noise_rate": float(np.mean([g != t for g, t in zip(scores["given_label"], true_labels)])),
+    }
+    meta = {
+        "dataset_root": str(root.resolve()),
+        "summary": summary,
+        "noise_matrix": {"classes": names, "matrix": matrix.tolist()},
+        "signal_columns": list(SIGNALS),
+        "config": {"image_size": image_size, "folds": 5, "epochs": 12, "seed": seed, "flag_threshold": None},
+        "created_at": storage.utc_now(),
+    }
+    conn = storage.connect(scan_dir / storage.DB_NAME)
+    try:
+        storage.write_scan(conn, scores, classes=names, class_counts=class_counts, top_classes=top_classes,
+                           signal_columns=list(SIGNALS), meta=meta)
+    finally:
+        conn.close()
+    scores.to_csv(scan_dir / "scores.csv", index=False)
+    pd.DataFrame({"path": ["broken.png"], "reason": ["cannot identify image file"]}).to_csv(
+        scan_dir / "skipped.csv", index=False)
+    pd.DataFrame(matrix, index=names, columns=names).to_csv(scan_dir / "noise_matrix.csv")
+    (scan_dir / "scan.json").write_text(json.dumps({"summary": summary, "config": meta["config"]}, indent=2))
+    np.save(scan_dir / "pred_probs.npy", probs)
+    if embeddings:
+        centers = rng.normal(0, 1, (n_classes, 16))
+        emb = np.stack([centers[names.index(t)] + rng.normal(0, 0.35, 16) for t in true_labels])
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        np.save(scan_dir / "embeddings.npy", emb.astype(np.float16))
+    return FakeScan(scan_dir=scan_dir, dataset_root=root, classes=names, scores=scores, true_labels=true_labels)
+
+
+def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int = 0) -> Path:
+    """A scan of ``n`` synthetic samples without images (for query-speed tests); returns scan dir."""
+    rng = np.random.default_rng(seed)
+    scan_dir = Path(base) / "bigscan"
+    scan_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"class_{i:02d}" for i in range(n_classes)]
+    given = rng.integers(n_classes, size=n)
+    suggested = np.where(rng.random(n) < 0.2, rng.integers(n_classes, size=n), given)
+    score = rng.random(n)
+    scores = pd.DataFrame({
+        "path": [f"{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)],
+        "given_label": [names[g] for g in given],
+        "suggested_label": [names[s] for s in suggested],
+        "mislabel_score": score,
+        "flagged": score > 0.2,  # 80 % flagged: worst case for the queue
+        "margin": rng.normal(size=n),
+    })
+    top = [[(names[s], 0.7), (names[g], 0.2)] for g, s in zip(given, suggested)]
+    conn = storage.connect(scan_dir / storage.DB_NAME)
+    try:
+        storage.write_scan(conn, scores, classes=names, class_counts=np.bincount(given, minlength=n_classes),
+                           top_classes=top, signal_columns=["margin"],
+                           meta={"dataset_root": str(scan_dir), "summary": {"n_samples": n}})
+        # 20,000 decisions, some of them changed twice, written directly (test speed)
+        now = storage.utc_now()
+        picks = rng.choice(n, size=20_000, replace=False)
+        rows = [(scores.path[i], "accept", scores.given_label[i], "", "bench", now) for i in picks]
+        rows += [(scores.path[i], "unusable", None, "", "bench", now) for i in picks[:3000]]
+        with storage.transaction(conn):
+            conn.executemany(
+                "INSERT INTO decisions (path, action, label, note, reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?)",
+                rows)
+    finally:
+        conn.close()
+    return scan_dir

@@ -1,0 +1,444 @@
+"""Every query the pages and the JSON API share (listing, one sample, statistics, decisions).
+
+Listings page with a keyset on ``score_rank`` (or ``path``), so that page 2,000 of a
+100,000-sample scan costs the same index probe as page 1.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import sqlite3
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from labelaudit import storage
+
+from .deps import Settings
+from .schemas import SampleFilters
+
+__all__ = [
+    "Page", "list_samples", "count_samples", "get_sample", "get_samples", "neighbours", "history",
+    "progress", "class_counts", "pair_counts", "score_histogram", "decide", "undo",
+    "cursor_of", "NotFound",
+]
+
+MAX_LIMIT = 500
+
+
+class NotFound(LookupError):
+    """No sample with that id."""
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_after: str | None
+    prev_before: str | None
+    total: int | None = None
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def image_url(sample_id: int, path: str, *, thumb: bool = False) -> str:
+    version = f"{zlib.crc32(path.encode()):08x}"  # a re-scan that moves ids changes the URL
+    return f"/api/samples/{sample_id}/{'thumbnail' if thumb else 'image'}?v={version}"
+
+
+def _decision(row: sqlite3.Row) -> dict[str, Any] | None:
+    if row["d_id"] is None:
+        return None
+    return {"decision_id": row["d_id"], "action": row["d_action"], "label": row["d_label"],
+            "note": row["d_note"], "reviewer": row["d_reviewer"], "decided_at": row["d_decided_at"]}
+
+
+def _item(row: sqlite3.Row) -> dict[str, Any]:
+    path = row["path"]
+    top = json.loads(row["top_classes"])
+    return {
+        "sample_id": row["sample_id"],
+        "path": path,
+        "name": path.rsplit("/", 1)[-1],
+        "given_label": row["given_label"],
+        "suggested_label": row["suggested_label"],
+        "mislabel_score": row["mislabel_score"],
+        "flagged": bool(row["flagged"]),
+        "score_rank": row["score_rank"],
+        "top_classes": [{"label": c, "prob": p} for c, p in top],
+        "signals": json.loads(row["signals"]),
+        "decision": _decision(row),
+        "image_url": image_url(row["sample_id"], path),
+        "thumb_url": image_url(row["sample_id"], path, thumb=True),
+    }
+
+
+def cursor_of(item: dict[str, Any], sort: str | None) -> str:
+    return item["path"] if sort == "path" else str(item["score_rank"])
+
+
+# ---------------------------------------------------------------------------- listing
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if f.given is not None:
+        clauses.append("s.given_label = :given")
+        params["given"] = f.given
+    if f.suggested is not None:
+        clauses.append("s.suggested_label = :suggested")
+        params["suggested"] = f.suggested
+    if f.flagged in ("0", "1"):
+        clauses.append("s.flagged = :flagged")
+        params["flagged"] = int(f.flagged)
+    if f.score_min is not None:
+        clauses.append("s.mislabel_score >= :score_min")
+        params["score_min"] = f.score_min
+    if f.score_max is not None:
+        clauses.append("s.mislabel_score <= :score_max")
+        params["score_max"] = f.score_max
+    if f.q:
+        clauses.append("s.path LIKE :q ESCAPE '\\'")
+        params["q"] = _like(f.q)
+    if f.reviewed == "yes":
+        clauses.append("d.decision_id IS NOT NULL")
+    elif f.reviewed == "no":
+        clauses.append("d.decision_id IS NULL")
+    if f.decision == "changed":
+        clauses.append("d.label IS NOT NULL AND d.label != s.given_label")
+    elif f.decision is not None:
+        clauses.append("d.action = :decision")
+        params["decision"] = f.decision
+    return clauses, params
+
+
+_KEYS = {  # sort -> (key column, ascending)
+    "score": ("s.score_rank", True),
+    "score_asc": ("s.score_rank", False),
+    "path": ("s.path", True),
+}
+
+
+def _run(conn, clauses, params, sort, *, after, before, limit) -> list[sqlite3.Row]:
+    column, ascending = _KEYS[sort]
+    clauses = list(clauses)
+    params = dict(params)
+    reverse = before is not None
+    if after is not None:
+        clauses.append(f"{column} {'>' if ascending else '<'} :cursor")
+        params["cursor"] = after
+    elif before is not None:
+        clauses.append(f"{column} {'<' if ascending else '>'} :cursor")
+        params["cursor"] = before
+    direction = "ASC" if ascending != reverse else "DESC"
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"{storage.SAMPLES_WITH_DECISIONS} {where} ORDER BY {column} {direction} LIMIT :limit"
+    params["limit"] = limit
+    return conn.execute(sql, params).fetchall()
+
+
+def _fetch(conn, f: SampleFilters, *, after, before, limit) -> list[sqlite3.Row]:
+    """Up to ``limit`` rows in display order, after/before a cursor."""
+    sort = f.sort or "score"
+    clauses, params = _where(f)
+    if sort != "path" and f.flagged not in ("0", "1"):
+        # No index orders all samples by rank, but (flagged, score_rank) orders each half:
+        # read both halves along it and merge.
+        parts = [
+            _run(conn, clauses + ["s.flagged = :fl"], {**params, "fl": fl}, sort,
+                 after=after, before=before, limit=limit)
+            for fl in (1, 0)
+        ]
+        descending = (sort == "score_asc") != (before is not None)
+        key = (lambda r: -r["score_rank"]) if descending else (lambda r: r["score_rank"])
+        rows = list(heapq.merge(*parts, key=key))[:limit]
+    else:
+        rows = _run(conn, clauses, params, sort, after=after, before=before, limit=limit)
+    if before is not None:
+        rows.reverse()
+    return rows
+
+
+def _parse_cursor(value: str | None, sort: str) -> Any:
+    if value is None or value == "":
+        return None
+    if sort == "path":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"invalid cursor {value!r}") from None
+
+
+def list_samples(
+    conn: sqlite3.Connection,
+    f: SampleFilters,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+    with_total: bool = False,
+) -> Page:
+    """One page of samples matching ``f`` in its order, after (or before) a cursor."""
+    sort = f.sort or "score"
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    after_v, before_v = _parse_cursor(after, sort), _parse_cursor(before, sort)
+    if after_v is not None:
+        before_v = None
+    rows = _fetch(conn, f, after=after_v, before=before_v, limit=limit + 1)
+    if before_v is not None:
+        has_before, rows = len(rows) > limit, rows[-limit:]
+        has_after = True
+    else:
+        has_after, rows = len(rows) > limit, rows[:limit]
+        has_before = after_v is not None and bool(rows) and bool(
+            _fetch(conn, f, after=None, before=_parse_cursor(cursor_of(_item(rows[0]), sort), sort), limit=1))
+    items = [_item(r) for r in rows]
+    return Page(
+        items=items,
+        next_after=cursor_of(items[-1], sort) if items and has_after else None,
+        prev_before=cursor_of(items[0], sort) if items and has_before else None,
+        total=count_samples(conn, f) if with_total else None,
+    )
+
+
+def count_samples(conn: sqlite3.Connection, f: SampleFilters) -> int:
+    """Number of samples matching ``f``.
+
+    Decision filters count through ``current_decisions`` (one pass over the decisions)
+    rather than probing the history of every sample.
+    """
+    clauses, params = _where(f)
+    s_only = [c for c in clauses if "d." not in c]
+    where_s = f"WHERE {' AND '.join(s_only)}" if s_only else ""
+    n_all = conn.execute(f"SELECT COUNT(*) FROM samples AS s {where_s}", params).fetchone()[0]
+    if f.reviewed is None and f.decision is None:
+        return n_all
+    d_clauses = [c for c in clauses if c != "d.decision_id IS NULL"]
+    where_d = f"WHERE {' AND '.join(d_clauses)}" if d_clauses else ""
+    n_decided = conn.execute(
+        f"SELECT COUNT(*) FROM current_decisions AS d JOIN samples AS s USING (path) {where_d}", params
+    ).fetchone()[0]
+    if f.reviewed == "no":
+        return 0 if f.decision is not None else n_all - n_decided
+    return n_decided
+
+
+def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:
+    row = conn.execute(f"{storage.SAMPLES_WITH_DECISIONS} WHERE s.sample_id = ?", (sample_id,)).fetchone()
+    if row is None:
+        raise NotFound(sample_id)
+    return _item(row)
+
+
+def get_samples(conn: sqlite3.Connection, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    ids = list(dict.fromkeys(int(i) for i in sample_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(f"{storage.SAMPLES_WITH_DECISIONS} WHERE s.sample_id IN ({marks})", chunk):
+            out[row["sample_id"]] = _item(row)
+    return out
+
+
+def neighbours(conn: sqlite3.Connection, settings: Settings, sample_id: int, k: int = 12):
+    """``[(sample, cosine similarity)]`` nearest in feature space, or None without embeddings."""
+    if not settings.embeddings.available:
+        return None
+    pairs = settings.embeddings.nearest(sample_id, k)
+    found = get_samples(conn, [i for i, _ in pairs])
+    return [(found[i], sim) for i, sim in pairs if i in found]
+
+
+def history(conn: sqlite3.Connection, path: str) -> list[dict[str, Any]]:
+    rows = storage.decision_history(conn, path)
+    return [{k: r[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at", "undoes")}
+            for r in rows]
+
+
+# ---------------------------------------------------------------------------- statistics
+
+_stats_cache: dict[tuple, Any] = {}
+_stats_lock = threading.Lock()
+
+
+def _version(conn: sqlite3.Connection) -> tuple:
+    """Changes whenever a decision is appended (decisions are append-only)."""
+    row = conn.execute("SELECT MAX(decision_id), (SELECT MAX(rowid) FROM samples) FROM decisions").fetchone()
+    return (row[0], row[1])
+
+
+def _cached(name: str, conn: sqlite3.Connection, compute):
+    key = (name, conn.execute("PRAGMA database_list").fetchone()["file"], _version(conn))
+    with _stats_lock:
+        if key in _stats_cache:
+            return _stats_cache[key]
+    value = compute()
+    with _stats_lock:
+        if len(_stats_cache) > 64:
+            _stats_cache.clear()
+        _stats_cache[key] = value
+    return value
+
+
+def progress(conn: sqlite3.Connection) -> dict[str, Any]:
+    def compute():
+        n, n_flagged = conn.execute("SELECT COUNT(*), COALESCE(SUM(flagged), 0) FROM samples").fetchone()
+        rows = conn.execute(
+            "SELECT cd.action, s.flagged, (cd.label IS NOT NULL AND cd.label != s.given_label) AS changed, "
+            "COUNT(*) AS n FROM current_decisions AS cd JOIN samples AS s USING (path) GROUP BY 1, 2, 3"
+        ).fetchall()
+        by_action = {a: 0 for a in ("accept", "suggested", "relabel", "unusable")}
+        n_reviewed = n_reviewed_flagged = n_changed = 0
+        for r in rows:
+            by_action[r["action"]] = by_action.get(r["action"], 0) + r["n"]
+            n_reviewed += r["n"]
+            n_reviewed_flagged += r["n"] if r["flagged"] else 0
+            n_changed += r["n"] if r["changed"] else 0
+        return {"n_samples": n, "n_flagged": n_flagged, "n_reviewed": n_reviewed,
+                "n_reviewed_flagged": n_reviewed_flagged, "n_changed": n_changed, "by_action": by_action}
+
+    return _cached("progress", conn, compute)
+
+
+def class_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    def compute():
+        out = {r["name"]: {"name": r["name"], "n_samples": r["n_samples"], "n_flagged": 0, "n_suggested": 0,
+                           "n_relabeled_from": 0, "n_relabeled_to": 0, "n_unusable": 0}
+               for r in conn.execute("SELECT name, n_samples FROM classes ORDER BY class_id")}
+        for r in conn.execute("SELECT given_label, suggested_label, COUNT(*) AS n FROM samples "
+                              "WHERE flagged = 1 GROUP BY 1, 2"):
+            if r["given_label"] in out:
+                out[r["given_label"]]["n_flagged"] += r["n"]
+            if r["suggested_label"] in out and r["suggested_label"] != r["given_label"]:
+                out[r["suggested_label"]]["n_suggested"] += r["n"]
+        for r in conn.execute(
+            "SELECT s.given_label, cd.action, cd.label, COUNT(*) AS n FROM current_decisions AS cd "
+            "JOIN samples AS s USING (path) GROUP BY 1, 2, 3"
+        ):
+            given = out.get(r["given_label"])
+            if r["action"] == "unusable":
+                if given:
+                    given["n_unusable"] += r["n"]
+            elif r["label"] is not None and r["label"] != r["given_label"]:
+                if given:
+                    given["n_relabeled_from"] += r["n"]
+                if r["label"] in out:
+                    out[r["label"]]["n_relabeled_to"] += r["n"]
+        return list(out.values())
+
+    return _cached("classes", conn, compute)
+
+
+def pair_counts(conn: sqlite3.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """Flagged (given -> suggested) pairs with a different suggestion, most frequent first."""
+    def compute():
+        reviewed: dict[tuple[str, str], int] = {}
+        for r in conn.execute(
+            "SELECT s.given_label, s.suggested_label, COUNT(*) AS n FROM current_decisions AS cd "
+            "JOIN samples AS s USING (path) WHERE s.flagged = 1 GROUP BY 1, 2"
+        ):
+            reviewed[(r[0], r[1])] = r[2]
+        rows = conn.execute(
+            "SELECT given_label, suggested_label, COUNT(*) AS n FROM samples WHERE flagged = 1 "
+            "AND given_label != suggested_label GROUP BY 1, 2 ORDER BY n DESC, 1, 2"
+        ).fetchall()
+        return [{"given": r[0], "suggested": r[1], "n": r[2], "n_reviewed": reviewed.get((r[0], r[1]), 0)}
+                for r in rows]
+
+    pairs = _cached("pairs", conn, compute)
+    return pairs[:limit] if limit else pairs
+
+
+def score_histogram(conn: sqlite3.Connection, bins: int = 40) -> list[dict[str, Any]]:
+    def compute():
+        out = [{"lo": i / bins, "hi": (i + 1) / bins, "n_flagged": 0, "n_unflagged": 0} for i in range(bins)]
+        for b, flagged, n in conn.execute(
+            "SELECT MIN(MAX(CAST(mislabel_score * :bins AS INTEGER), 0), :bins - 1), flagged, COUNT(*) "
+            "FROM samples GROUP BY 1, 2", {"bins": bins}
+        ):
+            out[b]["n_flagged" if flagged else "n_unflagged"] += n
+        return out
+
+    return _cached(f"hist{bins}", conn, compute)
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+class DecisionError(ValueError):
+    """A decision that cannot be recorded (bad action or label)."""
+
+
+def _resolve(item: dict[str, Any], action: str, label: str | None, classes: set[str]) -> tuple[str, str | None]:
+    """The stored (action, label) for a requested action on one sample."""
+    if action == "accept":
+        return "accept", item["given_label"]
+    if action == "suggested":
+        return "suggested", item["suggested_label"]
+    if action == "relabel":
+        if not label or label not in classes:
+            raise DecisionError(f"unknown class {label!r}")
+        if label == item["given_label"]:
+            return "accept", label
+        if label == item["suggested_label"]:
+            return "suggested", label
+        return "relabel", label
+    if action in ("unusable", "clear"):
+        return action, None
+    raise DecisionError(f"unknown action {action!r}")
+
+
+def decide(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    sample_ids: list[int],
+    action: str,
+    *,
+    label: str | None = None,
+    note: str = "",
+) -> list[dict[str, Any]]:
+    """Record one decision for each sample (one transaction); return ``[{sample_id, path, decision}]``."""
+    ids = list(dict.fromkeys(int(i) for i in sample_ids))
+    found = get_samples(conn, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(missing[0])
+    classes = set(settings.classes)
+    items = []
+    for i in ids:
+        act, lab = _resolve(found[i], action, label, classes)
+        items.append((found[i]["path"], act, lab))
+    with settings.pool.write_lock:
+        new_ids = storage.record_decisions(conn, items, note=note, reviewer=settings.reviewer)
+    return _recorded(conn, [found[i]["path"] for i in ids], new_ids)
+
+
+def _recorded(conn: sqlite3.Connection, paths: list[str], decision_ids: list[int]) -> list[dict[str, Any]]:
+    out = []
+    for path, did in zip(paths, decision_ids):
+        row = conn.execute(
+            "SELECT s.sample_id, d.* FROM decisions AS d JOIN samples AS s USING (path) WHERE d.decision_id = ?",
+            (did,),
+        ).fetchone()
+        decision = None
+        if row["action"] != "clear":
+            decision = {k: row[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at")}
+        out.append({"sample_id": row["sample_id"], "path": path, "decision": decision})
+    return out
+
+
+def undo(conn: sqlite3.Connection, settings: Settings) -> list[dict[str, Any]]:
+    """Withdraw the reviewer's last decision (or grid batch); return the samples' new state."""
+    with settings.pool.write_lock:
+        rows = storage.undo_last_decision(conn, settings.reviewer)
+    return _recorded(conn, [r["path"] for r in rows], [r["decision_id"] for r in rows])

@@ -1,0 +1,274 @@
+"""Server-rendered HTML pages: overview, queue, grid, sample, export (and their fragments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from labelaudit.export import export_summary
+
+from .. import charts, queries, shortcuts
+from ..deps import Db, Settings, SettingsDep
+from ..schemas import SampleFilters
+from .stats import estimated_noise_rate, noise_matrix
+
+router = APIRouter(include_in_schema=False)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    autoescape=True,  # every template, whatever its name: class and file names are data
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+templates = Jinja2Templates(env=_env)
+
+ACTION_TEXT = {"accept": "kept", "suggested": "suggestion", "relabel": "relabeled", "unusable": "unusable"}
+QUEUE_PAGE = 40
+GRID_PAGE = 120
+
+
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value: int | float) -> str:
+    return f"{value:,}"
+
+
+_env.filters["pct"] = _pct
+_env.filters["num"] = _num
+_env.globals["action_text"] = ACTION_TEXT
+
+
+def qs(params: dict[str, Any], **overrides: Any) -> str:
+    """A query string of the non-empty values of ``params`` updated with ``overrides``."""
+    merged = {**params, **overrides}
+    return urlencode([(k, v) for k, v in merged.items() if v is not None and v != ""])
+
+
+_env.globals["qs"] = qs
+
+
+def _filters_dict(f: SampleFilters) -> dict[str, Any]:
+    return {k: v for k, v in f.model_dump().items() if v is not None}
+
+
+def _page_defaults(f: SampleFilters) -> SampleFilters:
+    """The pages list flagged samples unless told otherwise."""
+    return f if f.flagged is not None else f.model_copy(update={"flagged": "1"})
+
+
+def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> dict[str, Any]:
+    progress = queries.progress(db)
+    config = {
+        "page": page,
+        "reviewer": settings.reviewer,
+        "classes": settings.classes,
+        "keys": shortcuts.keymap(page),
+        "progress": {"reviewed": progress["n_reviewed_flagged"], "flagged": progress["n_flagged"]},
+    }
+    return {
+        "request": request,
+        "page": page,
+        "settings": settings,
+        "progress": progress,
+        "classes": settings.classes,
+        "help_rows": shortcuts.help_rows(page),
+        "config": config,
+        **extra,
+    }
+
+
+def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response.headers["Cache-Control"] = "no-store"  # decisions change pages; never show a stale one
+    return response
+
+
+def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
+    settings: Settings = request.app.state.settings
+    conn = settings.pool.acquire()
+    try:
+        ctx = _base(request, settings, conn, "error", message=message, status_code=status_code)
+        return render(request, "error.html", ctx, status_code=status_code)
+    finally:
+        settings.pool.release(conn)
+
+
+# ---------------------------------------------------------------------------- overview
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, db: Db, settings: SettingsDep):
+    nm = noise_matrix(settings)
+    pairs = queries.pair_counts(db)
+    progress = queries.progress(db)
+    class_rows = queries.class_counts(db)
+    ctx = _base(
+        request, settings, db, "overview",
+        summary=settings.meta.get("summary") or {},
+        noise_rate=estimated_noise_rate(settings),
+        heatmap=charts.heatmap(nm["classes"], nm["matrix"], pairs) if nm else None,
+        hist=charts.histogram(queries.score_histogram(db)),
+        class_chart=charts.class_bars(class_rows),
+        decision_chart=charts.decision_bar(progress["by_action"], progress["n_flagged"]),
+        pairs=pairs[:15],
+        n_pairs=len(pairs),
+        created_at=settings.meta.get("created_at"),
+    )
+    return render(request, "overview.html", ctx)
+
+
+# ---------------------------------------------------------------------------- queue
+
+
+def _listing(db, f: SampleFilters, after, before, limit, with_total):
+    try:
+        return queries.list_samples(db, f, after=after, before=before, limit=limit, with_total=with_total)
+    except ValueError:
+        return queries.list_samples(db, f, limit=limit, with_total=with_total)
+
+
+@router.get("/queue", response_class=HTMLResponse)
+def queue(
+    request: Request,
+    db: Db,
+    settings: SettingsDep,
+    filters: Annotated[SampleFilters, Query()],
+    after: str | None = None,
+    before: str | None = None,
+):
+    f = _page_defaults(filters)
+    page = _listing(db, f, after, before, QUEUE_PAGE, True)
+    fd = _filters_dict(f)
+    ctx = _base(request, settings, db, "queue", filters=fd, items=page.items, page_=page,
+                next_url=("/queue/rows?" + qs(fd, after=page.next_after)) if page.next_after else None,
+                prev_url=("/queue?" + qs(fd, before=page.prev_before)) if page.prev_before else None,
+                sample_qs=qs(fd))
+    return render(request, "queue.html", ctx)
+
+
+@router.get("/queue/rows", response_class=HTMLResponse)
+def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query()], after: str | None = None):
+    """The next rows of the queue (infinite scroll), ending with the next sentinel."""
+    f = _page_defaults(filters)
+    page = _listing(db, f, after, None, QUEUE_PAGE, False)
+    fd = _filters_dict(f)
+    ctx = {"items": page.items, "sample_qs": qs(fd), "classes": request.app.state.settings.classes,
+           "next_url": ("/queue/rows?" + qs(fd, after=page.next_after)) if page.next_after else None}
+    return render(request, "_rows.html", ctx)
+
+
+# ---------------------------------------------------------------------------- grid
+
+
+@router.get("/grid", response_class=HTMLResponse)
+def grid(
+    request: Request,
+    db: Db,
+    settings: SettingsDep,
+    filters: Annotated[SampleFilters, Query()],
+    after: str | None = None,
+):
+    if "pair" in request.query_params:  # the pair picker without JavaScript
+        return RedirectResponse("/grid?" + (request.query_params["pair"].lstrip("?/") or "all=1"), status_code=303)
+    f = _page_defaults(filters)
+    pairs = queries.pair_counts(db)
+    if f.given is None and f.suggested is None and pairs and "all" not in request.query_params:
+        # grid mode works on one confusion at a time: start with the most frequent pair
+        f = f.model_copy(update={"given": pairs[0]["given"], "suggested": pairs[0]["suggested"]})
+    page = _listing(db, f, after, None, GRID_PAGE, True)
+    fd = _filters_dict(f)
+    ctx = _base(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
+                next_url=("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None,
+                sample_qs=qs(fd))
+    return render(request, "grid.html", ctx)
+
+
+@router.get("/grid/cells", response_class=HTMLResponse)
+def grid_cells(request: Request, db: Db, filters: Annotated[SampleFilters, Query()], after: str | None = None):
+    f = _page_defaults(filters)
+    page = _listing(db, f, after, None, GRID_PAGE, False)
+    fd = _filters_dict(f)
+    ctx = {"items": page.items, "sample_qs": qs(fd),
+           "next_url": ("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None}
+    return render(request, "_cells.html", ctx)
+
+
+# ---------------------------------------------------------------------------- sample
+
+
+@router.get("/samples/{sample_id}", response_class=HTMLResponse)
+def sample_page(
+    request: Request,
+    sample_id: int,
+    db: Db,
+    settings: SettingsDep,
+    filters: Annotated[SampleFilters, Query()],
+):
+    item = queries.get_sample(db, sample_id)
+    f = _page_defaults(filters)
+    fd = _filters_dict(f)
+    cursor = queries.cursor_of(item, f.sort)
+    nxt = _listing(db, f, cursor, None, 1, False).items
+    prv = _listing(db, f, None, cursor, 1, False).items
+    nbrs = queries.neighbours(db, settings, sample_id, 12)
+    signals = [(k, v) for k, v in item["signals"].items()]
+    ctx = _base(
+        request, settings, db, "sample", item=item, filters=fd, sample_qs=qs(fd),
+        history=list(reversed(queries.history(db, item["path"]))),
+        neighbours=nbrs, signals=signals,
+        next_url=f"/samples/{nxt[0]['sample_id']}?{qs(fd)}" if nxt else None,
+        prev_url=f"/samples/{prv[0]['sample_id']}?{qs(fd)}" if prv else None,
+        queue_url=f"/queue?{qs(fd)}#s-{sample_id}",
+        nbr_votes=_votes(nbrs, item),
+    )
+    return render(request, "sample.html", ctx)
+
+
+def _votes(nbrs, item) -> dict[str, int] | None:
+    if not nbrs:
+        return None
+    given = sum(1 for s, _ in nbrs if (s["decision"] or {}).get("label", s["given_label"]) == item["given_label"])
+    sugg = sum(1 for s, _ in nbrs if (s["decision"] or {}).get("label", s["given_label"]) == item["suggested_label"])
+    return {"given": given, "suggested": sugg, "n": len(nbrs)}
+
+
+@router.post("/samples/{sample_id}/decision")
+def sample_decision_form(
+    sample_id: int,
+    request: Request,
+    db: Db,
+    settings: SettingsDep,
+    action: Annotated[str, Form()],
+    label: Annotated[str | None, Form()] = None,
+    note: Annotated[str, Form(max_length=2000)] = "",
+    back: Annotated[str, Form(max_length=2000)] = "",
+):
+    """The sample page's form, for use without JavaScript: record, then show the page again."""
+    if action.startswith("relabel:"):
+        action, label = "relabel", action.split(":", 1)[1]
+    try:
+        queries.decide(db, settings, [sample_id], action, label=label or None, note=note)
+    except queries.DecisionError as exc:
+        return error_page(request, 422, str(exc))
+    query = back if back and not back.startswith(("/", "\\")) and "://" not in back else ""
+    return RedirectResponse(f"/samples/{sample_id}" + (f"?{query}" if query else ""), status_code=303)
+
+
+# ---------------------------------------------------------------------------- export
+
+
+@router.get("/export", response_class=HTMLResponse)
+def export_page(request: Request, db: Db, settings: SettingsDep):
+    summary = export_summary(db)
+    ctx = _base(request, settings, db, "export", export=summary, scan_dir=str(settings.scan_dir))
+    return render(request, "export.html", ctx)

@@ -1,0 +1,156 @@
+"""Request and response models of the JSON API (they also document it in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Action = Literal["accept", "suggested", "relabel", "unusable", "clear"]
+
+
+class SampleFilters(BaseModel):
+    """Filters and order of a sample listing; the same query parameters drive the pages."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    given: str | None = Field(None, description="given label equals this class")
+    suggested: str | None = Field(None, description="suggested label equals this class")
+    flagged: Literal["1", "0", "all"] | None = Field(
+        None, description="1: flagged only, 0: unflagged only, all (API default; the pages default to 1)")
+    reviewed: Literal["yes", "no"] | None = Field(None, description="has a decision in force, or not")
+    decision: Literal["accept", "suggested", "relabel", "unusable", "changed"] | None = Field(
+        None, description="action of the decision in force; `changed`: label differs from the given one")
+    score_min: float | None = Field(None, ge=0, le=1, description="mislabel_score >= score_min")
+    score_max: float | None = Field(None, ge=0, le=1, description="mislabel_score <= score_max")
+    q: str | None = Field(None, max_length=200, description="case-insensitive substring of the file path")
+    sort: Literal["score", "score_asc", "path"] | None = Field(
+        None, description="score (highest first, default), score_asc, or path")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value):
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+
+class TopClass(BaseModel):
+    label: str
+    prob: float
+
+
+class DecisionOut(BaseModel):
+    decision_id: int
+    action: Action
+    label: str | None
+    note: str
+    reviewer: str
+    decided_at: str
+    undoes: int | None = None
+
+
+class Sample(BaseModel):
+    sample_id: int
+    path: str
+    name: str
+    given_label: str
+    suggested_label: str
+    mislabel_score: float
+    flagged: bool
+    score_rank: int
+    top_classes: list[TopClass]
+    signals: dict[str, float | None]
+    decision: DecisionOut | None = Field(None, description="decision in force; null when unreviewed")
+    image_url: str
+    thumb_url: str
+
+
+class SamplePage(BaseModel):
+    items: list[Sample]
+    total: int | None = Field(None, description="number of matching samples (when with_total)")
+    next_after: str | None = Field(None, description="pass as `after` for the next page; null at the end")
+    prev_before: str | None = Field(None, description="pass as `before` for the previous page")
+
+
+class Neighbour(BaseModel):
+    sample: Sample
+    similarity: float
+
+
+class SampleDetail(Sample):
+    history: list[DecisionOut]
+    neighbours: list[Neighbour] | None = Field(None, description="null when the scan stored no embeddings")
+
+
+class DecisionIn(BaseModel):
+    sample_id: int
+    action: Action
+    label: str | None = Field(None, description="class for `relabel` (ignored for the other actions)")
+    note: str = Field("", max_length=2000)
+
+
+class BatchDecisionIn(BaseModel):
+    sample_ids: list[int] = Field(..., min_length=1, max_length=5000)
+    action: Action
+    label: str | None = None
+    note: str = Field("", max_length=2000)
+
+
+class RecordedDecision(BaseModel):
+    sample_id: int
+    path: str
+    decision: DecisionOut | None = Field(None, description="decision now in force; null when cleared")
+
+
+class DecisionResult(BaseModel):
+    recorded: list[RecordedDecision]
+
+
+class UndoResult(BaseModel):
+    undone: list[RecordedDecision] = Field(description="samples whose decision was withdrawn, with their new state")
+
+
+class Progress(BaseModel):
+    n_samples: int
+    n_flagged: int
+    n_reviewed: int
+    n_reviewed_flagged: int
+    n_changed: int
+    by_action: dict[str, int]
+
+
+class ClassCount(BaseModel):
+    name: str
+    n_samples: int
+    n_flagged: int
+    n_suggested: int
+    n_relabeled_from: int
+    n_relabeled_to: int
+    n_unusable: int
+
+
+class PairCount(BaseModel):
+    given: str
+    suggested: str
+    n: int
+    n_reviewed: int
+
+
+class HistogramBin(BaseModel):
+    lo: float
+    hi: float
+    n_flagged: int
+    n_unflagged: int
+
+
+class Stats(BaseModel):
+    progress: Progress
+    summary: dict
+    estimated_noise_rate: float | None
+    classes: list[ClassCount]
+    pairs: list[PairCount]
+    histogram: list[HistogramBin]
+
+
+class NoiseMatrix(BaseModel):
+    classes: list[str]
+    matrix: list[list[float]] = Field(description="matrix[i][j] = P(given = classes[i] | true = classes[j])")

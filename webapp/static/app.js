@@ -1,0 +1,548 @@
+/* labelaudit review app: keyboard-first decisions on server-rendered pages.
+ *
+ * Every decision is POSTed to the JSON API in order (one request at a time) and the
+ * page shows it as saved only once the server has committed it. Class and file names
+ * only ever reach the DOM through textContent, never as HTML.
+ */
+(() => {
+  'use strict';
+
+  const cfg = JSON.parse(document.getElementById('la-config').textContent);
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+  const ACTION_TEXT = { accept: 'kept', suggested: 'suggestion', relabel: 'relabeled', unusable: 'unusable' };
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+
+  // ------------------------------------------------------------------ toast
+  let toastTimer = null;
+  function toast(message, kind) {
+    const t = $('#toast');
+    t.textContent = message;
+    t.className = 'toast show' + (kind === 'error' ? ' error' : '');
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { t.className = 'toast' + (kind === 'error' ? ' error' : ''); }, kind === 'error' ? 6000 : 1800);
+  }
+
+  // ------------------------------------------------------------------ API (serialised writes)
+  async function api(method, url, body) {
+    const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (body !== undefined) {
+      opts.headers['Content-Type'] = 'application/json';
+      opts.body = JSON.stringify(body);
+    }
+    const r = await fetch(url, opts);
+    if (!r.ok) {
+      let detail = `HTTP ${r.status}`;
+      try {
+        const j = await r.json();
+        if (typeof j.detail === 'string') detail = j.detail;
+      } catch (_) { /* not JSON */ }
+      throw new Error(detail);
+    }
+    return r.json();
+  }
+  let chain = Promise.resolve();
+  let pending = 0;
+  function enqueue(fn) {
+    pending += 1;
+    const p = chain.then(fn, fn);
+    chain = p.catch(() => {}).then(() => { pending -= 1; });
+    return p;
+  }
+  window.addEventListener('beforeunload', (e) => {
+    if (pending > 0) { e.preventDefault(); e.returnValue = ''; }
+  });
+
+  // ------------------------------------------------------------------ progress in the top bar
+  function bumpProgress(delta) {
+    if (!delta) return;
+    const p = cfg.progress;
+    p.reviewed = Math.max(0, p.reviewed + delta);
+    const b = $('#prog-reviewed');
+    if (b) b.textContent = p.reviewed.toLocaleString('en-US');
+    const bar = $('#prog-bar');
+    if (bar) bar.value = p.reviewed;
+  }
+
+  // ------------------------------------------------------------------ decision state in the DOM
+  function renderStatus(box, d) {
+    if (!box) return;
+    box.replaceChildren();
+    if (!d) { box.append(el('span', 'badge b-none', 'unreviewed')); return; }
+    box.append(el('span', `badge b-${d.action}`, ACTION_TEXT[d.action] || d.action));
+    if (d.label !== null && d.label !== undefined) { box.append(' '); box.append(el('b', 'st-label', d.label)); }
+    if (d.note) { box.append(' '); box.append(el('span', 'st-note', `“${d.note}”`)); }
+    box.append(el('span', 'st-who', `${d.reviewer} · ${String(d.decided_at).slice(0, 16).replace('T', ' ')}`));
+  }
+
+  function applyDecision(node, d) {
+    if (!node) return;
+    const was = node.classList.contains('decided');
+    for (const c of Array.from(node.classList)) if (c.startsWith('d-')) node.classList.remove(c);
+    node.classList.toggle('decided', !!d);
+    if (d) node.classList.add(`d-${d.action}`);
+    node.dataset.action = d ? d.action : '';
+    node.dataset.label = d && d.label !== null ? d.label : '';
+    node.dataset.note = d ? d.note : '';
+    renderStatus($('.status', node), d);
+    const badge = $('.cell-badge', node);
+    if (badge) badge.textContent = d ? (d.action === 'unusable' ? '✕' : d.label) : '';
+    if (node.dataset.flagged === '1') bumpProgress((d ? 1 : 0) - (was ? 1 : 0));
+  }
+
+  function nodeFor(id) { return document.getElementById(`s-${id}`); }
+
+  // ------------------------------------------------------------------ dialogs
+  function chooseClass(node) {
+    const dlg = $('#chooser');
+    const input = $('#chooser-input');
+    const list = $('#chooser-list');
+    const given = node ? node.dataset.given : null;
+    const sugg = node ? node.dataset.suggested : null;
+    let items = [];
+    let sel = 0;
+    let result = null;
+    function render() {
+      const q = input.value.trim().toLowerCase();
+      const all = cfg.classes.map((c, i) => ({ c, i }));
+      items = q === '' ? all : all
+        .filter(({ c, i }) => c.toLowerCase().includes(q) || String(i + 1) === q)
+        .sort((a, b) => (b.c.toLowerCase().startsWith(q) - a.c.toLowerCase().startsWith(q)) || a.i - b.i);
+      sel = Math.min(sel, Math.max(items.length - 1, 0));
+      list.replaceChildren();
+      items.forEach(({ c, i }, k) => {
+        const li = el('li');
+        li.setAttribute('role', 'option');
+        li.setAttribute('aria-selected', k === sel ? 'true' : 'false');
+        li.append(el('span', 'num', i < 9 ? String(i + 1) : ''), el('span', 'name', c));
+        if (c === given) li.append(el('span', 'hint', 'given'));
+        else if (c === sugg) li.append(el('span', 'hint', 'suggested'));
+        li.addEventListener('click', () => { result = c; dlg.close(); });
+        list.append(li);
+      });
+      const cur = list.children[sel];
+      if (cur) cur.scrollIntoView({ block: 'nearest' });
+    }
+    return new Promise((resolve) => {
+      input.value = '';
+      input.oninput = () => { sel = 0; render(); };
+      input.onkeydown = (e) => {
+        if (e.key === 'ArrowDown') { sel = Math.min(sel + 1, items.length - 1); render(); e.preventDefault(); }
+        else if (e.key === 'ArrowUp') { sel = Math.max(sel - 1, 0); render(); e.preventDefault(); }
+        else if (e.key === 'Enter') { if (items[sel]) { result = items[sel].c; } dlg.close(); e.preventDefault(); }
+      };
+      dlg.addEventListener('close', () => resolve(result), { once: true });
+      render();
+      dlg.showModal();
+      input.focus();
+    });
+  }
+
+  function askNote(initial) {
+    const dlg = $('#note-dialog');
+    const ta = $('#note-input');
+    let result = null;
+    return new Promise((resolve) => {
+      ta.value = initial || '';
+      ta.onkeydown = (e) => {
+        if (e.key === 'Enter' && !e.shiftKey) { result = ta.value.trim(); dlg.close(); e.preventDefault(); }
+      };
+      dlg.addEventListener('close', () => resolve(result), { once: true });
+      dlg.showModal();
+      ta.focus();
+      ta.select();
+    });
+  }
+
+  function toggleHelp() {
+    const dlg = $('#help');
+    if (dlg.open) dlg.close(); else dlg.showModal();
+  }
+  $('#help').addEventListener('keydown', (e) => { if (e.key === '?') { e.preventDefault(); $('#help').close(); } });
+  $$('[data-cmd="help"]').forEach((b) => b.addEventListener('click', toggleHelp));
+
+  // ------------------------------------------------------------------ decisions
+  const pendingNotes = new Map(); // sample id -> note typed before any decision
+
+  /* Resolve a decision command into {action, label}; null when cancelled. */
+  async function resolveCommand(cmd, key, node) {
+    switch (cmd) {
+      case 'accept': return { action: 'accept' };
+      case 'suggested': return { action: 'suggested' };
+      case 'unusable': return { action: 'unusable' };
+      case 'clear': return { action: 'clear' };
+      case 'class': {
+        const label = cfg.classes[Number(key) - 1];
+        if (label === undefined) { toast(`No class number ${key}`, 'error'); return null; }
+        return { action: 'relabel', label };
+      }
+      case 'choose': {
+        const label = await chooseClass(node);
+        return label === null ? null : { action: 'relabel', label };
+      }
+      default: return null;
+    }
+  }
+
+  function describe(d, name) {
+    if (!d) return `${name}: cleared`;
+    if (d.action === 'unusable') return `${name}: unusable`;
+    return `${name}: ${ACTION_TEXT[d.action]} ${d.label}`;
+  }
+
+  /* POST one decision for the given sample ids (batch when several). */
+  function record(ids, spec, note) {
+    const nodes = ids.map(nodeFor).filter(Boolean);
+    nodes.forEach((n) => n.classList.add('saving'));
+    return enqueue(async () => {
+      try {
+        let res;
+        if (ids.length === 1) {
+          const node = nodeFor(ids[0]);
+          const kept = pendingNotes.has(ids[0]) ? pendingNotes.get(ids[0]) : (node && node.dataset.note) || '';
+          const n = note !== undefined ? note : kept;
+          res = await api('POST', '/api/decisions', { sample_id: Number(ids[0]), action: spec.action, label: spec.label || null, note: n });
+        } else {
+          res = await api('POST', '/api/decisions/batch', { sample_ids: ids.map(Number), action: spec.action, label: spec.label || null, note: note || '' });
+        }
+        for (const r of res.recorded) {
+          pendingNotes.delete(String(r.sample_id));
+          applyDecision(nodeFor(r.sample_id), r.decision);
+        }
+        const first = res.recorded[0];
+        const name = nodeFor(first.sample_id) ? ($('.fname', nodeFor(first.sample_id)) || {}).textContent || `#${first.sample_id}` : `#${first.sample_id}`;
+        toast(res.recorded.length > 1 ? `Saved ${res.recorded.length} decisions` : `Saved · ${describe(first.decision, name)}`);
+        return res;
+      } catch (err) {
+        toast(`Not saved: ${err.message}`, 'error');
+        throw err;
+      } finally {
+        nodes.forEach((n) => n.classList.remove('saving'));
+      }
+    });
+  }
+
+  function undo(onUndone) {
+    return enqueue(async () => {
+      try {
+        const res = await api('POST', '/api/decisions/undo');
+        if (!res.undone.length) { toast('Nothing to undo'); return res; }
+        for (const r of res.undone) applyDecision(nodeFor(r.sample_id), r.decision);
+        toast(res.undone.length > 1 ? `Undid ${res.undone.length} decisions` : `Undid · ${r0name(res.undone[0])}`);
+        if (onUndone) onUndone(res.undone);
+        return res;
+      } catch (err) {
+        toast(`Undo failed: ${err.message}`, 'error');
+        throw err;
+      }
+    });
+  }
+  function r0name(r) { return r.path.split('/').pop() + (r.decision ? ` → ${ACTION_TEXT[r.decision.action]}` : ' → unreviewed'); }
+
+  async function editNote(node, after) {
+    const id = node.dataset.id;
+    const current = node.dataset.action ? node.dataset.note : (pendingNotes.get(id) || '');
+    const note = await askNote(current);
+    if (note === null) return;
+    if (node.dataset.action) {
+      const spec = { action: node.dataset.action, label: node.dataset.action === 'relabel' ? node.dataset.label : null };
+      await record([id], spec, note).catch(() => {});
+    } else {
+      pendingNotes.set(id, note);
+      toast(note ? 'Note kept; it is saved with the decision' : 'Note removed');
+    }
+    if (after) after();
+  }
+
+  // ------------------------------------------------------------------ images: crisp when enlarged
+  function fixRendering(img) {
+    if (img.naturalWidth && img.clientWidth && img.naturalWidth > img.clientWidth) img.classList.add('smooth');
+  }
+  document.addEventListener('load', (e) => { if (e.target.tagName === 'IMG') fixRendering(e.target); }, true);
+  $$('img').forEach((img) => { if (img.complete) fixRendering(img); });
+
+  // ------------------------------------------------------------------ infinite scroll
+  function setupMore(container, onAdded) {
+    let loading = null;
+    const io = 'IntersectionObserver' in window
+      ? new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadMore(); }, { rootMargin: '900px' })
+      : null;
+    function watch() {
+      const s = $('.sentinel', container);
+      if (s && io) io.observe(s);
+    }
+    function loadMore() {
+      if (loading) return loading;
+      const s = $('.sentinel', container);
+      if (!s) return Promise.resolve(false);
+      loading = fetch(s.dataset.next, { credentials: 'same-origin' })
+        .then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.text(); })
+        .then((html) => {
+          const tpl = document.createElement('template');
+          tpl.innerHTML = html; // server-rendered, escaped by the template engine
+          if (io) io.unobserve(s);
+          s.replaceWith(tpl.content);
+          $$('img', container).forEach((img) => { if (img.complete) fixRendering(img); });
+          if (onAdded) onAdded();
+          watch();
+          return true;
+        })
+        .catch((err) => { toast(`Could not load more: ${err.message}`, 'error'); return false; })
+        .finally(() => { loading = null; });
+      return loading;
+    }
+    watch();
+    return loadMore;
+  }
+
+  // ------------------------------------------------------------------ keyboard dispatch
+  function bindKeys(handlers) {
+    document.addEventListener('keydown', (e) => {
+      if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
+      const t = e.target;
+      if (t.closest && t.closest('dialog')) return;
+      if (t.matches && t.matches('input, textarea, select, [contenteditable]')) {
+        if (e.key === 'Escape') t.blur();
+        return;
+      }
+      const cmd = cfg.keys[e.key];
+      if (!cmd || !handlers[cmd]) return;
+      e.preventDefault();
+      handlers[cmd](e);
+    });
+  }
+
+  const DECISION_CMDS = ['accept', 'suggested', 'class', 'choose', 'unusable', 'clear'];
+
+  // ================================================================== queue
+  function queuePage() {
+    const list = $('#rows');
+    if (!list) { bindKeys({ help: toggleHelp, search: () => $('#search') && $('#search').focus() }); return; }
+    const rows = () => $$('.row', list);
+    let cur = -1;
+    const loadMore = setupMore(list);
+
+    function focusAt(i, scroll = true) {
+      const rs = rows();
+      if (!rs.length) return;
+      i = Math.max(0, Math.min(i, rs.length - 1));
+      if (rs[cur]) rs[cur].classList.remove('focused');
+      cur = i;
+      const r = rs[cur];
+      r.classList.add('focused');
+      if (scroll) r.scrollIntoView({ block: 'center' });
+      history.replaceState(null, '', `#s-${r.dataset.id}`);
+    }
+    function focused() { return rows()[cur] || null; }
+    async function next() {
+      const rs = rows();
+      if (cur < rs.length - 1) { focusAt(cur + 1); return; }
+      if (await loadMore()) focusAt(cur + 1);
+      else toast('End of the list');
+    }
+    function prev() { if (cur > 0) focusAt(cur - 1); }
+
+    async function decide(cmd, key) {
+      const r = focused();
+      if (!r) return;
+      const spec = await resolveCommand(cmd, key, r);
+      if (!spec) return;
+      record([r.dataset.id], spec).catch(() => {});
+      if (spec.action !== 'clear') next();
+    }
+
+    const handlers = {
+      next, prev, help: toggleHelp,
+      undo: () => undo((undone) => {
+        const i = rows().findIndex((r) => r.dataset.id === String(undone[0].sample_id));
+        if (i >= 0) focusAt(i);
+      }),
+      note: () => { const r = focused(); if (r) editNote(r); },
+      open: () => { const r = focused(); if (r) location.href = r.dataset.href; },
+      grid: () => { const r = focused(); if (r) location.href = r.dataset.grid; },
+      search: () => { const s = $('#search'); if (s) { s.focus(); s.select(); } },
+    };
+    DECISION_CMDS.forEach((c) => { handlers[c] = (e) => decide(c, e.key); });
+    bindKeys(handlers);
+
+    list.addEventListener('click', (e) => {
+      const r = e.target.closest('.row');
+      if (!r) return;
+      const i = rows().indexOf(r);
+      const btn = e.target.closest('[data-cmd]');
+      if (i !== cur) focusAt(i, false);
+      if (!btn) return;
+      const cmd = btn.dataset.cmd;
+      if (cmd === 'note') editNote(r);
+      else decide(cmd, null);
+    });
+
+    const fromHash = location.hash.startsWith('#s-') ? rows().findIndex((r) => `#${r.id}` === location.hash) : -1;
+    const firstOpen = rows().findIndex((r) => !r.classList.contains('decided'));
+    focusAt(fromHash >= 0 ? fromHash : Math.max(firstOpen, 0), fromHash >= 0 || firstOpen > 0);
+  }
+
+  // ================================================================== grid
+  function gridPage() {
+    const pick = $('#pair-select');
+    if (pick) pick.addEventListener('change', () => { location.href = '/grid?' + (pick.value || 'all=1'); });
+    const box = $('#cells');
+    const queueLink = $('.gridhead a[href^="/queue"]');
+    const base = { help: toggleHelp, queue: () => { if (queueLink) location.href = queueLink.href; } };
+    if (!box) { bindKeys(base); return; }
+    const cells = () => $$('.cell', box);
+    const selected = new Set();
+    let cur = -1;
+    let anchor = null;
+    const loadMore = setupMore(box, () => paintSelection());
+
+    function paintSelection() {
+      for (const c of cells()) {
+        const on = selected.has(c.dataset.id);
+        c.classList.toggle('selected', on);
+        c.setAttribute('aria-selected', on ? 'true' : 'false');
+      }
+      $('#selcount').textContent = String(selected.size);
+    }
+    function focusAt(i) {
+      const cs = cells();
+      if (!cs.length) return;
+      i = Math.max(0, Math.min(i, cs.length - 1));
+      if (cs[cur]) cs[cur].classList.remove('focused');
+      cur = i;
+      cs[cur].classList.add('focused');
+      cs[cur].scrollIntoView({ block: 'nearest' });
+    }
+    function columns() {
+      return getComputedStyle(box).gridTemplateColumns.split(' ').filter(Boolean).length || 1;
+    }
+    async function move(delta) {
+      const cs = cells();
+      const target = cur + delta;
+      if (target >= cs.length && $('.sentinel', box)) await loadMore();
+      focusAt(target);
+    }
+    function toggle(c) {
+      const id = c.dataset.id;
+      if (selected.has(id)) selected.delete(id); else selected.add(id);
+      anchor = cells().indexOf(c);
+      paintSelection();
+    }
+    function targets() {
+      if (selected.size) return Array.from(selected);
+      const c = cells()[cur];
+      return c ? [c.dataset.id] : [];
+    }
+    async function decide(cmd, key) {
+      const ids = targets();
+      if (!ids.length) return;
+      const spec = await resolveCommand(cmd, key, ids.length === 1 ? nodeFor(ids[0]) : null);
+      if (!spec) return;
+      const res = await record(ids, spec).catch(() => null);
+      if (!res) return;
+      selected.clear();
+      paintSelection();
+      if (ids.length === 1) move(1);
+    }
+    const handlers = {
+      ...base,
+      right: () => move(1), left: () => move(-1), down: () => move(columns()), up: () => move(-columns()),
+      toggle: () => { const c = cells()[cur]; if (c) toggle(c); },
+      all: () => { cells().forEach((c) => selected.add(c.dataset.id)); paintSelection(); },
+      unreviewed: () => { cells().forEach((c) => { if (!c.classList.contains('decided')) selected.add(c.dataset.id); }); paintSelection(); },
+      none: () => { selected.clear(); paintSelection(); },
+      open: () => { const c = cells()[cur]; if (c) location.href = c.dataset.href; },
+      undo: () => undo((undone) => {
+        const i = cells().findIndex((c) => c.dataset.id === String(undone[0].sample_id));
+        if (i >= 0) focusAt(i);
+      }),
+    };
+    DECISION_CMDS.forEach((c) => { handlers[c] = (e) => decide(c, e.key); });
+    bindKeys(handlers);
+
+    box.addEventListener('click', (e) => {
+      const c = e.target.closest('.cell');
+      if (!c) return;
+      const i = cells().indexOf(c);
+      if (e.shiftKey && anchor !== null) {
+        const [a, b] = [Math.min(anchor, i), Math.max(anchor, i)];
+        cells().slice(a, b + 1).forEach((x) => selected.add(x.dataset.id));
+        paintSelection();
+      } else {
+        toggle(c);
+      }
+      focusAt(i);
+    });
+    box.addEventListener('dblclick', (e) => {
+      const c = e.target.closest('.cell');
+      if (c) location.href = c.dataset.href;
+    });
+    $$('#gridbar [data-cmd]').forEach((b) => b.addEventListener('click', () => {
+      const h = handlers[b.dataset.cmd];
+      if (h) h({ key: null });
+    }));
+    focusAt(Math.max(cells().findIndex((c) => !c.classList.contains('decided')), 0));
+  }
+
+  // ================================================================== sample page
+  function samplePage() {
+    const node = $('article.sample');
+    const go = (sel) => { const a = $(sel); if (a) location.href = a.href; };
+    const noteField = $('#note-field');
+    async function decide(cmd, key) {
+      const spec = await resolveCommand(cmd, key, node);
+      if (!spec) return;
+      const res = await record([node.dataset.id], spec, noteField ? noteField.value.trim() : '').catch(() => null);
+      if (res) location.reload();
+    }
+    const handlers = {
+      help: toggleHelp,
+      next: () => go('#next-link'),
+      prev: () => go('#prev-link'),
+      queue: () => go('.sample-nav a[data-cmd="queue"]'),
+      undo: () => undo(() => location.reload()),
+      note: async () => {
+        const note = await askNote(noteField ? noteField.value : '');
+        if (note === null) return;
+        if (noteField) noteField.value = note;
+        if (node.dataset.action) {
+          const res = await record([node.dataset.id], { action: node.dataset.action, label: node.dataset.action === 'relabel' ? node.dataset.label : null }, note).catch(() => null);
+          if (res) location.reload();
+        } else {
+          toast('Note kept; it is saved with the decision');
+        }
+      },
+    };
+    DECISION_CMDS.forEach((c) => { handlers[c] = (e) => decide(c, e.key); });
+    bindKeys(handlers);
+    // the form's class button: with JavaScript, relabel through the API like the keys do
+    const form = $('form.decide');
+    if (form) {
+      form.addEventListener('submit', (e) => {
+        const btn = e.submitter;
+        if (!btn) return;
+        e.preventDefault();
+        const action = btn.value;
+        const spec = action === 'relabel' ? { action, label: $('#relabel-select').value } : { action };
+        record([node.dataset.id], spec, noteField ? noteField.value.trim() : '').then(() => location.reload(), () => {});
+      });
+    }
+  }
+
+  // ================================================================== simple pages
+  function simplePage() {
+    bindKeys({
+      help: toggleHelp,
+      queue: () => { location.href = '/queue'; },
+      grid: () => { location.href = '/grid'; },
+    });
+  }
+
+  ({ queue: queuePage, grid: gridPage, sample: samplePage }[cfg.page] || simplePage)();
+})();
