@@ -79,3 +79,23 @@ def help_rows(page: str) -> list[dict[str, object]]:
         keys = ["1–9"] if s.command == "class" else [label(k) for k in s.keys]
         rows.append({"keys": keys, "text": s.text, "command": s.command})
     return rows
+
+
+#: The always-visible bar at the bottom of each page: (keys shown, short text).
+BAR: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    "queue": [(("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+              (("X",), "unusable"), (("E",), "note"), (("J", "K"), "next / prev"), (("Z",), "undo"),
+              (("O",), "open"), (("G",), "grid"), (("?",), "all shortcuts")],
+    "grid": [(("←", "↑", "↓", "→"), "move"), (("Space",), "select"), (("*",), "all"), (("Esc",), "none"),
+             (("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+             (("X",), "unusable"), (("Z",), "undo"), (("?",), "all shortcuts")],
+    "sample": [(("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+               (("X",), "unusable"), (("E",), "note"), (("J", "K"), "next / prev"), (("Z",), "undo"),
+               (("Q",), "queue"), (("?",), "all shortcuts")],
+    "overview": [(("Q",), "review queue"), (("G",), "grid mode"), (("?",), "all shortcuts")],
+    "export": [(("Q",), "review queue"), (("?",), "all shortcuts")],
+}
+
+
+def bar(page: str) -> list[tuple[tuple[str, ...], str]]:
+    return BAR.get(page, [])

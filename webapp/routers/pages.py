@@ -82,6 +82,7 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "progress": progress,
         "classes": settings.classes,
         "help_rows": shortcuts.help_rows(page),
+        "keys_bar": shortcuts.bar(page),
         "config": config,
         **extra,
     }
