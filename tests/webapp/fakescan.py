@@ -127,7 +127,7 @@ def make_scan(
         for k in range(n_per_class):
             mislabeled = rng.random() < noise
             true = names[(ci + 1 + int(rng.integers(n_classes - 1))) % n_classes] if mislabeled else given
-            fname = odd.pop(0) if odd and k == 1 else f"{folders[given].replace(' ', '_')}_{k:03d}.png"
+            fname = odd.pop(0) if odd and k in (1, 2) else f"{folders[given].replace(' ', '_')}_{k:03d}.png"
             rel = f"{folders[given]}/{fname}"
             draw_shape(shapes[true], rng, image_size).save(root / rel)
             # synthetic out-of-sample probabilities: confident in the true class
@@ -198,7 +198,11 @@ def make_scan(
 
 
 def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int = 0) -> Path:
-    """A scan of ``n`` synthetic samples without images (for query-speed tests); returns scan dir."""
+    """A scan of ``n`` synthetic samples without images (for query-speed tests); returns scan dir.
+
+    Rows go straight into the tables (same schema as :func:`labelaudit.storage.write_scan`
+    writes) because encoding 100,000 rows through it takes seconds.
+    """
     rng = np.random.default_rng(seed)
     scan_dir = Path(base) / "bigscan"
     scan_dir.mkdir(parents=True, exist_ok=True)
@@ -206,29 +210,34 @@ def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int =
     given = rng.integers(n_classes, size=n)
     suggested = np.where(rng.random(n) < 0.2, rng.integers(n_classes, size=n), given)
     score = rng.random(n)
-    scores = pd.DataFrame({
-        "path": [f"{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)],
-        "given_label": [names[g] for g in given],
-        "suggested_label": [names[s] for s in suggested],
-        "mislabel_score": score,
-        "flagged": score > 0.2,  # 80 % flagged: worst case for the queue
-        "margin": rng.normal(size=n),
-    })
-    top = [[(names[s], 0.7), (names[g], 0.2)] for g, s in zip(given, suggested)]
+    rank = np.empty(n, dtype=int)
+    rank[np.argsort(-score, kind="stable")] = np.arange(1, n + 1)
+    flagged = score > 0.2  # 80 % flagged: worst case for the queue
+    paths = [f"{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)]
+    rows = [
+        (i, paths[i], names[g], names[sg], float(sc), int(fl), int(rk),
+         f'[["{names[sg]}", 0.7], ["{names[g]}", 0.2]]', f'{{"margin": {sc - 0.5:.4f}}}')
+        for i, (g, sg, sc, fl, rk) in enumerate(zip(given.tolist(), suggested.tolist(), score.tolist(),
+                                                    flagged.tolist(), rank.tolist()))
+    ]
     conn = storage.connect(scan_dir / storage.DB_NAME)
     try:
-        storage.write_scan(conn, scores, classes=names, class_counts=np.bincount(given, minlength=n_classes),
-                           top_classes=top, signal_columns=["margin"],
-                           meta={"dataset_root": str(scan_dir), "summary": {"n_samples": n}})
-        # 20,000 decisions, some of them changed twice, written directly (test speed)
         now = storage.utc_now()
-        picks = rng.choice(n, size=20_000, replace=False)
-        rows = [(scores.path[i], "accept", scores.given_label[i], "", "bench", now) for i in picks]
-        rows += [(scores.path[i], "unusable", None, "", "bench", now) for i in picks[:3000]]
+        picks = rng.choice(n, size=20_000, replace=False).tolist()
+        decisions = [(paths[i], "accept", names[given[i]], "", "bench", now) for i in picks]
+        decisions += [(paths[i], "unusable", None, "", "bench", now) for i in picks[:3000]]
         with storage.transaction(conn):
+            conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO classes VALUES (?, ?, ?)",
+                             [(i, c, int((given == i).sum())) for i, c in enumerate(names)])
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                ("dataset_root", json.dumps(str(scan_dir))),
+                ("summary", json.dumps({"n_samples": n, "n_flagged": int(flagged.sum())})),
+                ("signal_columns", json.dumps(["margin"])),
+            ])
             conn.executemany(
                 "INSERT INTO decisions (path, action, label, note, reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?)",
-                rows)
+                decisions)
     finally:
         conn.close()
     return scan_dir
