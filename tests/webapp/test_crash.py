@@ -1,0 +1,90 @@
+"""A real `labelaudit review` server killed with SIGKILL loses no acknowledged decision."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import httpx
+from conftest import running_server, start_server
+
+ACTIONS = [("accept", None), ("suggested", None), ("unusable", None), ("relabel", "square"), ("clear", None)]
+
+
+def post(url: str, sample_id: int, action: str, label: str | None) -> dict:
+    r = httpx.post(f"{url}/api/decisions", json={"sample_id": sample_id, "action": action, "label": label,
+                                                  "note": f"#{sample_id}"}, timeout=10)
+    r.raise_for_status()
+    return r.json()["recorded"][0]
+
+
+def check_db(db_path, acked: list[tuple[int, str, str | None, dict]]) -> None:
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = {r[0]: r[1:] for r in conn.execute("SELECT decision_id, path, action FROM decisions")}
+    for sample_id, action, _, rec in acked:
+        if action == "clear":
+            continue
+        d = rec["decision"]
+        assert d["decision_id"] in rows, f"acknowledged decision {d} of sample {sample_id} is lost"
+        assert rows[d["decision_id"]] == (rec["path"], d["action"])
+    conn.close()
+
+
+def test_sigkill_between_decisions_loses_nothing(big_queue_scan):
+    scan = big_queue_scan
+    ids = [int(i) for i in scan.flagged().sample_id[:15]]
+    acked = []
+    server = start_server(scan.scan_dir, "--reviewer", "crash")
+    try:
+        for k, sid in enumerate(ids):
+            action, label = ACTIONS[k % 4]
+            acked.append((sid, action, label, post(server.url, sid, action, label)))
+            if k in (4, 9):  # kill right after an acknowledged decision, then start again
+                server.kill()
+                check_db(scan.db_path, acked)
+                server = start_server(scan.scan_dir, "--reviewer", "crash")
+        server.kill()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    check_db(scan.db_path, acked)
+    # and a fresh server shows every one of them as the decision in force
+    with running_server(scan.scan_dir) as s:
+        for sid, action, label, rec in acked:
+            d = httpx.get(f"{s.url}/api/samples/{sid}").json()["decision"]
+            assert d is not None and d["decision_id"] == rec["decision"]["decision_id"]
+            assert d["reviewer"] == "crash" and d["note"] == f"#{sid}"
+
+
+def test_sigkill_during_a_stream_of_decisions(big_queue_scan):
+    scan = big_queue_scan
+    ids = [int(i) for i in scan.scores.index]
+    acked: list = []
+    server = start_server(scan.scan_dir)
+    stop = threading.Event()
+
+    def writer():
+        k = 0
+        while not stop.is_set() and k < len(ids):
+            action, label = ACTIONS[k % 4]
+            try:
+                acked.append((ids[k], action, label, post(server.url, ids[k], action, label)))
+            except (httpx.HTTPError, OSError):
+                return  # the server died mid-request: that decision was never acknowledged
+            k += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.kill()  # while requests are in flight
+    stop.set()
+    t.join(timeout=15)
+    assert len(acked) >= 8
+    check_db(scan.db_path, acked)
+    conn = sqlite3.connect(scan.db_path)
+    n_rows = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert len(acked) <= n_rows <= len(acked) + 1  # at most the one in flight got in too

@@ -1,0 +1,179 @@
+"""Cleaned-label export: the pure function, the writer, `labelaudit export`, the web download."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import make_client
+from fakescan import XSS_CLASS
+
+from labelaudit import storage
+from labelaudit.cli import main
+from labelaudit.export import cleaned_labels, copy_to_folder, safe_folder_name, write_cleaned_labels
+
+
+def decide_some(scan):
+    """Four decisions on flagged samples: suggestion, unusable, relabel, accept (then changed)."""
+    f = scan.flagged()
+    ids = [int(i) for i in f.sample_id[:4]]
+    conn = storage.connect(scan.db_path)
+    p = scan.scores.path
+    storage.record_decision(conn, p[ids[0]], "suggested", label=scan.scores.suggested_label[ids[0]], reviewer="ann")
+    storage.record_decision(conn, p[ids[1]], "unusable", reviewer="ann", note="blurry")
+    storage.record_decision(conn, p[ids[2]], "relabel", label=XSS_CLASS, reviewer="bob")
+    storage.record_decision(conn, p[ids[3]], "accept", label=scan.scores.given_label[ids[3]], reviewer="ann")
+    storage.record_decision(conn, p[ids[3]], "clear", reviewer="ann")
+    conn.close()
+    return ids
+
+
+def test_cleaned_labels_without_decisions_are_the_given_labels(scan):
+    conn = storage.connect(scan.db_path)
+    df = cleaned_labels(conn)
+    assert list(df.columns) == ["path", "label"]
+    assert df.path.tolist() == scan.scores.path.tolist()
+    assert df.label.tolist() == scan.scores.given_label.tolist()
+
+
+def test_cleaned_labels_apply_decisions(scan):
+    ids = decide_some(scan)
+    conn = storage.connect(scan.db_path)
+    df = cleaned_labels(conn).set_index("path")
+    p = scan.scores.path
+    assert len(df) == len(scan.scores) - 1
+    assert p[ids[1]] not in df.index  # unusable: dropped
+    assert df.label[p[ids[0]]] == scan.scores.suggested_label[ids[0]]
+    assert df.label[p[ids[2]]] == XSS_CLASS
+    assert df.label[p[ids[3]]] == scan.scores.given_label[ids[3]]  # cleared: back to given
+    untouched = [i for i in range(len(p)) if i not in ids]
+    assert (df.label[p[untouched]].to_numpy() == scan.scores.given_label[untouched].to_numpy()).all()
+
+    full = cleaned_labels(conn, full=True).set_index("path")
+    assert list(full.columns) == ["label", "original_label", "decision", "reviewer", "decided_at",
+                                  "mislabel_score", "suggested_label", "note"]
+    row = full.loc[p[ids[2]]]
+    assert (row.decision, row.reviewer, row.original_label) == ("relabel", "bob", scan.scores.given_label[ids[2]])
+    assert row.decided_at.endswith("+00:00")
+    assert full.loc[p[ids[3]]].decision == "" and full.loc[p[ids[3]]].reviewer == ""
+    audit = cleaned_labels(conn, full=True, include_unusable=True).set_index("path")
+    assert audit.loc[p[ids[1]]].decision == "unusable" and audit.loc[p[ids[1]]].label == ""
+    assert audit.loc[p[ids[1]]].note == "blurry"
+
+
+def test_auto_accept_above_only_touches_unreviewed(scan):
+    ids = decide_some(scan)
+    conn = storage.connect(scan.db_path)
+    df = cleaned_labels(conn, full=True, auto_accept_above=0.8).set_index("path")
+    s = scan.scores
+    auto = s[(s.mislabel_score > 0.8) & (s.suggested_label != s.given_label)
+             & ~s.index.isin(ids[:3])]  # ids[3] was cleared: unreviewed again
+    assert set(df.index[df.decision == "auto"]) == set(auto.path)
+    for path, sugg in zip(auto.path, auto.suggested_label):
+        assert df.label[path] == sugg
+    assert df.label[s.path[ids[2]]] == XSS_CLASS  # a decision wins over the suggestion
+
+
+def test_writer_never_overwrites_without_force(tmp_path):
+    df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
+    out = tmp_path / "sub" / "labels.csv"
+    write_cleaned_labels(df, out)
+    assert out.read_text() == "path,label\na.png,x\n"
+    with pytest.raises(FileExistsError):
+        write_cleaned_labels(df.assign(label="y"), out)
+    assert out.read_text() == "path,label\na.png,x\n"
+    write_cleaned_labels(df.assign(label="y"), out, force=True)
+    assert out.read_text() == "path,label\na.png,y\n"
+    assert sorted(os.listdir(out.parent)) == ["labels.csv"]  # no temporary files left
+
+
+def test_cli_export(scan, tmp_path):
+    ids = decide_some(scan)
+    runner = CliRunner()
+    out = tmp_path / "cleaned_labels.csv"
+    r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "1 dropped as unusable" in r.output
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns) == ["path", "label"] and len(df) == len(scan.scores) - 1
+    assert df.set_index("path").label[scan.scores.path[ids[2]]] == XSS_CLASS
+    r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--full"])
+    assert r.exit_code != 0 and "exists" in r.output and "--force" in r.output
+    r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--full", "--force",
+                             "--auto-accept-above", "0.9"])
+    assert r.exit_code == 0, r.output
+    full = pd.read_csv(out, keep_default_na=False)
+    assert "decision" in full.columns and (full.decision == "auto").any()
+    # default output goes into the scan directory; '-' writes to stdout
+    r = runner.invoke(main, ["export", str(scan.scan_dir)])
+    assert r.exit_code == 0 and (scan.scan_dir / "cleaned_labels.csv").is_file()
+    r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
+    assert r.exit_code == 0 and r.stdout.startswith("path,label\n")
+    assert runner.invoke(main, ["export", str(tmp_path)]).exit_code != 0  # not a scan
+
+
+def test_web_download_matches_cli(client, scan, tmp_path):
+    decide_some(scan)
+    r = client.get("/api/export.csv", params={"full": "true", "auto_accept_above": "0.95"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert 'filename="cleaned_labels.csv"' in r.headers["content-disposition"]
+    out = tmp_path / "cli.csv"
+    assert CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--full",
+                                     "--auto-accept-above", "0.95"]).exit_code == 0
+    assert r.text == out.read_text()
+    # the export page's form sends an empty threshold when none is typed
+    plain = client.get("/api/export.csv", params={"auto_accept_above": ""})
+    assert plain.status_code == 200
+    assert pd.read_csv(io.StringIO(plain.text)).shape == (len(scan.scores) - 1, 2)
+    assert client.get("/api/export.csv", params={"auto_accept_above": "2"}).status_code == 422
+
+
+def test_to_folder_hard_links(scan, tmp_path):
+    ids = decide_some(scan)
+    dest = tmp_path / "clean"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "l.csv"),
+                                  "--to-folder", str(dest)])
+    assert r.exit_code == 0, r.output
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    assert len(files) == len(scan.scores) - 1
+    assert {p.parent.name for p in files} == {safe_folder_name(c) for c in scan.classes}
+    relabeled = scan.scores.path[ids[2]]
+    target = dest / safe_folder_name(XSS_CLASS) / relabeled.split("/")[-1]
+    assert target.is_file()
+    assert os.path.samefile(target, scan.dataset_root / relabeled)  # a hard link, not a copy
+    assert "/" not in safe_folder_name(XSS_CLASS) and safe_folder_name("..") not in ("..", ".")
+    # never into a non-empty folder without --force
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "l2.csv"),
+                                  "--to-folder", str(dest)])
+    assert r.exit_code != 0 and "not empty" in r.output
+
+
+def test_to_folder_copies_across_devices(scan, tmp_path, monkeypatch):
+    conn = storage.connect(scan.db_path)
+    df = cleaned_labels(conn)
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    res = copy_to_folder(df, scan.dataset_root, tmp_path / "copy")
+    assert (res.n_linked, res.n_copied) == (0, len(df))
+    one = tmp_path / "copy" / safe_folder_name(df.label[0]) / df.path[0].split("/")[-1]
+    assert one.read_bytes() == (scan.dataset_root / df.path[0]).read_bytes()
+    assert not os.path.samefile(one, scan.dataset_root / df.path[0])
+
+
+def test_to_folder_name_clashes_and_missing_files(tmp_path):
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    (root / "a" / "1.png").write_bytes(b"A")
+    (root / "b" / "1.png").write_bytes(b"B")
+    df = pd.DataFrame({"path": ["a/1.png", "b/1.png", "a/missing.png", "../etc/passwd"], "label": ["x"] * 4})
+    res = copy_to_folder(df, root, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["1.png", "b__1.png"]
+    assert res.missing == ["a/missing.png", "../etc/passwd"]

@@ -1,0 +1,166 @@
+"""Server-rendered pages: they render, link up, show the shortcuts and work without JavaScript."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlsplit
+
+from conftest import make_client
+from fakescan import XSS_CLASS, make_scan
+
+
+class Collect(HTMLParser):
+    """Tags with their attributes, and the text of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(html: str) -> Collect:
+    c = Collect()
+    c.feed(html)
+    return c
+
+
+def config_of(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="la-config">(.*?)</script>', html, re.S)
+    return json.loads(m.group(1))
+
+
+def test_overview_has_pictures_and_links(client, scan):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    html = r.text
+    assert html.count("<svg class=\"heatmap\"") == 1 and "<svg class=\"hist\"" in html
+    assert "<svg class=\"classbars\"" in html and "<svg class=\"decbar\"" in html
+    doc = parse(html)
+    hrefs = [a.get("href", "") for t, a in doc.tags if t == "a"]
+    # every off-diagonal cell of the noise matrix opens the grid of that pair
+    grid_links = [h for h in hrefs if h.startswith("/grid?")]
+    k = len(scan.classes)
+    assert len([h for h in grid_links if "given=" in h and "suggested=" in h]) >= k * (k - 1)
+    pair = parse_qs(urlsplit(grid_links[0]).query)
+    assert pair["given"][0] in scan.classes and pair["suggested"][0] in scan.classes
+    assert any(h.startswith("/queue?") and "score_min=" in h for h in hrefs)  # histogram bars
+    text = " ".join(doc.text)
+    assert "Estimated noise rate" in text and "Review progress" in text
+
+
+def test_queue_lists_flagged_with_shortcuts(client, scan):
+    r = client.get("/queue")
+    assert r.status_code == 200
+    html = r.text
+    flagged = scan.flagged()
+    doc = parse(html)
+    rows = [a for t, a in doc.tags if t == "li" and "row" in a.get("class", "").split()]
+    assert [int(a["data-id"]) for a in rows] == [int(i) for i in flagged.sample_id[:40]]
+    # the image is served enlarged, crisp
+    imgs = [a for t, a in doc.tags if t == "img" and a.get("src", "").startswith("/api/samples/")]
+    assert len(imgs) >= len(rows)
+    # the shortcuts are on the page, and the script gets the same key map
+    text = " ".join(doc.text)
+    for words in ("keep given", "take suggestion", "other class", "unusable", "next / prev", "undo"):
+        assert words in text
+    cfg = config_of(html)
+    assert cfg["keys"]["a"] == "accept" and cfg["keys"]["s"] == "suggested" and cfg["keys"]["z"] == "undo"
+    assert cfg["keys"]["x"] == "unusable" and cfg["keys"]["1"] == "class" and cfg["keys"]["j"] == "next"
+    assert cfg["classes"] == scan.classes
+    assert 'id="help"' in html and "Keyboard shortcuts" in html
+
+
+def test_queue_filters_and_infinite_scroll(scan):
+    big = make_scan(scan.scan_dir.parent / "more", n_per_class=40, noise=0.6)
+    with make_client(big.scan_dir) as c:
+        html = c.get("/queue", params={"flagged": "all"}).text
+        m = re.search(r'class="sentinel" data-next="([^"]+)"', html)
+        assert m, "a full page ends with a sentinel for the next rows"
+        nxt = m.group(1).replace("&amp;", "&")
+        assert nxt.startswith("/queue/rows?") and "flagged=all" in nxt and "after=40" in nxt
+        more = c.get(nxt)
+        assert more.status_code == 200 and more.text.count('<li class="row') >= 40
+        assert "<html" not in more.text  # a fragment
+        # a filter narrows the list and is kept in the links
+        html = c.get("/queue", params={"given": "circle", "reviewed": "no"}).text
+        ids = re.findall(r'<li class="row[^"]*" id="s-(\d+)"', html)
+        assert ids and all(big.scores.given_label[int(i)] == "circle" for i in ids)
+        assert 'value="circle" selected' in html
+        empty = c.get("/queue", params={"q": "no-such-file"}).text
+        assert "Nothing to review here" in empty
+
+
+def test_grid_defaults_to_the_most_frequent_pair(client, scan):
+    pairs = client.get("/api/stats").json()["pairs"]
+    html = client.get("/grid").text
+    cells = re.findall(r'<li class="cell[^"]*" id="s-(\d+)"', html)
+    top = pairs[0]
+    df = scan.scores
+    expected = df[df.flagged & (df.given_label == top["given"]) & (df.suggested_label == top["suggested"])]
+    assert sorted(int(i) for i in cells) == sorted(expected.index)
+    assert "Apply to selection" in html
+    assert client.get("/grid", params={"all": "1"}).text.count('<li class="cell') == int(df.flagged.sum())
+    r = client.get("/grid", params={"pair": "given=circle&suggested=square"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/grid?given=circle&suggested=square"
+
+
+def test_sample_page(client, scan):
+    sid = int(scan.flagged().iloc[1].sample_id)
+    html = client.get(f"/samples/{sid}").text
+    assert scan.scores.path[sid].split("/")[-1] in html
+    for name in ("self_confidence", "margin", "flip_agreement", "loss_auc", "knn_agreement"):
+        assert name in html
+    assert "Nearest neighbours" in html and html.count('class="nb-') >= 10
+    assert 'rel="next"' in html and 'rel="prev"' in html
+    assert '<form class="decide" method="post"' in html
+    assert client.get("/samples/999999").status_code == 404
+
+
+def test_sample_page_without_embeddings(tmp_path):
+    scan = make_scan(tmp_path, embeddings=False)
+    with make_client(scan.scan_dir) as c:
+        assert "stored no embeddings" in c.get("/samples/0").text
+
+
+def test_form_decision_without_javascript(client, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    r = client.post(f"/samples/{sid}/decision", data={"action": "relabel", "label": XSS_CLASS, "note": "form",
+                                                      "back": "flagged=1"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/samples/{sid}?flagged=1"
+    d = client.get(f"/api/samples/{sid}").json()["decision"]
+    assert (d["label"], d["note"]) == (XSS_CLASS, "form")
+    page = client.get(r.headers["location"]).text
+    assert "History" in page and "form" in page
+    r = client.post(f"/samples/{sid}/decision", data={"action": "relabel", "label": "nope"})
+    assert r.status_code == 422
+
+
+def test_export_page(client):
+    html = client.get("/export").text
+    assert 'action="/api/export.csv"' in html and "samples kept" in html
+
+
+def test_pages_show_decisions(client, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    client.post("/api/decisions", json={"sample_id": sid, "action": "unusable", "note": "two cats"})
+    html = client.get("/queue").text
+    row = re.search(rf'<li class="row decided d-unusable" id="s-{sid}".*?(?=<li class="row|</ol>)', html, re.S)
+    assert row and "two cats" in row.group(0) and "tester" in row.group(0)
+    assert 'data-action="unusable"' in row.group(0)
+    cell = re.search(rf'<li class="cell decided d-unusable" id="s-{sid}"', client.get("/grid?all=1").text)
+    assert cell
+    assert '<b id="prog-reviewed">1</b>' in html
+
+
+def test_static_files(client):
+    assert client.get("/static/app.js").status_code == 200
+    css = client.get("/static/app.css").text
+    assert "image-rendering: pixelated" in css
