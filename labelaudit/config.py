@@ -47,6 +47,10 @@ class ScanConfig:
         Use the horizontal mirror as a held-out view (flip signals). When False the
         flip signals are absent; flips are never used as training augmentation, so the
         mirrored image stays a view the model has not been fitted on.
+    flip_augment : bool
+        Randomly mirror half of each training batch (standard augmentation). Only
+        allowed with ``flip=False``, since a mirror the model trains on is no held-out
+        view; used by the benchmark's plain-cleanlab baseline.
     seed : int
         Seed of the fold split, initialisation and augmentation.
     device : str
@@ -76,6 +80,7 @@ class ScanConfig:
     depth: int = 1
     crop_padding: int = 2
     flip: bool = True
+    flip_augment: bool = False
     seed: int = 0
     device: str = "auto"
     flag_threshold: float | None = None
@@ -97,6 +102,7 @@ class ScanConfig:
             "device": self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:"),
             "flag_threshold": self.flag_threshold is None or 0 <= self.flag_threshold <= 1,
             "workers": self.workers >= 0,
+            "flip_augment": not (self.flip_augment and self.flip),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -114,5 +120,5 @@ class ScanConfig:
 
 TRAINING_FIELDS: tuple[str, ...] = (
     "image_size", "folds", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-    "warmup", "label_smoothing", "width", "depth", "crop_padding", "flip", "seed",
+    "warmup", "label_smoothing", "width", "depth", "crop_padding", "flip", "flip_augment", "seed",
 )

@@ -37,7 +37,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
+
+from labelaudit.progress import progress_bar
 
 __all__ = [
     "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
@@ -538,7 +539,7 @@ def _decode_all(
     buffer = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
     kept: list[str] = []
     failures: list[tuple[str, str]] = []
-    with tqdm(total=len(paths), desc="decoding", unit="img", file=sys.stderr, disable=not progress) as bar:
+    with progress_bar(total=len(paths), desc="decoding", unit="img", enabled=progress) as bar:
         for rel, result in zip(paths, _ordered_map(decode, paths, workers)):
             if isinstance(result, str):
                 failures.append((rel, result))

@@ -49,6 +49,9 @@ class CompactResNet(nn.Module):
         Residual blocks per stage.
     stages : int
         Number of stages; each halves the resolution.
+    logit_scale : float
+        Multiplier of the logits (0.125 as in Page's ResNet-9): max-pooled features are
+        large, and unscaled logits make early training diverge at useful learning rates.
 
     Notes
     -----
@@ -57,7 +60,8 @@ class CompactResNet(nn.Module):
     ``(N, embedding_dim)`` that the logits are a linear function of.
     """
 
-    def __init__(self, num_classes: int, *, width: int = 16, depth: int = 1, stages: int = 3) -> None:
+    def __init__(self, num_classes: int, *, width: int = 16, depth: int = 1, stages: int = 3,
+                 logit_scale: float = 0.125) -> None:
         super().__init__()
         layers: list[nn.Module] = [ConvBNAct(3, width)]
         channels = width
@@ -69,12 +73,13 @@ class CompactResNet(nn.Module):
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.embedding_dim = channels
         self.head = nn.Linear(channels, num_classes, bias=False)
+        self.logit_scale = logit_scale
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(x)) * self.logit_scale
 
 
 def build_model(num_classes: int, *, width: int, depth: int, stages: int = 3) -> CompactResNet:

@@ -25,6 +25,8 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
+from labelaudit.progress import progress_bar
+
 from labelaudit import __version__, storage
 from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
@@ -201,8 +203,8 @@ def _run_folds(store, executor, images_path, labels, n_classes, folds, cfg, prog
     total = sum(len(job.train_idx) for job in jobs) * cfg.epochs
     if resumed and progress:
         tqdm.write(f"resuming: folds {', '.join(str(k + 1) for k in resumed)} already trained", file=sys.stderr)
-    with tqdm(total=total, unit="img", unit_scale=True, disable=not progress or not jobs,
-              desc="training", dynamic_ncols=True, smoothing=0.05) as bar:
+    with progress_bar(total=total, unit="img", unit_scale=True, enabled=progress and bool(jobs),
+                      desc="training", smoothing=0.05) as bar:
         def report(n: int, fold: int, epoch: int, loss: float, acc: float) -> None:
             bar.set_description(f"fold {fold + 1}/{cfg.folds} epoch {epoch + 1}/{cfg.epochs}", refresh=False)
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", refresh=False)

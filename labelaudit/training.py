@@ -204,6 +204,12 @@ def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return padded[batch, chans, rows, cols]
 
 
+def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch (B, C, S, S)."""
+    mirror = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(mirror[:, None, None, None], x.flip(3), x)
+
+
 def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -235,7 +241,10 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
             if len(positions) < 2:  # batch norm needs two samples
                 continue
             idx = train_idx[positions]
-            x = data.normalised(_random_translate(data.batch(idx), cfg.crop_padding, generator))
+            x = _random_translate(data.batch(idx), cfg.crop_padding, generator)
+            if cfg.flip_augment:
+                x = _random_flip(x, generator)
+            x = data.normalised(x)
             y = labels[idx]
             with _autocast(data.device):
                 logits = model(x)

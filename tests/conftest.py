@@ -70,7 +70,7 @@ def make_noisy_folder(root: Path, *, n_per_class: int = 40, noise_rate: float = 
 
 
 #: Settings small enough for a scan of ~160 16-px images to take a few seconds on 2 cores.
-FAST = dict(image_size=16, folds=3, epochs=6, width=8, batch_size=32, lr=0.05)
+FAST = dict(image_size=16, folds=3, epochs=8, width=8, batch_size=16, lr=0.05)
 
 
 @pytest.fixture

@@ -1,0 +1,225 @@
+"""Mislabel-detection benchmark: inject known label noise, scan, score against the truth.
+
+Prints one JSON line with, side by side, labelaudit's ``mislabel_score``/``flagged``
+and the plain cleanlab recipe (out-of-sample probabilities + ``find_label_issues`` and
+self-confidence ranking) computed on the same data, folds and training budget.
+
+By default the baseline uses the same cross-validated models' out-of-sample
+probabilities of the (un-mirrored) image; ``--baseline separate`` also trains the plain
+recipe's own models (random-flip augmentation, no mirror views) with the same folds,
+epochs and network, and reports both.
+
+Examples::
+
+    # CPU figures quoted in the README (10,000 images, 20% symmetric noise)
+    python benchmarks/detect.py --per-class 1000 --noise symmetric --rate 0.2
+    # development split used to choose the default score recipe (disjoint images)
+    python benchmarks/detect.py --per-class 500 --offset 3000 --noise instance --rate 0.2
+
+The data default is ``../shared/datasets/cifar10-dev.tar.gz`` (extracted once into
+``--work``); when it is absent the script prints a JSON line with ``"skipped"`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shlex
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-dev.tar.gz"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="class-folder image directory, or a .tar.gz of one (default: shared CIFAR-10 dev set)")
+    p.add_argument("--work", type=Path, default=REPO / "bench-out", help="where extracted data and scans go")
+    p.add_argument("--per-class", type=int, default=1000, help="images per class (0 = all)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many images per class first (dev splits)")
+    p.add_argument("--noise", choices=["symmetric", "asymmetric", "instance"], default="symmetric")
+    p.add_argument("--rate", type=float, default=0.2)
+    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--baseline", choices=["shared", "separate"], default="shared")
+    p.add_argument("--tag", default="", help="suffix of the scan directory name")
+    for name, typ in [("folds", int), ("epochs", int), ("width", int), ("depth", int), ("batch-size", int),
+                      ("image-size", int), ("seed", int), ("lr", float)]:
+        p.add_argument(f"--{name}", type=typ, default=None, help="scan setting (default: labelaudit's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def dataset_root(data: Path, work: Path) -> Path:
+    """The class-folder root, extracting ``data`` into ``work`` when it is a tarball."""
+    if data.is_dir():
+        return data
+    target = work / "data"
+    marker = target / f".extracted-{data.name}"
+    if not marker.exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(data) as tar:
+            tar.extractall(target, filter="data")
+        marker.touch()
+    folders = [d for d in target.iterdir() if d.is_dir()]
+    return folders[0] if len(folders) == 1 else target
+
+
+def _index(path: Path) -> tuple[int, str]:
+    numbers = re.findall(r"\d+", path.stem)
+    return (int(numbers[-1]) if numbers else -1, path.name)
+
+
+def select_subset(root: Path, per_class: int, offset: int) -> pd.DataFrame:
+    """Rows ``path, true_label``: the images ``offset .. offset + per_class`` of each class by index."""
+    rows = []
+    for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_index)
+        chosen = files[offset: offset + per_class] if per_class else files[offset:]
+        rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in chosen]
+    return pd.DataFrame(rows, columns=["path", "true_label"])
+
+
+def noisy_labels(subset: pd.DataFrame, root: Path, args, cache_dir: Path) -> np.ndarray:
+    from labelaudit.data import load_dataset
+    from labelaudit.noise import inject_noise
+
+    classes = sorted(subset.true_label.unique())
+    truth = subset.true_label.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    images = None
+    if args.noise == "instance":
+        clean_csv = cache_dir / "clean_labels.csv"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        subset.rename(columns={"true_label": "label"}).to_csv(clean_csv, index=False)
+        loaded = load_dataset(root, labels_csv=clean_csv, image_size=32, cache_dir=cache_dir,
+                              progress=not args.no_progress)
+        if loaded.paths != subset.path.tolist():
+            raise SystemExit("some benchmark images could not be decoded; see the skipped list")
+        images = loaded.images
+    noisy = inject_noise(truth, kind=args.noise, rate=args.rate, n_classes=len(classes), seed=args.noise_seed,
+                         class_names=classes, images=images)
+    return np.asarray(classes, dtype=object)[noisy]
+
+
+def image_only_probs(scan_dir: Path, n: int) -> np.ndarray:
+    """Out-of-sample probabilities of the un-mirrored image, (N, C), from the stored folds."""
+    probs = None
+    for fold_file in sorted((scan_dir / "folds").glob("fold-*.npz")):
+        with np.load(fold_file) as f:
+            if probs is None:
+                probs = np.zeros((n, f["holdout_probs"].shape[1]), np.float32)
+            probs[f["holdout_idx"]] = f["holdout_probs"]
+    return probs
+
+
+def detection_figures(is_noisy: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    precision, recall, f1, _ = precision_recall_fscore_support(is_noisy, flagged, average="binary", zero_division=0)
+    return {"auroc": roc_auc_score(is_noisy, score), "ap": average_precision_score(is_noisy, score),
+            "precision": precision, "recall": recall, "f1": f1, "n_flagged": int(flagged.sum())}
+
+
+def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
+    """The plain recipe: rank by self-confidence, flag with ``find_label_issues`` defaults."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    quality = get_label_quality_scores(labels, probs, method="self_confidence")
+    issues = find_label_issues(labels, probs, n_jobs=1)
+    return {**detection_figures(is_noisy, 1 - quality, issues), "oos_accuracy_given": float((probs.argmax(1) == labels).mean())}
+
+
+def run_scan(root: Path, labels_csv: Path, out: Path, args, **extra):
+    from labelaudit import scan
+
+    settings = {k: getattr(args, k) for k in ("folds", "epochs", "width", "depth", "batch_size", "image_size",
+                                               "seed", "lr") if getattr(args, k) is not None}
+    started = time.perf_counter()
+    scores = scan(root, labels_csv=labels_csv, out=out, device=args.device, progress=not args.no_progress,
+                  **settings, **extra)
+    return scores, time.perf_counter() - started
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    command = "python benchmarks/detect.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if not args.data.exists():
+        result = {"benchmark": "detect", "skipped": f"data not found: {args.data}", "command": command}
+        print(json.dumps(result))
+        return result
+    import torch
+
+    from labelaudit.scoring import RECIPES, combine
+    from labelaudit.signals import SIGNALS
+
+    root = dataset_root(args.data, args.work)
+    subset = select_subset(root, args.per_class, args.offset)
+    name = f"{args.noise}-{args.rate:g}-n{len(subset)}-o{args.offset}{'-' + args.tag if args.tag else ''}"
+    out = args.work / name
+    subset["given_label"] = noisy_labels(subset, root, args, out / "scan" / "cache")
+    labels_csv = out / "labels.csv"
+    subset.rename(columns={"given_label": "label"})[["path", "label"]].to_csv(labels_csv, index=False)
+
+    scores, wall = run_scan(root, labels_csv, out / "scan", args)
+    table = scores.merge(subset, on="path", validate="one_to_one")
+    is_noisy = (table.given_label_x != table.true_label).to_numpy()
+    classes = sorted(table.given_label_x.unique())
+    labels = table.given_label_x.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    truth = table.true_label.map({c: i for i, c in enumerate(classes)}).to_numpy()
+    probs_tta = np.load(out / "scan" / "pred_probs.npy")
+    summary = scores.attrs["summary"]
+    scan_info = json.loads((out / "scan" / "scan.json").read_text())
+
+    result = {
+        "benchmark": "detect",
+        "command": command,
+        "data": str(args.data), "n_samples": len(table), "n_classes": len(classes),
+        "noise": args.noise, "rate": args.rate, "actual_noise_rate": float(is_noisy.mean()),
+        "estimated_noise_rate": summary["estimated_noise_rate"],
+        "device": summary["device"], "torch_threads": torch.get_num_threads(),
+        "config": scan_info["config"], "score_components": scan_info["score_components"],
+        "wall_s": wall, "samples_per_s": len(table) / wall,
+        "train_images_per_s": scan_info["timings"]["train_images_per_s"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "oos_accuracy_given": float((probs_tta.argmax(1) == labels).mean()),
+        "oos_accuracy_true": float((probs_tta.argmax(1) == truth).mean()),
+        "labelaudit": detection_figures(is_noisy, table.mislabel_score.to_numpy(), table.flagged.to_numpy()),
+        "cleanlab": cleanlab_recipe(labels, image_only_probs(out / "scan", len(table)), is_noisy),
+        "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
+                          for s in SIGNALS if s in table.columns},
+        "recipes": {r: dict(zip(("auroc", "ap"), (roc_auc_score(is_noisy, sc), average_precision_score(is_noisy, sc))))
+                    for r in RECIPES for sc in [combine(table, RECIPES[r])]},
+    }
+    if args.baseline == "separate":
+        base_scores, base_wall = run_scan(root, labels_csv, out / "baseline", args, flip=False, flip_augment=True)
+        base = base_scores.merge(subset, on="path", validate="one_to_one")
+        assert (base.path == table.path).all()
+        result["cleanlab_separate"] = {**cleanlab_recipe(labels, np.load(out / "baseline" / "pred_probs.npy"), is_noisy),
+                                       "wall_s": base_wall}
+    print(json.dumps(_rounded(result)))
+    return result
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The scan pipeline end to end on small generated datasets."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FAST, make_noisy_folder
+
+from labelaudit import scan, storage
+from labelaudit.executor import InProcessExecutor
+from labelaudit.scanner import ScanError
+from labelaudit.training import run_fold
+
+
+def test_outputs_are_complete_and_consistent(scanned):
+    folder, out, scores = scanned
+    for name in ["scores.csv", "skipped.csv", "noise_matrix.csv", "labelaudit.db", "scan.json",
+                 "pred_probs.npy", "embeddings.npy"]:
+        assert (out / name).exists(), name
+    csv = pd.read_csv(out / "scores.csv")
+    assert list(csv.columns[:5]) == ["path", "given_label", "suggested_label", "mislabel_score", "flagged"]
+    assert len(csv) == len(folder.truth) and set(csv.path) == set(folder.truth.path)
+    assert csv.mislabel_score.between(0, 1).all()
+    assert {"aum", "label_quality", "flip_loss_in", "forgetting_events", "learned_epoch",
+            "flip_agree_oos", "flip_loss_gap_in", "oos_flip_self_confidence"} <= set(csv.columns)
+    given = csv.merge(folder.truth, on="path")
+    assert (given.given_label_x == given.given_label_y).all()
+
+    info = json.loads((out / "scan.json").read_text())
+    assert info["summary"]["n_samples"] == len(csv)
+    assert info["summary"]["n_flagged"] == csv.flagged.sum() > 0
+    assert {"torch", "cleanlab", "labelaudit"} <= set(info["versions"])
+    assert info["config"]["folds"] == FAST["folds"] and info["timings"]["total_s"] > 0
+
+    nm = pd.read_csv(out / "noise_matrix.csv", index_col=0)
+    assert nm.shape == (4, 4)
+    np.testing.assert_allclose(nm.sum(axis=0), 1.0, atol=1e-6)
+    assert np.load(out / "pred_probs.npy").shape == (len(csv), 4)
+    emb = np.load(out / "embeddings.npy")
+    assert emb.shape[0] == len(csv) and emb.dtype == np.float16
+
+
+def test_database_holds_the_same_samples(scanned):
+    _, out, scores = scanned
+    conn = storage.connect(out / storage.DB_NAME, read_only=True)
+    rows = pd.read_sql("SELECT * FROM samples ORDER BY sample_id", conn)
+    assert rows.path.tolist() == scores.path.tolist()
+    np.testing.assert_allclose(rows.mislabel_score, scores.mislabel_score)
+    assert rows.score_rank.min() == 1 and rows.loc[rows.score_rank.idxmin(), "mislabel_score"] == scores.mislabel_score.max()
+    top = json.loads(rows.top_classes[0])
+    assert len(top) == 4 and abs(sum(p for _, p in top) - 1) < 1e-3
+    meta = storage.read_meta(conn)
+    assert meta["summary"]["n_samples"] == len(scores)
+    assert len(meta["noise_matrix"]["matrix"]) == 4
+    assert storage.read_classes(conn) == sorted(scores.given_label.unique())
+
+
+def test_injected_errors_rank_high(scanned):
+    folder, _, scores = scanned
+    from sklearn.metrics import roc_auc_score
+
+    merged = scores.merge(folder.truth[["path", "is_noisy"]], on="path")
+    assert roc_auc_score(merged.is_noisy, merged.mislabel_score) > 0.85
+    assert merged[merged.flagged].is_noisy.mean() > 0.5  # most flagged samples are real errors
+
+
+def test_same_seed_same_scores(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    a = scan(folder.root, out=tmp_path / "a", progress=False, **FAST)
+    b = scan(folder.root, out=tmp_path / "b", progress=False, **FAST)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_labels_csv_layout(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20, layout="csv")
+    scores = scan(folder.root, labels_csv=folder.root / "labels.csv", out=tmp_path / "scan", progress=False, **FAST)
+    assert set(scores.path) == set(folder.truth.path)
+    assert all(p.startswith("images/") for p in scores.path)
+
+
+def test_bad_files_and_tiny_classes_are_reported_not_fatal(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder.root / "disc" / "empty.jpg").write_bytes(b"")
+    (folder.root / "rare").mkdir()
+    for i in range(2):  # 2 samples < 3 folds
+        (folder.root / "rare" / f"r{i}.png").write_bytes((folder.root / folder.truth.path[i]).read_bytes())
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    skipped = pd.read_csv(tmp_path / "scan" / "skipped.csv")
+    assert {"disc/broken.png", "disc/empty.jpg", "rare/r0.png", "rare/r1.png"} <= set(skipped.path)
+    assert skipped.set_index("path").loc["rare/r0.png", "reason"].startswith("class 'rare' has only 2")
+    assert "rare" not in set(scores.given_label)
+    summary = scores.attrs["summary"]
+    assert summary["small_classes"] == ["rare"] and summary["n_skipped"] == 4
+
+
+def test_one_usable_class_is_a_clear_error(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10, classes=("disc",), noise_rate=0)
+    with pytest.raises(ScanError, match="at least 2 classes"):
+        scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+
+
+def test_no_flip_leaves_flip_signals_out(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, flip=False, **FAST)
+    assert not [c for c in scores.columns if "flip" in c]
+    info = json.loads((tmp_path / "scan" / "scan.json").read_text())
+    assert "flip_loss_in" not in info["signals"] and info["config"]["flip"] is False
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_interrupted_scan_resumes_from_finished_folds(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    calls = []
+
+    def counting(job, report=None):
+        calls.append(job.fold)
+        return run_fold(job, report=report)
+
+    def dies_in_second_fold(job, report=None):
+        if job.fold == 1:
+            raise _Killed
+        return counting(job, report)
+
+    with pytest.raises(_Killed):
+        scan(folder.root, out=tmp_path / "scan", progress=False,
+             executor=InProcessExecutor(dies_in_second_fold), **FAST)
+    assert (tmp_path / "scan" / "folds" / "fold-0.npz").exists()
+    assert not (tmp_path / "scan" / "scores.csv").exists()
+    (tmp_path / "scan" / "folds" / "fold-1.tmp.npz").write_bytes(b"half-written")  # killed during a save
+
+    calls.clear()
+    resumed = scan(folder.root, out=tmp_path / "scan", progress=False, executor=InProcessExecutor(counting), **FAST)
+    assert calls == [1, 2]  # fold 0 came from disk
+    assert resumed.attrs["summary"]["folds_resumed"] == [0]
+    fresh = scan(folder.root, out=tmp_path / "fresh", progress=False, **FAST)
+    pd.testing.assert_frame_equal(resumed, fresh)  # resuming changes nothing
+
+
+def test_corrupt_fold_file_is_retrained(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    (tmp_path / "scan" / "folds" / "fold-2.npz").write_bytes(b"garbage")
+    again = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    assert again.attrs["summary"]["folds_resumed"] == [0, 1]
+
+
+def test_changed_settings_retrain_instead_of_mixing(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    again = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 3})
+    assert again.attrs["summary"]["folds_resumed"] == []
+    same = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 3})
+    assert same.attrs["summary"]["folds_resumed"] == [0, 1, 2]
+
+
+def test_rescan_keeps_review_decisions(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    conn = storage.connect(tmp_path / "scan" / storage.DB_NAME)
+    storage.record_decision(conn, scores.path[0], "relabel", label="ring", reviewer="ann")
+    conn.close()
+    scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 2})
+    with sqlite3.connect(tmp_path / "scan" / storage.DB_NAME) as raw:
+        assert raw.execute("SELECT path, label, reviewer FROM decisions").fetchall() == [(scores.path[0], "ring", "ann")]
