@@ -99,6 +99,25 @@
   function nodeFor(id) { return document.getElementById(`s-${id}`); }
 
   // ------------------------------------------------------------------ dialogs
+  /* Show a modal dialog; `setup(finish)` wires it up. The promise resolves as soon as
+   * finish(value) is called (Escape: null), so a key pressed right after Enter already
+   * sees the result; focus leaves the dialog at once so it cannot swallow later keys. */
+  function modal(dlg, setup) {
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (value) => {
+        if (done) return;
+        done = true;
+        if (dlg.contains(document.activeElement)) document.activeElement.blur();
+        if (dlg.open) dlg.close();
+        resolve(value);
+      };
+      dlg.addEventListener('close', () => finish(null), { once: true });
+      dlg.showModal();
+      setup(finish);
+    });
+  }
+
   function chooseClass(node) {
     const dlg = $('#chooser');
     const input = $('#chooser-input');
@@ -107,39 +126,37 @@
     const sugg = node ? node.dataset.suggested : null;
     let items = [];
     let sel = 0;
-    let result = null;
-    function render() {
-      const q = input.value.trim().toLowerCase();
-      const all = cfg.classes.map((c, i) => ({ c, i }));
-      items = q === '' ? all : all
-        .filter(({ c, i }) => c.toLowerCase().includes(q) || String(i + 1) === q)
-        .sort((a, b) => (b.c.toLowerCase().startsWith(q) - a.c.toLowerCase().startsWith(q)) || a.i - b.i);
-      sel = Math.min(sel, Math.max(items.length - 1, 0));
-      list.replaceChildren();
-      items.forEach(({ c, i }, k) => {
-        const li = el('li');
-        li.setAttribute('role', 'option');
-        li.setAttribute('aria-selected', k === sel ? 'true' : 'false');
-        li.append(el('span', 'num', i < 9 ? String(i + 1) : ''), el('span', 'name', c));
-        if (c === given) li.append(el('span', 'hint', 'given'));
-        else if (c === sugg) li.append(el('span', 'hint', 'suggested'));
-        li.addEventListener('click', () => { result = c; dlg.close(); });
-        list.append(li);
-      });
-      const cur = list.children[sel];
-      if (cur) cur.scrollIntoView({ block: 'nearest' });
-    }
-    return new Promise((resolve) => {
+    return modal(dlg, (finish) => {
+      function render() {
+        const q = input.value.trim().toLowerCase();
+        const all = cfg.classes.map((c, i) => ({ c, i }));
+        items = q === '' ? all : all
+          .filter(({ c, i }) => c.toLowerCase().includes(q) || String(i + 1) === q)
+          .sort((a, b) => (b.c.toLowerCase().startsWith(q) - a.c.toLowerCase().startsWith(q)) || a.i - b.i);
+        sel = Math.min(sel, Math.max(items.length - 1, 0));
+        list.replaceChildren();
+        items.forEach(({ c, i }, k) => {
+          const li = el('li');
+          li.setAttribute('role', 'option');
+          li.setAttribute('aria-selected', k === sel ? 'true' : 'false');
+          li.append(el('span', 'num', i < 9 ? String(i + 1) : ''), el('span', 'name', c));
+          if (c === given) li.append(el('span', 'hint', 'given'));
+          else if (c === sugg) li.append(el('span', 'hint', 'suggested'));
+          li.addEventListener('click', () => finish(c));
+          list.append(li);
+        });
+        const cur = list.children[sel];
+        if (cur) cur.scrollIntoView({ block: 'nearest' });
+      }
       input.value = '';
       input.oninput = () => { sel = 0; render(); };
       input.onkeydown = (e) => {
+        if (!dlg.open) return;
         if (e.key === 'ArrowDown') { sel = Math.min(sel + 1, items.length - 1); render(); e.preventDefault(); }
         else if (e.key === 'ArrowUp') { sel = Math.max(sel - 1, 0); render(); e.preventDefault(); }
-        else if (e.key === 'Enter') { if (items[sel]) { result = items[sel].c; } dlg.close(); e.preventDefault(); }
+        else if (e.key === 'Enter') { e.preventDefault(); if (items[sel]) finish(items[sel].c); }
       };
-      dlg.addEventListener('close', () => resolve(result), { once: true });
       render();
-      dlg.showModal();
       input.focus();
     });
   }
@@ -147,14 +164,12 @@
   function askNote(initial) {
     const dlg = $('#note-dialog');
     const ta = $('#note-input');
-    let result = null;
-    return new Promise((resolve) => {
+    return modal(dlg, (finish) => {
       ta.value = initial || '';
       ta.onkeydown = (e) => {
-        if (e.key === 'Enter' && !e.shiftKey) { result = ta.value.trim(); dlg.close(); e.preventDefault(); }
+        if (!dlg.open) return;
+        if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); finish(ta.value.trim()); }
       };
-      dlg.addEventListener('close', () => resolve(result), { once: true });
-      dlg.showModal();
       ta.focus();
       ta.select();
     });
@@ -306,8 +321,9 @@
     document.addEventListener('keydown', (e) => {
       if (e.defaultPrevented || e.ctrlKey || e.metaKey || e.altKey) return;
       const t = e.target;
-      if (t.closest && t.closest('dialog')) return;
-      if (t.matches && t.matches('input, textarea, select, [contenteditable]')) {
+      const dlg = t.closest ? t.closest('dialog') : null;
+      if (dlg && dlg.open) return;
+      if (!dlg && t.matches && t.matches('input, textarea, select, [contenteditable]')) {
         if (e.key === 'Escape') t.blur();
         return;
       }

@@ -1,0 +1,222 @@
+"""The review app in a real headless Chromium, driven with the keyboard only.
+
+Skipped when Playwright's Python package or Debian's /usr/bin/chromium is missing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import free_port, running_server, start_server
+from fakescan import XSS_CLASS
+
+from labelaudit.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+sync_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(10_000)
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("requestfailed", lambda r: None if "/api/export.csv" in r.url  # a download is an aborted navigation
+          else problems.append(f"request failed: {r.url} {r.failure}"))
+    pg.on("dialog", lambda d: (problems.append(f"unexpected dialog: {d.message}"), d.dismiss()))
+    pg.problems = problems
+    yield pg
+    ctx.close()
+    assert problems == []
+
+
+def row_ids(page) -> list[int]:
+    return [int(i) for i in page.eval_on_selector_all("#rows .row", "els => els.map(e => e.dataset.id)")]
+
+
+def row_state(page) -> dict[int, tuple[str, str]]:
+    return {int(i): (a, lab) for i, a, lab in page.eval_on_selector_all(
+        "#rows .row", "els => els.map(e => [e.dataset.id, e.dataset.action, e.dataset.label])")}
+
+
+def wait_saved(page, n: int) -> None:
+    page.wait_for_function(
+        "n => document.querySelectorAll('#rows .row.decided').length >= n"
+        " && !document.querySelector('#rows .row.saving')", arg=n)
+
+
+def test_twenty_keyboard_decisions_survive_reload_kill_and_export(page, big_queue_scan, tmp_path):
+    scan = big_queue_scan
+    classes = scan.classes
+    port = free_port()
+    server = start_server(scan.scan_dir, "--reviewer", "kbd", port=port)
+    try:
+        page.goto(f"{server.url}/queue")
+        ids = row_ids(page)
+        assert len(ids) >= 21
+        assert page.is_visible("text=keep given") and page.is_visible(".keysbar")
+        # 20 decisions, keyboard only: (keys, expected action, expected label or None)
+        s = scan.scores
+        plan = []
+        for k in range(20):
+            sid = ids[k]
+            given, sugg = s.given_label[sid], s.suggested_label[sid]
+            kind = k % 6
+            if kind == 0:
+                plan.append((["a"], "accept", given))
+            elif kind == 1:
+                plan.append((["s"], "suggested", sugg))
+            elif kind == 2:
+                plan.append((["x"], "unusable", None))
+            elif kind == 3:  # class by number: 4 is the class called <script>alert(1)</script>
+                target = classes[3]
+                plan.append((["4"], "accept" if target == given else "suggested" if target == sugg else "relabel",
+                             target))
+            elif kind == 4:  # the class chooser: type to filter, Enter
+                target = "square"
+                plan.append((["c", "type:squ", "Enter"],
+                             "accept" if target == given else "suggested" if target == sugg else "relabel", target))
+            else:  # a note, then a decision
+                plan.append((["e", "type:two objects", "Enter", "u"], "unusable", None))
+        # one extra move: j moves on without deciding, k comes back
+        page.keyboard.press("j")
+        page.keyboard.press("k")
+        for keys, _, _ in plan:
+            for key in keys:
+                if key.startswith("type:"):
+                    page.keyboard.type(key[5:])
+                else:
+                    page.keyboard.press(key)
+        wait_saved(page, 20)
+        expected = {ids[k]: (action, label) for k, (_, action, label) in enumerate(plan)}
+
+        def check(state):
+            for sid, (action, label) in expected.items():
+                assert state[sid] == (action, label or ""), (sid, state[sid], action, label)
+            assert all(state[sid][0] == "" for sid in ids[20:])
+
+        check(row_state(page))
+        assert page.text_content("#prog-reviewed").strip() == "20"
+        # reload: the decisions come back from the database
+        page.reload()
+        check(row_state(page))
+        assert page.text_content("#prog-reviewed").strip() == "20"
+        notes = page.eval_on_selector_all("#rows .row", "els => els.map(e => e.dataset.note)")
+        assert notes[5] == "two objects"
+        # the focus resumes at the first unreviewed sample
+        assert page.get_attribute("#rows .row.focused", "data-id") == str(ids[20])
+        # z withdraws the last decision; deciding again restores it
+        page.keyboard.press("z")
+        page.wait_for_function("id => document.getElementById('s-' + id).dataset.action === ''", arg=ids[19])
+        assert page.get_attribute("#rows .row.focused", "data-id") == str(ids[19])
+        for key in plan[19][0]:
+            page.keyboard.press(key)
+        wait_saved(page, 20)
+        check(row_state(page))
+
+        # SIGKILL the server, start it again: everything is still there
+        server.kill()
+        server = start_server(scan.scan_dir, "--reviewer", "kbd", port=port)
+        page.reload()
+        check(row_state(page))
+
+        # the web download and `labelaudit export` reflect the decisions
+        page.goto(f"{server.url}/export")
+        with page.expect_download() as dl:
+            page.click("text=Download cleaned_labels.csv")
+        web_csv = Path(dl.value.path()).read_text()
+        out = tmp_path / "cleaned_labels.csv"
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        assert out.read_text() == web_csv
+        df = pd.read_csv(io.StringIO(web_csv), keep_default_na=False).set_index("path")
+        for sid, (action, label) in expected.items():
+            path = s.path[sid]
+            if action == "unusable":
+                assert path not in df.index
+            else:
+                assert df.label[path] == label
+        assert len(df) == len(s) - sum(a == "unusable" for a, _ in expected.values())
+        assert XSS_CLASS in set(df.label)
+        page.goto("about:blank")
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+
+
+def test_grid_selection_batch_and_undo(page, big_queue_scan):
+    scan = big_queue_scan
+    with running_server(scan.scan_dir) as server:
+        pairs = httpx.get(f"{server.url}/api/stats").json()["pairs"]
+        pair = next(p for p in pairs if p["n"] >= 3)
+        page.goto(f"{server.url}/grid?" + httpx.QueryParams({"given": pair["given"], "suggested": pair["suggested"]}).__str__())
+        cells = page.eval_on_selector_all("#cells .cell", "els => els.map(e => e.dataset.id)")
+        assert len(cells) == pair["n"]
+        for key in (" ", "ArrowRight", " ", "ArrowRight", " "):
+            page.keyboard.press(key)
+        assert page.text_content("#selcount") == "3"
+        page.keyboard.press("s")
+        page.wait_for_function("() => document.querySelectorAll('#cells .cell.decided').length === 3")
+        assert page.text_content("#selcount") == "0"
+        badges = page.eval_on_selector_all("#cells .cell.decided .cell-badge", "els => els.map(e => e.textContent)")
+        assert badges == [pair["suggested"]] * 3
+        for sid in cells[:3]:
+            d = httpx.get(f"{server.url}/api/samples/{sid}").json()["decision"]
+            assert (d["action"], d["label"]) == ("suggested", pair["suggested"])
+        # * selects all, x marks them unusable, one z undoes the whole batch
+        page.keyboard.press("*")
+        page.keyboard.press("x")
+        page.wait_for_function("n => document.querySelectorAll('#cells .cell.d-unusable').length === n", arg=len(cells))
+        page.keyboard.press("z")
+        page.wait_for_function("() => document.querySelectorAll('#cells .cell.d-unusable').length === 0")
+        page.reload()
+        states = page.eval_on_selector_all("#cells .cell", "els => els.map(e => e.dataset.action)")
+        assert states[:3] == ["suggested"] * 3 and set(states[3:]) <= {""}
+        page.goto("about:blank")  # no image still loading when the server stops
+
+
+def test_sample_page_keys_and_escaping(page, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    with running_server(scan.scan_dir) as server:
+        page.goto(f"{server.url}/samples/{sid}")
+        # the class called <script>alert(1)</script> is shown as text (no dialog opens: see fixture)
+        assert page.locator(f"text={XSS_CLASS}").count() >= 1
+        page.keyboard.press("c")
+        page.keyboard.type("script")
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.querySelector('article.sample').dataset.action !== ''")
+        assert page.get_attribute("article.sample", "data-label") == XSS_CLASS
+        assert page.locator(".history li").count() == 1
+        # pixel images are scaled up crisp
+        rendering = page.eval_on_selector(".sample-image img", "e => getComputedStyle(e).imageRendering")
+        assert rendering == "pixelated"
+        page.keyboard.press("j")
+        page.wait_for_url(lambda u: f"/samples/{sid}" not in u)
+        page.keyboard.press("?")
+        assert page.is_visible("#help")
+        assert os.path.exists(scan.db_path)
+        page.goto("about:blank")
