@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import sqlite3
 import threading
 import zlib
@@ -278,7 +279,12 @@ def _version(conn: sqlite3.Connection) -> tuple:
 
 
 def _cached(name: str, conn: sqlite3.Connection, compute):
-    key = (name, conn.execute("PRAGMA database_list").fetchone()["file"], _version(conn))
+    file = conn.execute("PRAGMA database_list").fetchone()["file"]
+    try:
+        inode = os.stat(file).st_ino  # a new database at the same path is another database
+    except OSError:
+        inode = None
+    key = (name, file, inode, _version(conn))
     with _stats_lock:
         if key in _stats_cache:
             return _stats_cache[key]

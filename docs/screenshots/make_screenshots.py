@@ -42,14 +42,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--dark", action="store_true")
+    ap.add_argument("--extra", action="store_true", help="also the dialogs and the full overview")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="la-shots-"))
-    fs = make_scan(base, classes=SHAPES, n_per_class=60, noise=0.12, seed=3)
+    fs = make_scan(base, classes=SHAPES, n_per_class=80, noise=0.08, seed=3,
+                   confusions={"ring": ("circle", 0.35), "diamond": ("square", 0.2), "star": ("cross", 0.15)})
     # a few decisions so that progress, badges and the decision bar show something
     conn = storage.connect(fs.db_path)
     flagged = fs.flagged()
-    for k, row in enumerate(flagged.head(14).itertuples()):
+    for k, row in enumerate(flagged.iloc[[0] + list(range(6, 19))].itertuples()):
         if k % 5 == 3:
             storage.record_decision(conn, row.path, "accept", label=row.given_label, reviewer="ada")
         elif k % 7 == 6:
@@ -66,30 +68,43 @@ def main() -> None:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
     suffix = "-dark" if args.dark else ""
-    pair = flagged.iloc[0]
+    top_pair = (flagged.groupby(["given_label", "suggested_label"]).size().sort_values().index[-1])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900}, device_scale_factor=1,
                                 color_scheme="dark" if args.dark else "light")
         shots = [
             ("queue", f"{url}/queue", None),
-            ("grid", f"{url}/grid?given={pair.given_label}&suggested={pair.suggested_label}", None),
+            ("grid", f"{url}/grid?given={top_pair[0]}&suggested={top_pair[1]}", None),
             ("overview", f"{url}/", None),
-            ("sample", f"{url}/samples/{int(pair.sample_id)}", None),
+            ("sample", f"{url}/samples/{int(flagged.iloc[1].sample_id)}", None),
         ]
         for name, target, _ in shots:
             page.goto(target)
             page.wait_for_load_state("networkidle")
             if name == "grid":
-                for key in ("ArrowRight", " ", "ArrowRight", " ", "ArrowRight", " "):
+                page.keyboard.press("s")  # decide the first one, then select three
+                page.wait_for_timeout(300)
+                for key in (" ", "ArrowRight", " ", "ArrowRight", "ArrowRight", " "):
                     page.keyboard.press(key)
-            if name == "queue":
-                page.keyboard.press("j")
+            if name == "queue":  # the focus starts at the first unreviewed sample (the 2nd)
                 page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(250)
             out = args.out / f"{name}{suffix}.png"
             page.screenshot(path=str(out))
             print(out, out.stat().st_size // 1024, "KB")
+            if args.extra and name == "queue":  # the class chooser and the help, for checking
+                page.keyboard.press("c")
+                page.keyboard.type("ri")
+                page.wait_for_timeout(150)
+                page.screenshot(path=str(args.out / f"chooser{suffix}.png"))
+                page.keyboard.press("Escape")
+                page.keyboard.press("?")
+                page.wait_for_timeout(150)
+                page.screenshot(path=str(args.out / f"help{suffix}.png"))
+                page.keyboard.press("Escape")
+            if args.extra and name == "overview":
+                page.screenshot(path=str(args.out / f"overview-full{suffix}.png"), full_page=True)
         browser.close()
     server.should_exit = True
 

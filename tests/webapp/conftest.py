@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from fakescan import FakeScan, make_big_scan, make_scan
+from fakescan import FakeScan, clone_scan, make_big_scan, make_scan
 
 from webapp import create_app
 
@@ -24,10 +24,18 @@ REPO = Path(__file__).resolve().parents[2]
 BASE_URL = "http://127.0.0.1:8000"
 
 
+@pytest.fixture(scope="session")
+def _scan_template(tmp_path_factory) -> FakeScan:
+    return make_scan(tmp_path_factory.mktemp("template"))
+
+
 @pytest.fixture
-def scan(tmp_path: Path) -> FakeScan:
-    """A tiny scan: 4 classes (one named ``<script>alert(1)</script>``) x 12 generated images."""
-    return make_scan(tmp_path)
+def scan(_scan_template: FakeScan, tmp_path: Path) -> FakeScan:
+    """A tiny scan: 4 classes (one named ``<script>alert(1)</script>``) x 12 generated images.
+
+    Each test gets its own copy (made once, then copied: quicker than drawing the images).
+    """
+    return clone_scan(_scan_template, tmp_path)
 
 
 @pytest.fixture

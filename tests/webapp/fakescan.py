@@ -108,8 +108,13 @@ def make_scan(
     image_size: int = 32,
     embeddings: bool = True,
     seed: int = 0,
+    confusions: dict[str, tuple[str, float]] | None = None,
 ) -> FakeScan:
-    """Write a dataset under ``base/dataset`` and its scan under ``base/scan``."""
+    """Write a dataset under ``base/dataset`` and its scan under ``base/scan``.
+
+    ``confusions`` maps a given class to ``(true class, rate)``: that share of its images
+    really show the other class (on top of the uniform ``noise``).
+    """
     rng = np.random.default_rng(seed)
     base = Path(base)
     root = base / "dataset"
@@ -127,6 +132,8 @@ def make_scan(
         for k in range(n_per_class):
             mislabeled = rng.random() < noise
             true = names[(ci + 1 + int(rng.integers(n_classes - 1))) % n_classes] if mislabeled else given
+            if confusions and given in confusions and rng.random() < confusions[given][1]:
+                true, mislabeled = confusions[given][0], True
             fname = odd.pop(0) if odd and k in (1, 2) else f"{folders[given].replace(' ', '_')}_{k:03d}.png"
             rel = f"{folders[given]}/{fname}"
             draw_shape(shapes[true], rng, image_size).save(root / rel)
@@ -241,3 +248,20 @@ def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int =
     finally:
         conn.close()
     return scan_dir
+
+
+def clone_scan(template: FakeScan, base: Path) -> FakeScan:
+    """A copy of ``template`` (dataset and scan) under ``base``, pointing at its own images."""
+    import shutil
+
+    base = Path(base)
+    shutil.copytree(template.dataset_root, base / "dataset", symlinks=True)
+    shutil.copytree(template.scan_dir, base / "scan", symlinks=True)
+    conn = storage.connect(base / "scan" / storage.DB_NAME)
+    try:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'dataset_root'",
+                     (json.dumps(str((base / "dataset").resolve())),))
+    finally:
+        conn.close()
+    return FakeScan(scan_dir=base / "scan", dataset_root=base / "dataset", classes=list(template.classes),
+                    scores=template.scores.copy(), true_labels=list(template.true_labels))

@@ -231,7 +231,7 @@
           applyDecision(nodeFor(r.sample_id), r.decision);
         }
         const first = res.recorded[0];
-        const name = nodeFor(first.sample_id) ? ($('.fname', nodeFor(first.sample_id)) || {}).textContent || `#${first.sample_id}` : `#${first.sample_id}`;
+        const name = first.path.split('/').pop();
         toast(res.recorded.length > 1 ? `Saved ${res.recorded.length} decisions` : `Saved · ${describe(first.decision, name)}`);
         return res;
       } catch (err) {
