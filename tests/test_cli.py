@@ -1,0 +1,84 @@
+"""The command line: CliRunner for the commands, a real process for ``python -m`` and a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+from click.testing import CliRunner
+from conftest import FAST, make_noisy_folder
+
+from labelaudit.cli import main
+
+FAST_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+
+
+def test_scan_command_writes_results_and_prints_summary(tmp_path):
+    folder = make_noisy_folder(tmp_path / "my data", n_per_class=20)
+    out = tmp_path / "scan out"
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(out), "-q", *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "Scanned 80 images in 4 classes" in result.output
+    assert "Estimated noise rate:" in result.output and "Flagged for review:" in result.output
+    assert f"labelaudit review {out}" in result.output
+    assert len(pd.read_csv(out / "scores.csv")) == 80
+
+
+def test_scan_with_labels_csv_and_no_flip(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20, layout="csv")
+    out = tmp_path / "scan"
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--labels", str(folder.root / "labels.csv"),
+                                       "--out", str(out), "--no-flip", "-q", *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "flip_loss_in" not in pd.read_csv(out / "scores.csv").columns
+
+
+def test_scan_errors_are_messages_not_tracebacks(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10, classes=("disc",), noise_rate=0)
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(tmp_path / "s"), "-q", *FAST_ARGS])
+    assert result.exit_code == 1 and "Error: need at least 2 classes" in result.output
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["scan", str(tmp_path / "empty"), "--out", str(tmp_path / "s2"), "-q"])
+    assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["scan", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--folds", "1"])
+    assert result.exit_code == 2
+
+
+def test_demo_catches_injected_errors(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "-q", "--folds=3", "--epochs=6",
+                                       "--width=8", "--batch-size=64"])
+    assert result.exit_code == 0, result.output
+    line = next(l for l in result.output.splitlines() if l.startswith("Injected"))
+    caught, injected = map(int, line.split("caught ")[1].split(" ")[0].split("/"))
+    assert injected == 180 and caught >= 0.8 * injected
+    truth = pd.read_csv(tmp_path / "demo" / "truth.csv")
+    assert truth.is_noisy.sum() == 180
+
+
+def test_python_dash_m_runs():
+    out = subprocess.run([sys.executable, "-m", "labelaudit", "--version"], capture_output=True, text=True, check=True)
+    assert "labelaudit" in out.stdout
+
+
+def test_killed_scan_process_resumes(tmp_path):
+    """SIGKILL a real scan after its first fold is saved; the rerun loads that fold from disk."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=40)
+    out = tmp_path / "scan"
+    args = [sys.executable, "-m", "labelaudit", "scan", str(folder.root), "--out", str(out), "-q",
+            *FAST_ARGS, "--epochs=30"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "folds" / "fold-0.npz").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "folds" / "fold-0.npz").exists() and not (out / "scores.csv").exists()
+    rerun = subprocess.run(args, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    import json
+
+    assert 0 in json.loads((out / "scan.json").read_text())["summary"]["folds_resumed"]
