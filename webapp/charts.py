@@ -54,7 +54,8 @@ def heatmap(classes: list[str], matrix: list[list[float]], pairs: list[dict[str,
                 "text": (f"{v:.2f}".lstrip("0") if v < 1 else "1") if show_values and v > 0 else "",
                 "title": (f"given {classes[i]} | true {classes[j]}: P = {v:.3f}"
                           + (f"; {p['n']} flagged, {p['n_reviewed']} reviewed" if p else "")),
-                "href": None if diag else "/grid?" + urlencode({"given": classes[i], "suggested": classes[j]}),
+                "href": None if diag else "/grid?" + urlencode(
+                    {"given": classes[i], "suggested": classes[j], **({} if p else {"flagged": "all"})}),
                 "count": p["n"] if p else 0,
             })
     return {

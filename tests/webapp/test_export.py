@@ -9,7 +9,6 @@ import os
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import make_client
 from fakescan import XSS_CLASS
 
 from labelaudit import storage

@@ -323,6 +323,7 @@
       const t = e.target;
       const dlg = t.closest ? t.closest('dialog') : null;
       if (dlg && dlg.open) return;
+      if ((e.key === 'Enter' || e.key === ' ') && t.closest && t.closest('button, a, summary')) return;
       if (!dlg && t.matches && t.matches('input, textarea, select, [contenteditable]')) {
         if (e.key === 'Escape') t.blur();
         return;
