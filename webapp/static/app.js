@@ -83,6 +83,7 @@
 
   function applyDecision(node, d) {
     if (!node) return;
+    node.classList.remove('unsaved');
     const was = node.classList.contains('decided');
     for (const c of Array.from(node.classList)) if (c.startsWith('d-')) node.classList.remove(c);
     node.classList.toggle('decided', !!d);
@@ -235,7 +236,8 @@
         toast(res.recorded.length > 1 ? `Saved ${res.recorded.length} decisions` : `Saved · ${describe(first.decision, name)}`);
         return res;
       } catch (err) {
-        toast(`Not saved: ${err.message}`, 'error');
+        nodes.forEach((n) => n.classList.add('unsaved'));
+        toast(`Not saved: ${err.message}. The sample is marked; decide it again.`, 'error');
         throw err;
       } finally {
         nodes.forEach((n) => n.classList.remove('saving'));
