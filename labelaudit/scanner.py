@@ -207,7 +207,8 @@ def _run_folds(store, executor, images_path, labels, n_classes, folds, cfg, prog
                       desc="training", smoothing=0.05) as bar:
         def report(n: int, fold: int, epoch: int, loss: float, acc: float) -> None:
             bar.set_description(f"fold {fold + 1}/{cfg.folds} epoch {epoch + 1}/{cfg.epochs}", refresh=False)
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", refresh=False)
+            if loss == loss:  # NaN = no fresh figures this step
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", refresh=False)
             bar.update(n)
 
         for result in executor.map(jobs, report=report):

@@ -181,8 +181,11 @@ class _DeviceData:
 
     def batch(self, idx: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
         """Float batch of shape (B, 3, S, S), values in [0, 1] before normalisation."""
-        source = self.images if self.on_device else self.images.to(self.device, non_blocking=True)
-        x = source[idx if self.on_device else idx.cpu()].to(self.device).float().div_(255)
+        if self.on_device:
+            x = self.images[idx]
+        else:  # only this batch crosses to the device
+            x = self.images[idx.cpu()].pin_memory().to(self.device, non_blocking=True)
+        x = x.float().div_(255)
         return x.flip(3) if flip else x
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,43 +231,43 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
         else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
     )
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + fold)
+    if data.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are reproducible only up to cuDNN
     late = late_epochs(cfg.epochs) if cfg.flip else []
-    margins = np.zeros((cfg.epochs, n_train), np.float32)
-    losses = np.zeros((cfg.epochs, n_train), np.float32)
-    correct = np.zeros((cfg.epochs, n_train), bool)
+    dev = train_idx.device
+    margins = torch.zeros((cfg.epochs, n_train), device=dev)
+    losses = torch.zeros((cfg.epochs, n_train), device=dev)
     view_losses, view_flip_losses, view_flip_agree = [], [], []
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(n_train, generator=generator).to(train_idx.device)
-        for start in range(0, n_train, cfg.batch_size):
-            positions = order[start : start + cfg.batch_size]
-            if len(positions) < 2:  # batch norm needs two samples
-                continue
+        order = torch.randperm(n_train, generator=generator).to(dev)
+        for step, (start, stop) in enumerate(_batch_bounds(n_train, cfg.batch_size)):
+            positions = order[start:stop]
             idx = train_idx[positions]
             x = _random_translate(data.batch(idx), cfg.crop_padding, generator)
             if cfg.flip_augment:
                 x = _random_flip(x, generator)
-            x = data.normalised(x)
             y = labels[idx]
             with _autocast(data.device):
-                logits = model(x)
+                logits = model(data.normalised(x))
             sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             sample_loss.mean().backward()
             optimizer.step()
             schedule.step()
-            pos = positions.cpu().numpy()
-            margin, hit = _margin_and_hit(logits.detach().float(), y)
-            margins[epoch, pos] = margin
-            losses[epoch, pos] = sample_loss.detach().cpu().numpy()
-            correct[epoch, pos] = hit
-            if report is not None:
-                report(len(pos), fold, epoch, float(sample_loss.detach().mean()), float(hit.mean()))
+            margins[epoch, positions] = _margin(logits.detach().float(), y)
+            losses[epoch, positions] = sample_loss.detach()
+            if report is not None:  # reading values back syncs a GPU: only every 16 steps
+                stats = (float(sample_loss.detach().mean()), float((margins[epoch, positions] > 0).float().mean())) \
+                    if step % 16 == 0 else (math.nan, math.nan)
+                report(len(positions), fold, epoch, *stats)
         if epoch in late:
             loss, flip_loss, agree = _in_sample_views(model, data, labels, train_idx, cfg)
             view_losses.append(loss)
             view_flip_losses.append(flip_loss)
             view_flip_agree.append(agree)
+    margins, losses = margins.cpu().numpy(), losses.cpu().numpy()
+    correct = margins > 0
     empty = np.zeros((0, n_train), np.float32)
     return {
         "train_margins": margins, "train_losses": losses, "train_correct": correct,
@@ -274,12 +277,19 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
     }
 
 
-def _margin_and_hit(logits: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Margin ``z_y - max_{j != y} z_j`` (the AUM margin) and whether ``argmax == y``."""
+def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch; a last batch of one sample joins the previous one (batch norm)."""
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """AUM margin ``z_y - max_{j != y} z_j`` of logits (B, C); > 0 exactly when ``argmax == y``."""
     given = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    margin = given - others
-    return margin.cpu().numpy(), (margin > 0).cpu().numpy()
+    return given - others
 
 
 @torch.no_grad()

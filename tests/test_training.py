@@ -1,0 +1,82 @@
+"""One fold's training: shapes of the records, determinism, augmentation helpers."""
+
+import numpy as np
+import pytest
+import torch
+
+from labelaudit.config import ScanConfig
+from labelaudit.models import build_model
+from labelaudit.training import (
+    FoldJob, _batch_bounds, _margin, _random_translate, late_epochs, resolve_device, run_fold,
+)
+
+
+@pytest.fixture
+def job(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 12)
+    images = (rng.uniform(0, 80, (36, 16, 16, 3)) + labels[:, None, None, None] * 80).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    cfg = ScanConfig(image_size=16, epochs=6, width=4, batch_size=8, lr=0.05, folds=3)
+    return FoldJob(fold=0, train_idx=np.arange(12, 36), holdout_idx=np.arange(12), images_path=str(tmp_path / "images.npy"),
+                   labels=labels, n_classes=3, config=cfg.to_dict(), embed_all=True)
+
+
+def test_fold_result_shapes(job):
+    r = run_fold(job)
+    n_train, late = 24, len(late_epochs(6))
+    assert r.train_margins.shape == r.train_losses.shape == r.train_correct.shape == (6, n_train)
+    assert r.view_flip_losses.shape == r.view_losses.shape == r.view_flip_agree.shape == (late, n_train)
+    assert r.holdout_probs.shape == r.holdout_probs_flip.shape == (12, 3)
+    np.testing.assert_allclose(r.holdout_probs.sum(1), 1, atol=1e-5)
+    assert r.all_features.shape[0] == 36 and r.all_features.dtype == np.float16
+    np.testing.assert_array_equal(r.train_correct, r.train_margins > 0)
+    assert r.train_losses[-1].mean() < r.train_losses[0].mean()  # it learns
+
+
+def test_fold_is_deterministic_and_no_flip_records_no_views(job):
+    a, b = run_fold(job), run_fold(job)
+    np.testing.assert_array_equal(a.train_margins, b.train_margins)
+    np.testing.assert_array_equal(a.holdout_probs, b.holdout_probs)
+    job.config = {**job.config, "flip": False}
+    c = run_fold(job)
+    assert c.holdout_probs_flip is None and c.view_flip_losses.shape[0] == 0
+
+
+def test_margin_is_given_logit_minus_best_other():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
+    np.testing.assert_allclose(_margin(logits, torch.tensor([0, 2])).numpy(), [1.0, -4.0])
+
+
+def test_random_translate_shifts_by_at_most_pad():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 4, 4] = 1.0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        y = _random_translate(x, 2, g)
+        assert y.shape == x.shape
+        r, c = divmod(int(y.flatten().argmax()), 8)
+        assert abs(r - 4) <= 2 and abs(c - 4) <= 2 and y.sum() == 1
+
+
+def test_batch_bounds_never_leave_a_single_sample():
+    assert _batch_bounds(10, 3) == [(0, 3), (3, 6), (6, 10)]
+    assert _batch_bounds(9, 3)[-1] == (6, 9)
+
+
+def test_late_epochs_are_the_last_third():
+    assert late_epochs(12) == [8, 9, 10, 11] and late_epochs(2) == [1]
+
+
+def test_device_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_model_output_and_features():
+    m = build_model(5, width=4, depth=1)
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 5) and m.features(x).shape == (2, m.embedding_dim)
