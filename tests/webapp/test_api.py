@@ -6,7 +6,7 @@ import sqlite3
 import time
 
 import pytest
-from conftest import make_client
+from webapp_support import make_client
 from fakescan import XSS_CLASS
 
 from labelaudit import storage

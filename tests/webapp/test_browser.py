@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import free_port, running_server, start_server
+from webapp_support import free_port, running_server, start_server
 from fakescan import XSS_CLASS
 
 from labelaudit.cli import main

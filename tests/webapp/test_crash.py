@@ -7,7 +7,7 @@ import threading
 import time
 
 import httpx
-from conftest import running_server, start_server
+from webapp_support import running_server, start_server
 
 ACTIONS = [("accept", None), ("suggested", None), ("unusable", None), ("relabel", "square"), ("clear", None)]
 

@@ -7,7 +7,7 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
-from conftest import make_client
+from webapp_support import make_client
 from fakescan import XSS_CLASS, make_scan
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import BASE_URL, make_client
+from webapp_support import BASE_URL, make_client
 from fakescan import ODD_NAMES, XSS_CLASS
 
 from labelaudit import storage
