@@ -25,7 +25,6 @@ import json
 import os
 import posixpath
 import stat
-import sys
 import uuid
 import warnings
 from collections import deque

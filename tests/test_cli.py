@@ -52,7 +52,7 @@ def test_demo_catches_injected_errors(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "-q", "--folds=3", "--epochs=6",
                                        "--width=8", "--batch-size=64"])
     assert result.exit_code == 0, result.output
-    line = next(l for l in result.output.splitlines() if l.startswith("Injected"))
+    line = next(text for text in result.output.splitlines() if text.startswith("Injected"))
     caught, injected = map(int, line.split("caught ")[1].split(" ")[0].split("/"))
     assert injected == 180 and caught >= 0.8 * injected
     truth = pd.read_csv(tmp_path / "demo" / "truth.csv")
