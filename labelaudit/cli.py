@@ -58,7 +58,7 @@ def _config(flip: bool, **options) -> ScanConfig:
     return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in fields})
 
 
-@main.command()
+@main.command(short_help="Train cross-validated models and rank images by how likely their label is wrong.")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with columns path,label (paths relative to DATA_DIR) instead of class folders.")
@@ -105,7 +105,7 @@ def print_summary(summary: dict, out: Path) -> None:
     click.echo("\n".join(lines))
 
 
-@main.command()
+@main.command(short_help="Scan a digits dataset with known wrong labels and report what was caught.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("labelaudit-demo"),
               show_default=True, help="Where the demo dataset and its scan are written.")
 @click.option("--noise", type=click.Choice(["symmetric", "asymmetric", "instance"]), default="symmetric",
@@ -138,9 +138,6 @@ def demo(out: Path, noise: str, rate: float, noise_seed: int, quiet: bool, **opt
 
 # --- review / export: webapp, labelaudit.export -------------------------------------
 
-import sys  # noqa: E402  (this section is self-contained)
-from pathlib import Path  # noqa: E402
-
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -148,7 +145,7 @@ def _is_loopback(host: str) -> bool:
     return host in _LOOPBACK or host.startswith("127.")
 
 
-@main.command()
+@main.command(short_help="Serve the review web app for a scan (http://127.0.0.1:8000).")
 @click.argument("scan_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind. Anything but loopback requires the access token.")
@@ -209,7 +206,7 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
-@main.command()
+@main.command(short_help="Write the cleaned labels (decisions applied) as CSV.")
 @click.argument("scan_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True), default=None,
               help="CSV to write ('-' for standard output)  [default: SCAN_DIR/cleaned_labels.csv]")
