@@ -58,7 +58,7 @@ def _config(flip: bool, **options) -> ScanConfig:
     return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in fields})
 
 
-@main.command(short_help="Train cross-validated models and rank images by how likely their label is wrong.")
+@main.command(short_help="Rank every image by how likely its label is wrong.")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with columns path,label (paths relative to DATA_DIR) instead of class folders.")
@@ -105,7 +105,7 @@ def print_summary(summary: dict, out: Path) -> None:
     click.echo("\n".join(lines))
 
 
-@main.command(short_help="Scan a digits dataset with known wrong labels and report what was caught.")
+@main.command(short_help="Scan digits with known wrong labels; report what was caught.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("labelaudit-demo"),
               show_default=True, help="Where the demo dataset and its scan are written.")
 @click.option("--noise", type=click.Choice(["symmetric", "asymmetric", "instance"]), default="symmetric",
