@@ -36,10 +36,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from labelaudit import storage  # noqa: E402
-from labelaudit.export import cleaned_labels, write_cleaned_labels  # noqa: E402
+sys.path.insert(0, str(REPO))  # this checkout's labelaudit and webapp, whatever the working directory
 
 
 def load_fakescan():
@@ -77,6 +74,8 @@ def n_samples(db: Path) -> int | None:
 
 def build_scan(work: Path, n: int, rebuild: bool) -> tuple[Path, float | None]:
     """The scan directory (built unless a matching one exists) and the build time in s."""
+    from labelaudit import storage
+
     scan_dir = work / "bigscan"
     db = scan_dir / storage.DB_NAME
     if not rebuild and n_samples(db) == n:
@@ -162,6 +161,8 @@ def main(argv=None) -> dict:
         raise SystemExit("--n must be at least 20,000 (the generator records 20,000 decisions)")
     from fastapi.testclient import TestClient
 
+    from labelaudit import storage
+    from labelaudit.export import cleaned_labels, write_cleaned_labels
     from webapp import create_app, queries
     from webapp.deps import Settings
     from webapp.schemas import SampleFilters as F
