@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -73,17 +74,38 @@ def scan(data_dir: Path, labels_csv: Path | None, out: Path | None, no_flip: boo
     DATA_DIR holds one sub-folder per class, or images listed in a --labels CSV.
     Re-running with the same arguments resumes from the folds already trained.
     """
-    from labelaudit.scanner import ScanError
     from labelaudit.scanner import scan as run_scan
-    from labelaudit.data import DatasetError
 
     out = out or Path.cwd() / f"{data_dir.resolve().name}-scan"
-    try:
-        config = _config(not no_flip, **options)
-        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, config=config, progress=not quiet)
-    except (ScanError, DatasetError, ValueError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _user_errors():
+        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, config=_config(not no_flip, **options),
+                          progress=not quiet)
     print_summary(scores.attrs["summary"], out)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn the errors a user can fix (bad data, settings, disk, no GPU) into one-line messages."""
+    from labelaudit.data import DatasetError
+    from labelaudit.scanner import ScanError
+    from labelaudit.training import TrainingDiverged
+
+    try:
+        yield
+    except (ScanError, DatasetError, TrainingDiverged, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
+    except ValueError as exc:  # ScanConfig validation
+        if "invalid scan setting" not in str(exc):
+            raise
+        raise click.ClickException(str(exc)) from exc
+    except RuntimeError as exc:  # e.g. --device cuda without CUDA
+        if "CUDA" not in str(exc):
+            raise
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted; run the same command again to resume from the finished folds")
 
 
 def print_summary(summary: dict, out: Path) -> None:
@@ -124,8 +146,9 @@ def demo(out: Path, noise: str, rate: float, noise_seed: int, quiet: bool, **opt
 
     if options["image_size"] == _DEFAULTS.image_size:
         options["image_size"] = 16  # the digits are 8x8 pixels: 16 keeps every detail, 4x faster than 32
-    report = run_demo(out, noise=noise, rate=rate, noise_seed=noise_seed,
-                      config=_config(False, **options), progress=not quiet)
+    with _user_errors():
+        report = run_demo(out, noise=noise, rate=rate, noise_seed=noise_seed,
+                          config=_config(False, **options), progress=not quiet)
     print_summary(report["summary"], report["scan_dir"])
     click.echo(
         f"Injected {report['n_injected']} wrong labels ({noise}, {rate:.0%}); flagged {report['n_flagged']}, "

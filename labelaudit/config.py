@@ -45,8 +45,8 @@ class ScanConfig:
         (reflection padding).
     flip : bool
         Use the horizontal mirror as a held-out view (flip signals). When False the
-        flip signals are absent; flips are never used as training augmentation, so the
-        mirrored image stays a view the model has not been fitted on.
+        flip signals are absent. With flips on, mirroring is never a training
+        augmentation, so the mirrored image stays a view the model has not been fitted on.
     flip_augment : bool
         Randomly mirror half of each training batch (standard augmentation). Only
         allowed with ``flip=False``, since a mirror the model trains on is no held-out

@@ -296,7 +296,7 @@ def _stat_candidate(
 
 
 def _discover_folders(
-    root: Path, *, exclude: Path | None = None
+    root: Path, *, exclude: Sequence[Path] = ()
 ) -> tuple[list[_Candidate], list[tuple[str, str]]]:
     """Walk the class-folder layout ``root/<class>/**/<image>``.
 
@@ -304,6 +304,7 @@ def _discover_folders(
     Hidden files and folders and ``exclude`` (e.g. a cache folder) are ignored.
     """
     real_root = str(root)
+    excluded = {str(path) for path in exclude}
     candidates: list[_Candidate] = []
     skipped: list[tuple[str, str]] = []
 
@@ -319,7 +320,7 @@ def _discover_folders(
         kept_dirs = []
         for name in dirnames:
             full = os.path.join(dirpath, name)
-            if name.startswith(".") or (exclude is not None and os.path.realpath(full) == str(exclude)):
+            if name.startswith(".") or (excluded and os.path.realpath(full) in excluded):
                 continue
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
@@ -572,6 +573,7 @@ def load_dataset(
     image_size: int = 32,
     workers: int = 0,
     cache_dir: str | os.PathLike | None = None,
+    exclude: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> LoadedDataset:
     """Discover, decode and (optionally) cache every image of a dataset.
@@ -588,7 +590,11 @@ def load_dataset(
     workers : int
         Decoding threads; 0 means one per CPU core.
     cache_dir : str or path-like, optional
-        Folder of the decoded-image cache (``decoded-<key>.npy`` + ``.json``).
+        Folder of the decoded-image cache (``decoded-<key>.npy`` + ``.json``); never
+        scanned as part of the dataset.
+    exclude : str or path-like, optional
+        Another folder left out of the class-folder discovery (e.g. a scan directory
+        inside the dataset root).
     progress : bool
         Show a tqdm progress bar on stderr while decoding.
 
@@ -612,7 +618,8 @@ def load_dataset(
     if labels_csv is not None:
         candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
     else:
-        candidates, skipped = _discover_folders(root_path, exclude=cache_path)
+        excluded = [Path(p).expanduser().resolve() for p in (cache_path, exclude) if p is not None]
+        candidates, skipped = _discover_folders(root_path, exclude=excluded)
     candidates.sort(key=lambda c: c.path)
     if not candidates:
         raise DatasetError(_nothing_found(root_path, labels_csv, skipped))

@@ -21,11 +21,20 @@ from labelaudit.noise import inject_noise
 __all__ = ["DIGIT_NAMES", "write_digits_dataset", "run_demo"]
 
 DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+#: Confusable digit pairs used for ``--noise asymmetric``.
+DIGIT_PAIRS = {"7": "1", "1": "7", "3": "8", "5": "6", "9": "4"}
+#: A folder holding this file was written by the demo and may be replaced by it.
+MARKER = ".labelaudit-demo"
 
 
 def write_digits_dataset(root: Path, *, noise: str = "symmetric", rate: float = 0.1, seed: int = 0,
                          size: int = 32) -> pd.DataFrame:
     """Write the digits as ``root/<given class>/digit_NNNN.png`` with injected label noise.
+
+    Raises
+    ------
+    FileExistsError
+        If ``root`` is a non-empty folder the demo did not write.
 
     Returns
     -------
@@ -38,10 +47,16 @@ def write_digits_dataset(root: Path, *, noise: str = "symmetric", rate: float = 
     gray = (digits.images / 16.0 * 255).round().astype(np.uint8)  # (N, 8, 8), ink = bright
     rgb = np.repeat(255 - gray[..., None], 3, axis=-1)              # dark ink on white paper
     given = inject_noise(digits.target, kind=noise, rate=rate, n_classes=10, seed=seed,
-                         class_names=[str(d) for d in range(10)], pairs={"7": "1", "1": "7", "3": "8", "5": "6", "9": "4"},
+                         class_names=[str(d) for d in range(10)], pairs=DIGIT_PAIRS,
                          images=np.stack([np.asarray(Image.fromarray(im).resize((32, 32))) for im in rgb]))
+    root = Path(root)
     if root.exists():
+        if not (root / MARKER).exists() and any(root.iterdir()):
+            raise FileExistsError(f"{root} exists and was not written by labelaudit demo; "
+                                  "choose another --out (the demo replaces its own data folder only)")
         shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / MARKER).write_text("written by labelaudit demo; replaced on the next run\n")
     rows = []
     for i, (image, true, label) in enumerate(zip(rgb, digits.target, given)):
         rel = f"{DIGIT_NAMES[label]}/digit_{i:04d}.png"
@@ -71,5 +86,6 @@ def run_demo(out: Path, *, noise: str = "symmetric", rate: float = 0.1, noise_se
         "summary": scores.attrs["summary"], "scan_dir": out / "scan", "truth_csv": out / "truth.csv",
         "n_injected": n_injected, "n_flagged": n_flagged, "n_caught": caught,
         "recall": caught / max(n_injected, 1), "precision": caught / max(n_flagged, 1),
-        "auroc": roc_auc_score(merged.is_noisy, merged.mislabel_score) if 0 < n_injected < len(merged) else float("nan"),
+        "auroc": (roc_auc_score(merged.is_noisy, merged.mislabel_score)
+                  if 0 < n_injected < len(merged) else float("nan")),
     }

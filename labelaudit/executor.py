@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -78,7 +79,7 @@ class FoldStore:
                 if meta.get("fingerprint") != self.fingerprint:
                     return None
                 arrays = {name: data[name] if name in data else None for name in FoldResult.ARRAYS}
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None  # unreadable: train the fold again
         return FoldResult(fold=meta["fold"], holdout_accuracy=meta["holdout_accuracy"],
                           timings=meta["timings"], **arrays)

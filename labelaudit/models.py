@@ -15,7 +15,7 @@ __all__ = ["ConvBNAct", "ResidualBlock", "CompactResNet", "build_model"]
 
 
 class ConvBNAct(nn.Sequential):
-    """3x3 convolution, batch normalisation and GELU, keeping the spatial size."""
+    """3x3 convolution, batch normalisation and ReLU, keeping the spatial size."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(

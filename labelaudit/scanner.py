@@ -33,7 +33,7 @@ from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.executor import FoldExecutor, FoldStore, InProcessExecutor
 from labelaudit.scoring import DEFAULT_RECIPE, RECIPES, combine, flag, suggest
 from labelaudit.signals import SIGNALS, Signals, compute_signals
-from labelaudit.training import FoldJob, FoldResult, resolve_device
+from labelaudit.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_device
 
 __all__ = ["scan", "ScanError", "SCORE_COLUMNS"]
 
@@ -87,15 +87,15 @@ def scan(
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size,
-                           workers=cfg.workers, cache_dir=out / "cache", progress=progress)
+    dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
+                           cache_dir=out / "cache", exclude=out, progress=progress)
     timings["load_s"] = time.perf_counter() - started
-    kept, classes, labels, small = _keep_trainable_classes(dataset, cfg.folds)
+    kept, classes, labels, small, small_classes = _keep_trainable_classes(dataset, cfg.folds)
     images_path = _write_scan_images(dataset.images[kept], out / "cache")
 
     phase = time.perf_counter()
     folds = _fold_assignment(labels, cfg.folds, cfg.seed)
-    store = FoldStore(out / "folds", _fingerprint(cfg, images_path, labels, folds))
+    store = FoldStore(out / "folds", _fingerprint(cfg, device, images_path, labels, folds))
     results, resumed, trained_images = _run_folds(
         store, executor or InProcessExecutor(), images_path, labels, len(classes), folds, cfg, progress)
     timings["train_s"] = time.perf_counter() - phase
@@ -108,7 +108,7 @@ def scan(
     timings["train_images_per_s"] = trained_images / timings["train_s"] if trained_images else float("nan")
 
     skipped = pd.concat([dataset.skipped, small], ignore_index=True)
-    summary = _summary(scores, classes, skipped, small, signals, results, resumed, device, out)
+    summary = _summary(scores, classes, skipped, small, small_classes, signals, results, resumed, device, out)
     embeddings = next((r.all_features for r in results if r.all_features is not None), None)
     _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embeddings, summary,
                    cfg, components, timings, device, labels_csv)
@@ -136,6 +136,8 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int):
         Class ids of the kept rows.
     small : pandas.DataFrame
         ``path, reason`` rows for the dropped samples.
+    small_classes : list of str
+        Names of the dropped classes.
     """
     names = pd.Series(dataset.label_names, dtype=str)
     counts = names.value_counts()
@@ -156,7 +158,7 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int):
     kept = np.flatnonzero(~drop)
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[n] for n in names[~drop]], dtype=np.int64)
-    return kept, classes, labels, small
+    return kept, classes, labels, small, sorted(too_small.index)
 
 
 def _write_scan_images(images: np.ndarray, cache_dir: Path) -> Path:
@@ -180,9 +182,11 @@ def _fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return assignment
 
 
-def _fingerprint(cfg: ScanConfig, images_path: Path, labels: np.ndarray, folds: np.ndarray) -> str:
+def _fingerprint(cfg: ScanConfig, device, images_path: Path, labels: np.ndarray, folds: np.ndarray) -> str:
+    """What a stored fold must match to be resumed: settings, code version, device kind, data, split."""
     h = hashlib.sha256()
-    for part in (cfg.training_fingerprint(), images_path.name, labels.tobytes(), folds.tobytes()):
+    for part in (cfg.training_fingerprint(), f"v{TRAINING_VERSION}", device.type, images_path.name,
+                 labels.tobytes(), folds.tobytes()):
         h.update(part if isinstance(part, bytes) else part.encode())
     return h.hexdigest()[:24]
 
@@ -241,14 +245,14 @@ def _device_name(device) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
 
 
-def _summary(scores, classes, skipped, small, signals, results, resumed, device, out) -> dict[str, Any]:
+def _summary(scores, classes, skipped, small, small_classes, signals, results, resumed, device, out) -> dict:
     n = len(scores)
     return {
         "n_samples": n,
         "n_classes": len(classes),
         "n_skipped": len(skipped),
         "n_dropped_small_classes": len(small),
-        "small_classes": sorted({r.split("'")[1] for r in small["reason"]}) if len(small) else [],
+        "small_classes": small_classes,
         "estimated_noise_rate": signals.n_label_issues / n,
         "n_estimated_label_issues": signals.n_label_issues,
         "n_flagged": int(scores["flagged"].sum()),
@@ -277,13 +281,14 @@ def _top_classes(pred_probs: np.ndarray, classes: list[str], k: int = 5) -> list
 
 def _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embeddings, summary,
                    cfg, components, timings, device, labels_csv) -> None:
-    scores.to_csv(out / "scores.csv", index=False)
-    skipped.to_csv(out / "skipped.csv", index=False)
-    pd.DataFrame(signals.noise_matrix, index=pd.Index(classes, name="given \\ true"), columns=classes).to_csv(
-        out / "noise_matrix.csv")
-    np.save(out / "pred_probs.npy", signals.pred_probs)
+    noise_matrix = pd.DataFrame(signals.noise_matrix, index=pd.Index(classes, name="given \\ true"), columns=classes)
+    _atomic_write(out / "scores.csv", lambda fh: scores.to_csv(fh, index=False))
+    _atomic_write(out / "skipped.csv", lambda fh: skipped.to_csv(fh, index=False))
+    _atomic_write(out / "noise_matrix.csv", lambda fh: noise_matrix.to_csv(fh))
+    _atomic_write(out / "pred_probs.npy", lambda fh: np.save(fh, signals.pred_probs), binary=True)
+    _atomic_write(out / "pred_probs_image.npy", lambda fh: np.save(fh, signals.pred_probs_image), binary=True)
     if embeddings is not None:
-        np.save(out / "embeddings.npy", embeddings)
+        _atomic_write(out / "embeddings.npy", lambda fh: np.save(fh, embeddings), binary=True)
     created = storage.utc_now()
     scan_info = {
         "created_at": created,
@@ -298,7 +303,8 @@ def _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embe
         "timings": timings,
         "summary": summary,
     }
-    _atomic_write_text(out / "scan.json", json.dumps(storage._nan_to_none(scan_info), indent=2))
+    text = json.dumps(storage._nan_to_none(scan_info), indent=2)
+    _atomic_write(out / "scan.json", lambda fh: fh.write(text))
     conn = storage.connect(out / storage.DB_NAME)
     try:
         storage.write_scan(
@@ -314,7 +320,9 @@ def _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embe
         conn.close()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+def _atomic_write(path: Path, write, *, binary: bool = False) -> None:
+    """Call ``write(file)`` on a temporary file, then rename it over ``path``: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8", newline=None if binary else "") as fh:
+        write(fh)
     os.replace(tmp, path)

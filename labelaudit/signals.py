@@ -126,9 +126,11 @@ def forgetting_events(correct: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray of int, shape (n,)
-        Higher = more likely mislabeled (or hard).
+        Higher = more likely mislabeled (or hard). A sample never predicted right counts
+        ``E`` events, the most possible (Toneva et al. treat it as forgotten forever).
     """
-    return (correct[:-1] & ~correct[1:]).sum(axis=0)
+    events = (correct[:-1] & ~correct[1:]).sum(axis=0)
+    return np.where(correct.any(axis=0), events, correct.shape[0])
 
 
 def confident_learning(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, np.ndarray | int]:
@@ -212,8 +214,13 @@ def compute_signals(results: Sequence[FoldResult], labels: np.ndarray, n_classes
         probs[r.holdout_idx] = r.holdout_probs
         if flip:
             probs_flip[r.holdout_idx] = r.holdout_probs_flip
-    if np.isnan(probs).any():
+    held_out = np.zeros(n, bool)
+    for r in results:
+        held_out[r.holdout_idx] = True
+    if not held_out.all():
         raise ValueError("the folds' held-out sets do not cover every sample")
+    if not (np.isfinite(probs).all() and (not flip or np.isfinite(probs_flip).all())):
+        raise ValueError("non-finite out-of-sample probabilities: a fold's training diverged")
 
     rows = np.arange(n)
     pred_probs = (probs + probs_flip) / 2 if flip else probs

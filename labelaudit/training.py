@@ -25,7 +25,16 @@ import torch.nn.functional as F
 from labelaudit.config import ScanConfig
 from labelaudit.models import build_model
 
-__all__ = ["FoldJob", "FoldResult", "run_fold", "resolve_device", "late_epochs"]
+__all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "run_fold", "resolve_device",
+           "late_epochs"]
+
+#: Bump when a change to the training code changes what a fold produces; stored folds
+#: made by another version are retrained instead of resumed.
+TRAINING_VERSION = 2
+
+
+class TrainingDiverged(RuntimeError):
+    """A fold's loss or predictions became non-finite."""
 
 #: ``report(n_images, fold, epoch, loss, accuracy)``, called after every training batch.
 ProgressReport = Callable[[int, int, int, float, float], None]
@@ -142,6 +151,11 @@ def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResul
     dynamics = _train(model, data, labels, train_idx, cfg, job.fold, report)
     trained = time.perf_counter()
     probs, probs_flip = _predict_probs(model, data, holdout_idx, cfg)
+    finite = [np.isfinite(dynamics["train_losses"]).all(), np.isfinite(probs).all()]
+    if not all(finite):
+        raise TrainingDiverged(
+            f"training diverged in fold {job.fold + 1} (non-finite loss or predictions); "
+            f"lower the learning rate (--lr, now {cfg.lr})")
     holdout_accuracy = float((probs.argmax(1) == job.labels[job.holdout_idx]).mean()) if len(probs) else math.nan
     features = None
     if job.embed_all:
@@ -167,10 +181,10 @@ class _DeviceData:
     """
 
     def __init__(self, images: np.ndarray, device: torch.device) -> None:
-        host = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
+        host = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2)  # NCHW view of NHWC memory
         self.device = device
-        self.on_device = device.type == "cpu" or host.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]
-        self.images = host.to(device) if self.on_device else host.pin_memory()
+        self.on_device = device.type == "cpu" or host.numel() < 0.5 * _free_cuda_bytes(device)
+        self.images = host.to(device) if self.on_device else host
         self.mean = torch.zeros(1, 3, 1, 1, device=device)
         self.std = torch.ones(1, 3, 1, 1, device=device)
 
@@ -190,6 +204,12 @@ class _DeviceData:
 
     def normalised(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+def _free_cuda_bytes(device: torch.device) -> int:
+    """Free CUDA memory, counting what PyTorch caches but does not use (e.g. a previous fold's)."""
+    torch.cuda.empty_cache()
+    return torch.cuda.mem_get_info(device)[0]
 
 
 def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -219,8 +239,8 @@ def _autocast(device: torch.device):
 
 def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: int, report) -> dict[str, np.ndarray]:
     n_train = len(train_idx)
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    batches = _batch_bounds(n_train, cfg.batch_size)
+    total_steps = cfg.epochs * len(batches)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
     )
@@ -231,8 +251,9 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
         else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
     )
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + fold)
-    if data.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes; GPU runs are reproducible only up to cuDNN
+    if data.device.type == "cuda":  # reproducible with --seed, at some cost in speed
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     late = late_epochs(cfg.epochs) if cfg.flip else []
     dev = train_idx.device
     margins = torch.zeros((cfg.epochs, n_train), device=dev)
@@ -241,7 +262,7 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(dev)
-        for step, (start, stop) in enumerate(_batch_bounds(n_train, cfg.batch_size)):
+        for step, (start, stop) in enumerate(batches):
             positions = order[start:stop]
             idx = train_idx[positions]
             x = _random_translate(data.batch(idx), cfg.crop_padding, generator)

@@ -59,6 +59,23 @@ def test_demo_catches_injected_errors(tmp_path):
     assert truth.is_noisy.sum() == 180
 
 
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "-q", "--epochs=1"])
+    assert result.exit_code == 1 and "not written by labelaudit demo" in result.output
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+
+
+def test_bad_settings_are_messages(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10)
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(tmp_path / "s"), "-q",
+                                       "--recipe", "nope", *FAST_ARGS])
+    assert result.exit_code == 1 and "unknown score recipe 'nope'" in result.output
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "d"), "-q", "--recipe", "nope"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
 def test_python_dash_m_runs():
     out = subprocess.run([sys.executable, "-m", "labelaudit", "--version"], capture_output=True, text=True, check=True)
     assert "labelaudit" in out.stdout

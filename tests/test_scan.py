@@ -168,3 +168,22 @@ def test_rescan_keeps_review_decisions(tmp_path):
     scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 2})
     with sqlite3.connect(tmp_path / "scan" / storage.DB_NAME) as raw:
         assert raw.execute("SELECT path, label, reviewer FROM decisions").fetchall() == [(scores.path[0], "ring", "ann")]
+
+
+def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    out = folder.root / "my-scan"
+    scan(folder.root, out=out, progress=False, **FAST)
+    again = scan(folder.root, out=out, progress=False, **FAST)
+    assert len(again) == 80 and "my-scan" not in set(again.given_label)
+    assert pd.read_csv(out / "skipped.csv").empty
+    assert again.attrs["summary"]["folds_resumed"] == [0, 1, 2]  # same files, same cache key
+    assert len(list((out / "cache").glob("decoded-*.npy"))) == 1
+
+
+def test_class_names_with_quotes_are_reported(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "don't").mkdir()
+    (folder.root / "don't" / "a.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    assert scores.attrs["summary"]["small_classes"] == ["don't"]

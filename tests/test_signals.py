@@ -25,7 +25,8 @@ def test_learned_epoch_and_forgetting_on_known_histories():
         [1, 1, 0, 1, 0],
     ], dtype=bool)
     np.testing.assert_allclose(learned_epoch(correct), [0.0, 0.5, 1.0, 0.5, 1.0])
-    np.testing.assert_array_equal(forgetting_events(correct), [0, 0, 0, 1, 1])
+    # never learned counts as forgotten at every epoch (E = 4), the most suspicious value
+    np.testing.assert_array_equal(forgetting_events(correct), [0, 0, 4, 1, 1])
 
 
 def test_confident_learning_flags_a_sample_whose_probabilities_point_elsewhere():
@@ -100,6 +101,34 @@ def test_compute_signals_averages_in_sample_values_over_folds():
     assert signals.pred_probs.shape == (4, 2)
 
 
+def test_flip_and_out_of_sample_signals_have_known_values():
+    labels = np.array([0, 1, 0, 1])
+    a, b = _fold([2, 3], [0, 1]), _fold([0, 1], [2, 3])
+    a.holdout_probs = np.array([[0.8, 0.2], [0.6, 0.4]], np.float32)       # samples 0, 1
+    a.holdout_probs_flip = np.array([[0.6, 0.4], [0.3, 0.7]], np.float32)  # sample 1: mirror disagrees
+    a.view_losses[:] = [[0.1, 0.2]]          # in-sample views of samples 2, 3
+    a.view_flip_losses[:] = [[0.1, 2.2]]
+    a.view_flip_agree[:] = [[True, False]]
+    a.train_losses[:] = [[1.0, 3.0], [2.0, 5.0], [3.0, 1.0]]
+    t = compute_signals([a, b], labels, 2, flip=True).table
+    np.testing.assert_allclose(t["oos_self_confidence"][:2], [0.8, 0.4])
+    np.testing.assert_allclose(t["oos_flip_self_confidence"][:2], [0.6, 0.7])
+    np.testing.assert_allclose(t["label_quality"][:2], [0.7, 0.55], atol=1e-6)  # mean of image and mirror
+    np.testing.assert_allclose(t["flip_agree_oos"][:2], [1.0, 0.0])
+    np.testing.assert_allclose(t["flip_loss_gap_oos"][:2], [np.log(0.8 / 0.6), np.log(0.4 / 0.7)], atol=1e-5)
+    np.testing.assert_allclose(t["flip_loss_in"][2:], [0.1, 2.2])
+    np.testing.assert_allclose(t["flip_loss_gap_in"][2:], [0.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(t["flip_agree_in"][2:], [1.0, 0.0])
+    np.testing.assert_allclose(t["mean_loss"][2:], [2.0, 3.0])
+
+
+def test_non_finite_probabilities_are_reported_as_divergence():
+    a, b = _fold([2, 3], [0, 1]), _fold([0, 1], [2, 3])
+    a.holdout_probs = np.full((2, 2), np.nan, np.float32)
+    with pytest.raises(ValueError, match="diverged"):
+        compute_signals([a, b], np.array([0, 1, 0, 1]), 2, flip=True)
+
+
 def test_compute_signals_without_flip_has_no_flip_columns():
     labels = np.array([0, 1, 0, 1])
     signals = compute_signals([_fold([2, 3], [0, 1], flip=False), _fold([0, 1], [2, 3], flip=False)],
@@ -113,8 +142,9 @@ def test_compute_signals_requires_every_sample_held_out():
         compute_signals([_fold([0, 1], [2])], np.array([0, 1, 0, 1]), 2, flip=True)
 
 
-@pytest.mark.parametrize("signal", ["aum", "label_quality", "oos_self_confidence", "flip_loss_in",
-                                    "learned_epoch", "mean_loss"])
+@pytest.mark.parametrize("signal", ["aum", "label_quality", "oos_self_confidence", "oos_flip_self_confidence",
+                                    "flip_loss_in", "flip_loss_gap_in", "learned_epoch", "mean_loss",
+                                    "forgetting_events", "cl_label_issue"])
 def test_signal_separates_injected_errors_on_real_training(scanned, signal):
     """On a real scan of generated data, each signal points the documented way for wrong labels."""
     folder, _, scores = scanned

@@ -7,7 +7,14 @@ import torch
 from labelaudit.config import ScanConfig
 from labelaudit.models import build_model
 from labelaudit.training import (
-    FoldJob, _batch_bounds, _margin, _random_translate, late_epochs, resolve_device, run_fold,
+    FoldJob,
+    TrainingDiverged,
+    _batch_bounds,
+    _margin,
+    _random_translate,
+    late_epochs,
+    resolve_device,
+    run_fold,
 )
 
 
@@ -18,8 +25,9 @@ def job(tmp_path):
     images = (rng.uniform(0, 80, (36, 16, 16, 3)) + labels[:, None, None, None] * 80).astype(np.uint8)
     np.save(tmp_path / "images.npy", images)
     cfg = ScanConfig(image_size=16, epochs=6, width=4, batch_size=8, lr=0.05, folds=3)
-    return FoldJob(fold=0, train_idx=np.arange(12, 36), holdout_idx=np.arange(12), images_path=str(tmp_path / "images.npy"),
-                   labels=labels, n_classes=3, config=cfg.to_dict(), embed_all=True)
+    return FoldJob(fold=0, train_idx=np.arange(12, 36), holdout_idx=np.arange(12),
+                   images_path=str(tmp_path / "images.npy"), labels=labels, n_classes=3, config=cfg.to_dict(),
+                   embed_all=True)
 
 
 def test_fold_result_shapes(job):
@@ -80,3 +88,9 @@ def test_model_output_and_features():
     m = build_model(5, width=4, depth=1)
     x = torch.randn(2, 3, 32, 32)
     assert m(x).shape == (2, 5) and m.features(x).shape == (2, m.embedding_dim)
+
+
+def test_divergence_is_a_clear_error(job):
+    job.config = {**job.config, "lr": 1e12}
+    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+        run_fold(job)
