@@ -162,6 +162,7 @@ def main(argv=None) -> dict:
     out = args.work / name
     for stale in ("scan", "baseline"):
         shutil.rmtree(out / stale, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     subset["given_label"] = noisy_labels(subset, root, args, out / "noise-cache")
     labels_csv = out / "labels.csv"
     subset.rename(columns={"given_label": "label"})[["path", "label"]].to_csv(labels_csv, index=False)
