@@ -102,6 +102,7 @@ def scan(
 
     phase = time.perf_counter()
     signals = compute_signals(results, labels, len(classes), flip=cfg.flip)
+    components = tuple(name for name in components if name in signals.table.columns)  # flip signals may be off
     scores = _score_table(dataset, kept, classes, labels, signals, components, cfg)
     timings["signals_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started
