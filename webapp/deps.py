@@ -130,6 +130,11 @@ class Settings:
     def scan_name(self) -> str:
         return self.scan_dir.name
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset folder's name (the scan folder's is often just "scan")."""
+        return self.dataset_root.name or str(self.dataset_root)
+
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings

@@ -11,10 +11,20 @@ class Shortcut(NamedTuple):
     text: str               # shown in the help
 
 
+#: The number keys that relabel, in class order: the 1st class is ``1``, the 10th is ``0``.
+CLASS_KEYS: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+CLASS_KEYS_SHOWN = ("1–9", "0")
+
+
+def class_keys(classes: list[str]) -> list[tuple[str, str]]:
+    """``(key, class name)`` of the classes a number key reaches (the first ten)."""
+    return list(zip(CLASS_KEYS, classes))
+
+
 DECIDE = [
     Shortcut(("a",), "accept", "Keep the given label"),
     Shortcut(("s",), "suggested", "Take the suggested label"),
-    Shortcut(("1", "2", "3", "4", "5", "6", "7", "8", "9"), "class", "Relabel to class number 1–9"),
+    Shortcut(CLASS_KEYS, "class", "Relabel by class number: 1–9, 0 for the 10th (numbers below)"),
     Shortcut(("c",), "choose", "Choose any class (type to filter, Enter)"),
     Shortcut(("x", "u"), "unusable", "Mark unusable (dropped from the dataset)"),
     Shortcut(("e",), "note", "Add a note to the decision"),
@@ -76,20 +86,21 @@ def keymap(page: str) -> dict[str, str]:
 def help_rows(page: str) -> list[dict[str, object]]:
     rows = []
     for s in PAGES.get(page, []):
-        keys = ["1–9"] if s.command == "class" else [label(k) for k in s.keys]
+        keys = list(CLASS_KEYS_SHOWN) if s.command == "class" else [label(k) for k in s.keys]
         rows.append({"keys": keys, "text": s.text, "command": s.command})
     return rows
 
 
 #: The always-visible bar at the bottom of each page: (keys shown, short text).
+#: (Open is shown as Enter: an "O" beside the number keys reads as the 0 of the 10th class.)
 BAR: dict[str, list[tuple[tuple[str, ...], str]]] = {
-    "queue": [(("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+    "queue": [(("A",), "keep given"), (("S",), "take suggestion"), (CLASS_KEYS_SHOWN, "class"), (("C",), "other class"),
               (("X",), "unusable"), (("E",), "note"), (("J", "K"), "next / prev"), (("Z",), "undo"),
-              (("O",), "open"), (("G",), "grid"), (("?",), "all shortcuts")],
+              (("Enter",), "open"), (("G",), "grid"), (("?",), "all shortcuts")],
     "grid": [(("←", "↑", "↓", "→"), "move"), (("Space",), "select"), (("*",), "all"), (("Esc",), "none"),
-             (("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+             (("A",), "keep given"), (("S",), "take suggestion"), (CLASS_KEYS_SHOWN, "class"), (("C",), "other class"),
              (("X",), "unusable"), (("Z",), "undo"), (("?",), "all shortcuts")],
-    "sample": [(("A",), "keep given"), (("S",), "take suggestion"), (("1–9",), "class"), (("C",), "other class"),
+    "sample": [(("A",), "keep given"), (("S",), "take suggestion"), (CLASS_KEYS_SHOWN, "class"), (("C",), "other class"),
                (("X",), "unusable"), (("E",), "note"), (("J", "K"), "next / prev"), (("Z",), "undo"),
                (("Q",), "queue"), (("?",), "all shortcuts")],
     "overview": [(("Q",), "review queue"), (("G",), "grid mode"), (("?",), "all shortcuts")],

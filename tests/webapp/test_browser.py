@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from webapp_support import free_port, running_server, start_server
-from fakescan import XSS_CLASS
+from fakescan import XSS_CLASS, make_scan
 
 from labelaudit.cli import main
 
@@ -216,6 +216,7 @@ def test_sample_page_keys_and_escaping(page, scan):
         assert page.locator(f"text={XSS_CLASS}").count() >= 1
         page.keyboard.press("c")
         page.keyboard.type("script")
+        assert page.text_content("#chooser-list li[aria-selected=true] .num") == "4"  # its number key
         page.keyboard.press("Enter")
         page.wait_for_function("() => document.querySelector('article.sample').dataset.action !== ''")
         assert page.get_attribute("article.sample", "data-label") == XSS_CLASS
@@ -228,4 +229,23 @@ def test_sample_page_keys_and_escaping(page, scan):
         page.keyboard.press("?")
         assert page.is_visible("#help")
         assert os.path.exists(scan.db_path)
+        page.goto("about:blank")
+
+
+def test_key_0_relabels_to_the_tenth_class(page, tmp_path):
+    names = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+    shapes = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "bars", "circle", "square")
+    scan = make_scan(tmp_path, classes=tuple(zip(names, names, shapes)), n_per_class=2, noise=0.5)
+    sid = next(i for i in scan.scores.index if scan.scores.given_label[i] != "ten" != scan.scores.suggested_label[i])
+    with running_server(scan.scan_dir) as server:
+        page.goto(f"{server.url}/samples/{sid}")
+        assert page.is_visible(".keysbar .classkeys >> text=ten")
+        page.keyboard.press("c")  # the chooser numbers the 10th class 0, and typing 0 finds it
+        assert page.eval_on_selector_all("#chooser-list .num", "els => els.map(e => e.textContent)") == [
+            "1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+        page.keyboard.press("Escape")
+        page.keyboard.press("0")
+        page.wait_for_function("() => document.querySelector('article.sample').dataset.label === 'ten'")
+        d = httpx.get(f"{server.url}/api/samples/{sid}").json()["decision"]
+        assert (d["action"], d["label"]) == ("relabel", "ten")
         page.goto("about:blank")

@@ -10,6 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 from webapp_support import make_client
 from fakescan import XSS_CLASS, make_scan
 
+from webapp import shortcuts
+
+#: 11 classes in a made-up order: the 10th ("ten") is key 0, the 11th has no number key.
+ELEVEN = tuple((name, name, shape) for name, shape in zip(
+    ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"),
+    ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "bars", "circle", "square", "triangle")))
+
 
 class Collect(HTMLParser):
     """Tags with their attributes, and the text of the page."""
@@ -74,6 +81,8 @@ def test_queue_lists_flagged_with_shortcuts(client, scan):
     cfg = config_of(html)
     assert cfg["keys"]["a"] == "accept" and cfg["keys"]["s"] == "suggested" and cfg["keys"]["z"] == "undo"
     assert cfg["keys"]["x"] == "unusable" and cfg["keys"]["1"] == "class" and cfg["keys"]["j"] == "next"
+    assert cfg["keys"]["0"] == "class" and cfg["keys"]["9"] == "class"
+    assert cfg["class_keys"] == [[str(k + 1), c] for k, c in enumerate(scan.classes)]  # 4 classes: keys 1-4
     assert cfg["classes"] == scan.classes
     assert 'id="help"' in html and "Keyboard shortcuts" in html
 
@@ -164,3 +173,70 @@ def test_static_files(client):
     assert client.get("/static/app.js").status_code == 200
     css = client.get("/static/app.css").text
     assert "image-rendering: pixelated" in css
+
+
+def test_number_keys_reach_the_tenth_class_and_are_shown(tmp_path):
+    scan = make_scan(tmp_path, classes=ELEVEN, n_per_class=3, noise=0.6)
+    classes = scan.classes
+    assert shortcuts.keymap("queue")["0"] == "class" and shortcuts.keymap("grid")["0"] == "class"
+    assert [r["keys"] for r in shortcuts.help_rows("sample") if r["command"] == "class"] == [["1–9", "0"]]
+    with make_client(scan.scan_dir) as c:
+        sid = int(scan.flagged().iloc[0].sample_id)
+        for url in ("/queue", "/grid?all=1", f"/samples/{sid}"):
+            html = c.get(url).text
+            cfg = config_of(html)
+            keys = dict(cfg["class_keys"])
+            assert keys["0"] == "ten" and keys["3"] == "three" and len(keys) == 10 and "eleven" not in keys.values()
+            assert cfg["keys"]["0"] == "class"
+            # the help lists every class number, 0 included, and says how to reach the 11th
+            help_ = re.search(r'<dialog id="help".*?</dialog>', html, re.S).group(0)
+            assert "<kbd>0</kbd> ten</li>" in help_ and "<kbd>3</kbd> three</li>" in help_
+            assert "1 more classes: press <kbd>C</kbd>" in help_
+            assert "<kbd>1–9</kbd><kbd>0</kbd>" in help_
+            # the always-visible key bar has the legend "3 = three ... 0 = ten"
+            bar = re.search(r'<footer class="keysbar with-classes".*?</footer>', html, re.S).group(0)
+            legend = re.findall(r'<kbd>(\w)</kbd><span class="ck-name">(\w+)</span>', bar)
+            assert legend == [(str((k + 1) % 10), name) for k, name in enumerate(classes[:10])]
+            assert 'title="3 = three"' in bar and "1 more" in bar
+        # the sample page's class picker numbers its options the same way
+        html = c.get(f"/samples/{sid}").text
+        assert ">3 · three</option>" in html and ">0 · ten</option>" in html and ">eleven</option>" in html
+        # pages without number keys show no legend
+        for url in ("/", "/export"):
+            html = c.get(url).text
+            assert "classkeys" not in html and "Class numbers" not in html and config_of(html)["keys"].get("0") is None
+
+
+def test_grid_cells_show_the_labels_the_filters_leave_open(client, scan):
+    def labels(html):
+        return {int(sid): (re.findall(r'class="cl-given"[^>]*>(.*?)</span>', body),
+                           re.findall(r'class="cl-sugg"[^>]*>(.*?)</span>', body))
+                for sid, body in re.findall(r'<li class="cell[^"]*" id="s-(\d+)"(.*?)</li>', html, re.S)}
+
+    esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")  # noqa: E731
+    df = scan.scores
+    # any given, any suggested: both, escaped
+    got = labels(client.get("/grid", params={"all": "1"}).text)
+    assert got and all(v == ([esc(df.given_label[i])], [esc(df.suggested_label[i])]) for i, v in got.items())
+    assert any(XSS_CLASS in (df.given_label[i], df.suggested_label[i]) for i in got)
+    # the infinite-scroll fragment too
+    frag = labels(client.get("/grid/cells", params={"flagged": "all"}).text)
+    assert frag and all(v == ([esc(df.given_label[i])], [esc(df.suggested_label[i])]) for i, v in frag.items())
+    pair = client.get("/api/stats").json()["pairs"][0]
+    # a pair: every cell has the same labels, shown once in the title instead
+    got = labels(client.get("/grid", params={"given": pair["given"], "suggested": pair["suggested"]}).text)
+    assert got and all(v == ([], []) for v in got.values())
+    # one suggested class, any given: the given label only
+    got = labels(client.get("/grid", params={"suggested": pair["suggested"]}).text)
+    assert got and all(v == ([esc(df.given_label[i])], []) for i, v in got.items())
+    # one given class, any suggested: the suggested label only
+    got = labels(client.get("/grid", params={"given": pair["given"]}).text)
+    assert got and all(v == ([], [esc(df.suggested_label[i])]) for i, v in got.items())
+
+
+def test_header_names_the_dataset_folder(client, scan):
+    html = client.get("/queue").text
+    m = re.search(r'<span class="scan-name" title="([^"]*)">([^<]*)</span>', html)
+    assert m.group(2) == scan.dataset_root.name == "dataset" and scan.scan_dir.name == "scan"
+    assert str(scan.scan_dir.resolve()) in m.group(1) and str(scan.dataset_root.resolve()) in m.group(1)
+    assert "<title>Queue · labelaudit · dataset</title>" in html

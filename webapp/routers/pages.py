@@ -31,6 +31,7 @@ _env = jinja2.Environment(
 templates = Jinja2Templates(env=_env)
 
 ACTION_TEXT = {"accept": "kept", "suggested": "suggestion", "relabel": "relabeled", "unusable": "unusable"}
+DECISION_PAGES = ("queue", "grid", "sample")  # the pages whose number keys relabel
 QUEUE_PAGE = 40
 GRID_PAGE = 120
 
@@ -72,6 +73,7 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "page": page,
         "reviewer": settings.reviewer,
         "classes": settings.classes,
+        "class_keys": shortcuts.class_keys(settings.classes),  # [[key, class], ...]
         "keys": shortcuts.keymap(page),
         "progress": {"reviewed": progress["n_reviewed_flagged"], "flagged": progress["n_flagged"]},
     }
@@ -81,6 +83,7 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "settings": settings,
         "progress": progress,
         "classes": settings.classes,
+        "class_keys": shortcuts.class_keys(settings.classes) if page in DECISION_PAGES else [],
         "help_rows": shortcuts.help_rows(page),
         "keys_bar": shortcuts.bar(page),
         "config": config,
@@ -171,6 +174,11 @@ def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query
 # ---------------------------------------------------------------------------- grid
 
 
+def _cell_labels(f: SampleFilters) -> dict[str, bool]:
+    """Which labels each grid cell shows: those the filters leave open ("any")."""
+    return {"show_given": f.given is None, "show_suggested": f.suggested is None}
+
+
 @router.get("/grid", response_class=HTMLResponse)
 def grid(
     request: Request,
@@ -189,6 +197,7 @@ def grid(
     page = _listing(db, f, after, None, GRID_PAGE, True)
     fd = _filters_dict(f)
     ctx = _base(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
+                **_cell_labels(f),
                 next_url=("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None,
                 sample_qs=qs(fd))
     return render(request, "grid.html", ctx)
@@ -199,7 +208,7 @@ def grid_cells(request: Request, db: Db, filters: Annotated[SampleFilters, Query
     f = _page_defaults(filters)
     page = _listing(db, f, after, None, GRID_PAGE, False)
     fd = _filters_dict(f)
-    ctx = {"items": page.items, "sample_qs": qs(fd),
+    ctx = {"items": page.items, "sample_qs": qs(fd), **_cell_labels(f),
            "next_url": ("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None}
     return render(request, "_cells.html", ctx)
 

@@ -10,6 +10,8 @@
   const cfg = JSON.parse(document.getElementById('la-config').textContent);
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+  const CLASS_OF_KEY = new Map(cfg.class_keys); // number key -> class: '1' the 1st, ..., '0' the 10th
+  const keyOfClass = (i) => (i < cfg.class_keys.length ? cfg.class_keys[i][0] : '');
   const ACTION_TEXT = { accept: 'kept', suggested: 'suggestion', relabel: 'relabeled', unusable: 'unusable' };
 
   function el(tag, cls, text) {
@@ -132,7 +134,7 @@
         const q = input.value.trim().toLowerCase();
         const all = cfg.classes.map((c, i) => ({ c, i }));
         items = q === '' ? all : all
-          .filter(({ c, i }) => c.toLowerCase().includes(q) || String(i + 1) === q)
+          .filter(({ c, i }) => c.toLowerCase().includes(q) || keyOfClass(i) === q)
           .sort((a, b) => (b.c.toLowerCase().startsWith(q) - a.c.toLowerCase().startsWith(q)) || a.i - b.i);
         sel = Math.min(sel, Math.max(items.length - 1, 0));
         list.replaceChildren();
@@ -140,7 +142,7 @@
           const li = el('li');
           li.setAttribute('role', 'option');
           li.setAttribute('aria-selected', k === sel ? 'true' : 'false');
-          li.append(el('span', 'num', i < 9 ? String(i + 1) : ''), el('span', 'name', c));
+          li.append(el('span', 'num', keyOfClass(i)), el('span', 'name', c));
           if (c === given) li.append(el('span', 'hint', 'given'));
           else if (c === sugg) li.append(el('span', 'hint', 'suggested'));
           li.addEventListener('click', () => finish(c));
@@ -194,8 +196,8 @@
       case 'unusable': return { action: 'unusable' };
       case 'clear': return { action: 'clear' };
       case 'class': {
-        const label = cfg.classes[Number(key) - 1];
-        if (label === undefined) { toast(`No class number ${key}`, 'error'); return null; }
+        const label = CLASS_OF_KEY.get(key);
+        if (label === undefined) { toast(`No class has the number ${key}`, 'error'); return null; }
         return { action: 'relabel', label };
       }
       case 'choose': {
