@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 from click.testing import CliRunner
-from conftest import FAST, make_noisy_folder
+from noisy_data import FAST, make_noisy_folder
 
 from labelaudit.cli import main
 

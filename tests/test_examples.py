@@ -21,7 +21,7 @@ def test_example_runs_without_arguments(script, tmp_path):
 
 
 def test_example_on_a_given_folder(tmp_path):
-    from conftest import make_noisy_folder
+    from noisy_data import make_noisy_folder
 
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     result = subprocess.run([sys.executable, str(EXAMPLES / "scan_folder.py"), str(folder.root), "--out",

@@ -6,7 +6,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST, make_noisy_folder
+from noisy_data import FAST, make_noisy_folder
 
 from labelaudit import scan, storage
 from labelaudit.executor import InProcessExecutor
