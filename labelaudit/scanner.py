@@ -31,7 +31,7 @@ from labelaudit import __version__, storage
 from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.executor import FoldExecutor, FoldStore, InProcessExecutor
-from labelaudit.scoring import DEFAULT_RECIPE, RECIPES, combine, flag, suggest
+from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest
 from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_device
 
@@ -80,7 +80,7 @@ def scan(
         the summary figures written to ``scan.json``.
     """
     cfg = replace(config or ScanConfig(), **settings)
-    components = _recipe_components(cfg.recipe)
+    components = _recipe_components(cfg.recipe, cfg.flip)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -117,8 +117,9 @@ def scan(
     return scores
 
 
-def _recipe_components(recipe: str) -> tuple[str, ...]:
-    name = DEFAULT_RECIPE if recipe == "default" else recipe
+def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
+    default = DEFAULT_RECIPE if flip else DEFAULT_RECIPE_NO_FLIP
+    name = default if recipe == "default" else recipe
     if name not in RECIPES:
         raise ScanError(f"unknown score recipe {recipe!r}; choose one of: default, {', '.join(RECIPES)}")
     return RECIPES[name]

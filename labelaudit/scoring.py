@@ -23,10 +23,12 @@ import pandas as pd
 
 from labelaudit.signals import SIGNALS
 
-__all__ = ["RECIPES", "DEFAULT_RECIPE", "suspicion", "combine", "flag", "suggest"]
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "suspicion", "combine", "flag", "suggest"]
 
-#: Candidate combinations (component signals of the rank mean). The default was chosen
-#: by ``benchmarks/detect.py`` on a development split, see the README.
+#: Candidate combinations (component signals of the rank mean). The defaults were chosen
+#: by ``benchmarks/detect.py`` on a development split (see the README, "Choosing the
+#: default"): the highest mean average precision over the development runs among the
+#: recipes whose signals a scan has.
 RECIPES: dict[str, tuple[str, ...]] = {
     "cleanlab": ("label_quality",),
     "cleanlab+aum": ("label_quality", "aum"),
@@ -35,7 +37,9 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "aum+flip": ("aum", "flip_loss_in"),
     "all-dynamics": ("label_quality", "aum", "learned_epoch", "forgetting_events", "flip_loss_in"),
 }
-DEFAULT_RECIPE = "cleanlab+aum+flip"
+DEFAULT_RECIPE = "cleanlab+flip"
+#: Without mirror views (``--no-flip``).
+DEFAULT_RECIPE_NO_FLIP = "cleanlab+aum"
 
 
 def suspicion(values: np.ndarray, direction: int) -> np.ndarray:
