@@ -11,7 +11,14 @@ from pathlib import Path
 
 
 def load(paths: list[str]) -> list[dict]:
-    return [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    return [_normalise(json.loads(line)) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+
+
+def _normalise(run: dict) -> dict:
+    """Runs made before the separate baseline existed called the shared-model recipe "cleanlab"."""
+    if "cleanlab_on_labelaudit_models" not in run:
+        run["cleanlab_on_labelaudit_models"] = run.pop("cleanlab")
+    return run
 
 
 def _fmt(value, digits=3) -> str:
