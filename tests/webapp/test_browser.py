@@ -249,3 +249,57 @@ def test_key_0_relabels_to_the_tenth_class(page, tmp_path):
         d = httpx.get(f"{server.url}/api/samples/{sid}").json()["decision"]
         assert (d["action"], d["label"]) == ("relabel", "ten")
         page.goto("about:blank")
+
+
+@pytest.fixture(scope="module")
+def demo_scan(tmp_path_factory) -> Path:
+    """A real `labelaudit demo` scan (the README's first command), with small training settings."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    run = subprocess.run([sys.executable, "-m", "labelaudit", "demo", "--out", str(out), "-q",
+                          "--folds=3", "--epochs=6", "--width=8", "--batch-size=64"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def test_bar_fix_twenty_demo_samples_by_keyboard_kill_restart_export(page, demo_scan, tmp_path):
+    """The issue's bar on the real demo: 20 flagged samples fixed to their true class with
+    number keys alone, the server SIGKILLed and restarted, every fix kept, and exported."""
+    scan_dir = demo_scan / "scan"
+    truth = pd.read_csv(demo_scan / "truth.csv").set_index("path")
+    scores = pd.read_csv(scan_dir / "scores.csv")
+    classes = sorted(scores.given_label.unique())
+    key_of = {name: str((i + 1) % 10) for i, name in enumerate(classes)}  # 1-9, then 0 for the 10th
+    port = free_port()
+    server = start_server(scan_dir, "--reviewer", "bar", port=port)
+    try:
+        page.goto(f"{server.url}/queue")
+        ids = row_ids(page)[:20]
+        assert len(ids) == 20 and all(scores.flagged[i] for i in ids)
+        fixes = {sid: truth.true_label[scores.path[sid]] for sid in ids}
+        for sid in ids:  # the queue moves on after each decision
+            assert page.get_attribute("#rows .row.focused", "data-id") == str(sid)
+            page.keyboard.press(key_of[fixes[sid]])
+        wait_saved(page, 20)
+        server.kill()
+        server = start_server(scan_dir, "--reviewer", "bar", port=port)
+        page.reload()
+        state = row_state(page)
+        assert all(state[sid][1] == fixes[sid] for sid in ids), {sid: state[sid] for sid in ids}
+        assert page.text_content("#prog-reviewed").strip() == "20"
+        out = tmp_path / "cleaned.csv"
+        r = CliRunner().invoke(main, ["export", str(scan_dir), "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        cleaned = pd.read_csv(out, dtype=str).set_index("path")
+        for sid, label in fixes.items():
+            assert cleaned.label[scores.path[sid]] == label
+        untouched = scores.drop(index=ids)
+        assert (cleaned.label[untouched.path].to_numpy() == untouched.given_label.to_numpy()).all()
+        page.goto("about:blank")
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
