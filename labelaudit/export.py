@@ -26,7 +26,7 @@ from labelaudit import storage
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
-    "safe_folder_name",
+    "safe_folder_name", "check_folder_target",
 ]
 
 BASE_COLUMNS = ["path", "label"]
@@ -124,6 +124,7 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
         raise FileExistsError(f"{out} exists; use --force to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; a CSV gets the usual mode
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(to_csv_text(df))
@@ -183,6 +184,21 @@ class FolderCopy:
     missing: list[str] | None = None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_folder_target(dest: str | Path, *, force: bool = False) -> None:
+    """Raise ``FileExistsError`` unless ``dest`` may receive the class-folder copy."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} exists and is not a folder")
+    if dest.exists() and any(dest.iterdir()) and not force:
+        raise FileExistsError(f"{dest} is not empty; use --force to write into it")
+
+
 def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path, *, force: bool = False) -> FolderCopy:
     """Lay the cleaned dataset out as ``dest/<label>/<file name>``.
 
@@ -193,10 +209,7 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
     """
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"{dest} exists and is not a folder")
-    if dest.exists() and any(dest.iterdir()) and not force:
-        raise FileExistsError(f"{dest} is not empty; use --force to write into it")
+    check_folder_target(dest, force=force)
     result = FolderCopy(dest=dest, missing=[])
     used: set[tuple[str, str]] = set()
     for rel, label in zip(df["path"], df["label"]):

@@ -79,6 +79,10 @@ def scan(
         mislabeled), ``flagged`` and one column per signal. ``.attrs["summary"]`` holds
         the summary figures written to ``scan.json``.
     """
+    unknown = sorted(set(settings) - set(ScanConfig.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"scan() got unknown setting(s) {', '.join(unknown)}; settings are the fields of "
+                        f"ScanConfig: {', '.join(ScanConfig.__dataclass_fields__)} (labels: use labels_csv=)")
     cfg = replace(config or ScanConfig(), **settings)
     components = _recipe_components(cfg.recipe, cfg.flip)
     out = Path(out)
@@ -152,11 +156,11 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int):
     })
     classes = sorted(counts.index[counts >= folds])
     if len(classes) < 2:
-        raise ScanError(
-            f"need at least 2 classes with >= {folds} samples each to cross-validate; found "
-            + (", ".join(f"{n!r}: {c}" for n, c in counts.items()) or "none")
-            + ". Add images or lower --folds."
-        )
+        found = ", ".join(f"{n!r}: {c}" for n, c in counts.items()) or "none"
+        fix = ("Add images or lower --folds." if len(counts) >= 2
+               else "A classifier needs at least two classes: add the other classes' folders (or CSV rows).")
+        raise ScanError(f"need at least 2 classes with >= {folds} samples each to cross-validate; "
+                        f"found {found}. {fix}")
     kept = np.flatnonzero(~drop)
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[n] for n in names[~drop]], dtype=np.int64)
@@ -249,6 +253,7 @@ def _device_name(device) -> str:
 
 def _summary(scores, classes, skipped, small, small_classes, signals, results, resumed, device, out) -> dict:
     n = len(scores)
+    majority = float(scores["given_label"].value_counts(normalize=True).iloc[0])
     return {
         "n_samples": n,
         "n_classes": len(classes),
@@ -259,6 +264,9 @@ def _summary(scores, classes, skipped, small, small_classes, signals, results, r
         "n_estimated_label_issues": signals.n_label_issues,
         "n_flagged": int(scores["flagged"].sum()),
         "holdout_accuracy": signals.holdout_accuracy,
+        "majority_rate": majority,
+        # a quarter of the way from always-the-largest-class to perfect: below that, rankings are noise
+        "weak_models": bool(signals.holdout_accuracy < majority + 0.25 * (1 - majority)),
         "fold_holdout_accuracy": [r.holdout_accuracy for r in results],
         "folds_resumed": resumed,
         "device": _device_name(device),

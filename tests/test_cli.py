@@ -99,3 +99,26 @@ def test_killed_scan_process_resumes(tmp_path):
     import json
 
     assert 0 in json.loads((out / "scan.json").read_text())["summary"]["folds_resumed"]
+
+
+def test_weak_models_warning_is_printed(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(tmp_path / "s"), "-q",
+                                       *FAST_ARGS, "--lr=1e-7", "--epochs=1"])
+    assert result.exit_code == 0 and "Warning: the models are barely better than chance" in result.output
+
+
+def test_export_refuses_a_busy_folder_before_writing_anything(scanned, tmp_path):
+    _, scan_dir, _ = scanned
+    busy = tmp_path / "cleaned"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    out = tmp_path / "labels.csv"
+    result = CliRunner().invoke(main, ["export", str(scan_dir), "-o", str(out), "--to-folder", str(busy)])
+    assert result.exit_code == 1 and "not empty" in result.output and not out.exists()
+    old = os.umask(0o022)
+    try:
+        result = CliRunner().invoke(main, ["export", str(scan_dir), "-o", str(out)])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0 and (out.stat().st_mode & 0o777) == 0o644

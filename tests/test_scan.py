@@ -187,3 +187,21 @@ def test_class_names_with_quotes_are_reported(tmp_path):
     (folder.root / "don't" / "a.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
     scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
     assert scores.attrs["summary"]["small_classes"] == ["don't"]
+
+
+def test_unknown_setting_names_the_valid_ones(tmp_path):
+    with pytest.raises(TypeError, match="unknown setting.*labels.*labels_csv="):
+        scan(tmp_path, out=tmp_path / "s", labels="x.csv")
+
+
+def test_one_class_error_says_what_to_do(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10, classes=("disc",), noise_rate=0)
+    with pytest.raises(ScanError, match="at least two classes"):
+        scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+
+
+def test_models_that_learned_nothing_are_reported_as_weak(tmp_path, scanned):
+    assert scanned[2].attrs["summary"]["weak_models"] is False
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "lr": 1e-7, "epochs": 1})
+    assert scores.attrs["summary"]["weak_models"] is True
