@@ -386,13 +386,24 @@ class DecisionError(ValueError):
 
 
 def _resolve(item: dict[str, Any], action: str, label: str | None, classes: set[str]) -> tuple[str, str | None]:
-    """The stored (action, label) for a requested action on one sample."""
-    if action == "accept":
-        return "accept", item["given_label"]
-    if action == "suggested":
-        return "suggested", item["suggested_label"]
+    """The stored (action, label) for a requested action on one sample.
+
+    ``label`` is required for ``relabel``; for ``accept`` / ``suggested`` it may be sent but
+    must then be the label the action keeps (a differing one is an error, not ignored);
+    ``unusable`` and ``clear`` ignore it.
+    """
+    if action in ("accept", "suggested"):
+        kept = item["given_label"] if action == "accept" else item["suggested_label"]
+        if label is not None and label != kept:
+            which = "given" if action == "accept" else "suggested"
+            raise DecisionError(
+                f"{action} keeps the {which} label {kept!r} of {item['path']!r}, not {label!r}: "
+                f"use action 'relabel' to set another label (or omit label)")
+        return action, kept
     if action == "relabel":
-        if not label or label not in classes:
+        if label is None or label == "":
+            raise DecisionError("relabel needs a label: the class to set")
+        if label not in classes:
             raise DecisionError(f"unknown class {label!r}")
         if label == item["given_label"]:
             return "accept", label
@@ -433,13 +444,15 @@ def _recorded(conn: sqlite3.Connection, paths: list[str], decision_ids: list[int
     out = []
     for path, did in zip(paths, decision_ids):
         row = conn.execute(
-            "SELECT s.sample_id, d.* FROM decisions AS d JOIN samples AS s USING (path) WHERE d.decision_id = ?",
+            "SELECT s.sample_id, d.*, l.undoes FROM decisions AS d JOIN samples AS s USING (path) "
+            "LEFT JOIN decision_links AS l USING (decision_id) WHERE d.decision_id = ?",
             (did,),
         ).fetchone()
         decision = None
         if row["action"] != "clear":
-            decision = {k: row[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at")}
-        out.append({"sample_id": row["sample_id"], "path": path, "decision": decision})
+            decision = {k: row[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at",
+                                            "undoes")}
+        out.append({"sample_id": row["sample_id"], "path": path, "decision": decision, "undoes": row["undoes"]})
     return out
 
 

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Action = Literal["accept", "suggested", "relabel", "unusable", "clear"]
 
+#: Accepted spellings of the yes/no filters (case-insensitive); ``all`` means no filter.
+BoolFilter = Literal["1", "0", "true", "false", "yes", "no", "all"]
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
 
 class SampleFilters(BaseModel):
     """Filters and order of a sample listing; the same query parameters drive the pages."""
@@ -16,9 +20,12 @@ class SampleFilters(BaseModel):
 
     given: str | None = Field(None, description="given label equals this class")
     suggested: str | None = Field(None, description="suggested label equals this class")
-    flagged: Literal["1", "0", "all"] | None = Field(
-        None, description="1: flagged only, 0: unflagged only, all (API default; the pages default to 1)")
-    reviewed: Literal["yes", "no"] | None = Field(None, description="has a decision in force, or not")
+    flagged: BoolFilter | None = Field(
+        None, description=("1 / true / yes: flagged only, 0 / false / no: unflagged only, all: both "
+                           "(API default; the pages default to 1)"))
+    reviewed: BoolFilter | None = Field(
+        None, description=("1 / true / yes: with a decision in force, 0 / false / no: without one, "
+                           "all (default): both"))
     decision: Literal["accept", "suggested", "relabel", "unusable", "changed"] | None = Field(
         None, description="action of the decision in force; `changed`: label differs from the given one")
     score_min: float | None = Field(None, ge=0, le=1, description="mislabel_score >= score_min")
@@ -31,6 +38,19 @@ class SampleFilters(BaseModel):
     @classmethod
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("flagged", "reviewed", mode="before")
+    @classmethod
+    def _bool_synonyms(cls, value, info):
+        """Store one spelling: flagged as 1 / 0 / all, reviewed as yes / no (all: no filter)."""
+        if isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        v = value.strip().lower()
+        if info.field_name == "flagged":
+            return "1" if v in _TRUE else "0" if v in _FALSE else v
+        return "yes" if v in _TRUE else "no" if v in _FALSE else None if v == "all" else v
 
 
 class TopClass(BaseModel):
@@ -45,7 +65,7 @@ class DecisionOut(BaseModel):
     note: str
     reviewer: str
     decided_at: str
-    undoes: int | None = None
+    undoes: int | None = Field(None, description="for an undo row: the decision_id it withdrew")
 
 
 class Sample(BaseModel):
@@ -84,14 +104,16 @@ class SampleDetail(Sample):
 class DecisionIn(BaseModel):
     sample_id: int
     action: Action
-    label: str | None = Field(None, description="class for `relabel` (ignored for the other actions)")
+    label: str | None = Field(None, description=(
+        "class for `relabel` (required); optional for `accept` / `suggested`, where it must equal the "
+        "given / suggested label (422 otherwise); ignored for `unusable` and `clear`"))
     note: str = Field("", max_length=2000)
 
 
 class BatchDecisionIn(BaseModel):
     sample_ids: list[int] = Field(..., min_length=1, max_length=5000)
     action: Action
-    label: str | None = None
+    label: str | None = Field(None, description="as for a single decision, checked for every sample")
     note: str = Field("", max_length=2000)
 
 
@@ -99,6 +121,8 @@ class RecordedDecision(BaseModel):
     sample_id: int
     path: str
     decision: DecisionOut | None = Field(None, description="decision now in force; null when cleared")
+    undoes: int | None = Field(None, description="for an undo: the decision_id it withdrew (also when "
+                               "`decision` is null)")
 
 
 class DecisionResult(BaseModel):

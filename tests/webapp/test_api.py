@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 
@@ -541,3 +542,77 @@ def test_api_page_at_100k(big_scan, big_conn):
         r = c.get("/queue/rows", params={"after": "70000"})
         assert r.status_code == 200
         assert r.text.count('<li class="row') == 40 and 'class="sentinel"' in r.text
+
+
+# ---------------------------------------------------------------------------- API rough edges
+
+
+def test_yes_no_filters_accept_every_spelling(client, scan):
+    df = scan.scores
+    n_flagged = int(df.flagged.sum())
+    counts = lambda **p: client.get("/api/samples", params={**p, "with_total": 1, "limit": 1}).json()["total"]
+    for v in ("1", "true", "yes", "True", "YES"):
+        assert counts(flagged=v) == n_flagged, v
+    for v in ("0", "false", "no", "False"):
+        assert counts(flagged=v) == len(df) - n_flagged, v
+    assert counts(flagged="all") == len(df)
+    sid = int(scan.flagged().iloc[0].sample_id)
+    decide(client, sid, "accept")
+    for v in ("yes", "1", "true", "TRUE"):
+        assert counts(reviewed=v) == 1, v
+    for v in ("no", "0", "false"):
+        assert counts(reviewed=v) == len(df) - 1, v
+    assert counts(reviewed="all") == counts() == len(df)
+    r = client.get("/api/samples", params={"reviewed": "maybe"})
+    assert r.status_code == 422 and "all" in r.text
+    # the pages keep their own spelling in links and selects
+    page = client.get("/queue", params={"flagged": "true", "reviewed": "false"}).text
+    assert 'value="1" selected' in page and 'value="no" selected' in page
+    # the allowed values are in the OpenAPI description
+    params = {p["name"]: p for p in client.get("/openapi.json").json()["paths"]["/api/samples"]["get"]["parameters"]}
+    for name in ("flagged", "reviewed"):
+        text = json.dumps(params[name])
+        assert all(f'"{v}"' in text for v in ("1", "0", "true", "false", "yes", "no", "all")), text
+        assert params[name]["description"]
+
+
+def test_undo_reports_what_it_undid(client, scan):
+    a, b = (int(i) for i in scan.flagged().sample_id[:2])
+    assert decide(client, a, "accept")["undoes"] is None
+    second = decide(client, a, "unusable")
+    assert second["undoes"] is None and second["decision"]["undoes"] is None
+    undone = client.post("/api/decisions/undo").json()["undone"]
+    wid = second["decision"]["decision_id"]
+    assert [(x["sample_id"], x["undoes"], x["decision"]["action"], x["decision"]["undoes"]) for x in undone] == \
+        [(a, wid, "accept", wid)]
+    log = {r["decision_id"]: r for r in client.get("/api/decisions").json()}
+    assert log[undone[0]["decision"]["decision_id"]]["undoes"] == wid  # the same as the log says
+    # back to unreviewed: decision is null, undoes still names the withdrawn decision
+    d = decide(client, b, "relabel", label=XSS_CLASS)["decision"]["decision_id"]
+    undone = client.post("/api/decisions/undo").json()["undone"]
+    assert [(x["sample_id"], x["decision"], x["undoes"]) for x in undone] == [(b, None, d)]
+
+
+def test_decision_label_errors_explain(client, scan):
+    row = scan.flagged().iloc[0]
+    sid, given, sugg = int(row.sample_id), row.given_label, row.suggested_label
+    other = next(c for c in scan.classes if c not in (given, sugg))
+    post = lambda **body: client.post("/api/decisions", json={"sample_id": sid, **body})
+    r = post(action="relabel")
+    assert r.status_code == 422 and "needs a label" in r.json()["detail"]
+    assert "None" not in r.json()["detail"]
+    assert "unknown class" in post(action="relabel", label="nope").json()["detail"]
+    r = post(action="accept", label=other)
+    assert r.status_code == 422 and "relabel" in r.json()["detail"] and given in r.json()["detail"]
+    r = post(action="suggested", label=other)
+    assert r.status_code == 422 and "relabel" in r.json()["detail"]
+    r = client.post("/api/decisions/batch", json={"sample_ids": [sid], "action": "accept", "label": other})
+    assert r.status_code == 422
+    assert client.get(f"/api/samples/{sid}").json()["decision"] is None  # nothing written
+    # a label equal to the one kept, or none at all, is fine
+    assert post(action="accept", label=given).json()["recorded"][0]["decision"]["label"] == given
+    assert post(action="suggested").json()["recorded"][0]["decision"]["label"] == sugg
+    # the no-JavaScript form sends its class select with every button: only relabel reads it
+    r = client.post(f"/samples/{sid}/decision", data={"action": "accept", "label": other}, follow_redirects=False)
+    assert r.status_code == 303
+    assert client.get(f"/api/samples/{sid}").json()["decision"]["label"] == given

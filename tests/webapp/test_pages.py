@@ -240,3 +240,14 @@ def test_header_names_the_dataset_folder(client, scan):
     assert m.group(2) == scan.dataset_root.name == "dataset" and scan.scan_dir.name == "scan"
     assert str(scan.scan_dir.resolve()) in m.group(1) and str(scan.dataset_root.resolve()) in m.group(1)
     assert "<title>Queue · labelaudit · dataset</title>" in html
+
+
+def test_head_on_pages(client, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    for url in ("/", "/queue", "/queue/rows", "/grid", "/grid/cells", f"/samples/{sid}", "/export"):
+        r = client.head(url)
+        assert r.status_code == 200, url
+        assert r.headers["content-type"].startswith("text/html"), url
+        assert r.content == b"", url
+    assert client.head("/samples/999999").status_code == 404
+    assert client.head("/no-such-page").status_code == 404

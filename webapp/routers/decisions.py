@@ -27,7 +27,8 @@ def post_decision(body: DecisionIn, db: Db, settings: SettingsDep):
     `accept` keeps the given label, `suggested` takes the suggested one, `relabel` sets
     `label` (a class name), `unusable` drops the sample from the cleaned dataset and
     `clear` withdraws the decision in force. A `relabel` to the given or suggested class
-    is stored as `accept` / `suggested`.
+    is stored as `accept` / `suggested`. `relabel` without `label` is a 422; so is an
+    `accept` / `suggested` whose `label` differs from the label it keeps (use `relabel`).
     """
     return _decide(db, settings, [body.sample_id], body)
 
@@ -42,7 +43,8 @@ def post_batch(body: BatchDecisionIn, db: Db, settings: SettingsDep):
 @router.post("/undo", response_model=UndoResult, summary="Undo the reviewer's last decision")
 def post_undo(db: Db, settings: SettingsDep):
     """Withdraw the reviewer's most recent decision (or batch) still in force by appending
-    rows that re-instate each sample's previous state. Repeat to go further back."""
+    rows that re-instate each sample's previous state. Repeat to go further back.
+    Each entry's `undoes` is the decision_id withdrawn; `undone` is empty when there is nothing to undo."""
     return {"undone": queries.undo(db, settings)}
 
 

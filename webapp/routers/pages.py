@@ -110,7 +110,7 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 # ---------------------------------------------------------------------------- overview
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def overview(request: Request, db: Db, settings: SettingsDep):
     nm = noise_matrix(settings)
     pairs = queries.pair_counts(db)
@@ -141,7 +141,7 @@ def _listing(db, f: SampleFilters, after, before, limit, with_total):
         return queries.list_samples(db, f, limit=limit, with_total=with_total)
 
 
-@router.get("/queue", response_class=HTMLResponse)
+@router.api_route("/queue", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def queue(
     request: Request,
     db: Db,
@@ -160,7 +160,7 @@ def queue(
     return render(request, "queue.html", ctx)
 
 
-@router.get("/queue/rows", response_class=HTMLResponse)
+@router.api_route("/queue/rows", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query()], after: str | None = None):
     """The next rows of the queue (infinite scroll), ending with the next sentinel."""
     f = _page_defaults(filters)
@@ -179,7 +179,7 @@ def _cell_labels(f: SampleFilters) -> dict[str, bool]:
     return {"show_given": f.given is None, "show_suggested": f.suggested is None}
 
 
-@router.get("/grid", response_class=HTMLResponse)
+@router.api_route("/grid", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def grid(
     request: Request,
     db: Db,
@@ -203,7 +203,7 @@ def grid(
     return render(request, "grid.html", ctx)
 
 
-@router.get("/grid/cells", response_class=HTMLResponse)
+@router.api_route("/grid/cells", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def grid_cells(request: Request, db: Db, filters: Annotated[SampleFilters, Query()], after: str | None = None):
     f = _page_defaults(filters)
     page = _listing(db, f, after, None, GRID_PAGE, False)
@@ -216,7 +216,7 @@ def grid_cells(request: Request, db: Db, filters: Annotated[SampleFilters, Query
 # ---------------------------------------------------------------------------- sample
 
 
-@router.get("/samples/{sample_id}", response_class=HTMLResponse)
+@router.api_route("/samples/{sample_id}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def sample_page(
     request: Request,
     sample_id: int,
@@ -266,6 +266,8 @@ def sample_decision_form(
     """The sample page's form, for use without JavaScript: record, then show the page again."""
     if action.startswith("relabel:"):
         action, label = "relabel", action.split(":", 1)[1]
+    elif action != "relabel":
+        label = None  # the form's class select is sent with every button; only relabel reads it
     try:
         queries.decide(db, settings, [sample_id], action, label=label or None, note=note)
     except queries.DecisionError as exc:
@@ -277,7 +279,7 @@ def sample_decision_form(
 # ---------------------------------------------------------------------------- export
 
 
-@router.get("/export", response_class=HTMLResponse)
+@router.api_route("/export", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def export_page(request: Request, db: Db, settings: SettingsDep):
     summary = export_summary(db)
     ctx = _base(request, settings, db, "export", export=summary, scan_dir=str(settings.scan_dir))
