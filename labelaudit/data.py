@@ -87,6 +87,9 @@ class LoadedDataset:
         Columns ``path`` and ``reason``: every file or CSV row not scanned, sorted by path.
     cache_hit : bool
         True when ``images`` came from the decode cache without decoding anything.
+    images_file : Path or None
+        The decode cache's ``.npy`` file holding exactly ``images`` (None without a cache),
+        so later steps can memory-map it instead of writing another copy.
     """
 
     root: Path
@@ -95,6 +98,7 @@ class LoadedDataset:
     images: np.ndarray
     skipped: pd.DataFrame
     cache_hit: bool
+    images_file: Path | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -488,8 +492,8 @@ def _atomic_write(target: Path, write: Callable[[object], None]) -> None:
 def _write_cache(
     cache_dir: Path, key: str, image_size: int, paths: Sequence[str],
     failures: Sequence[tuple[str, str]], images: np.ndarray,
-) -> None:
-    """Store a cache entry (array first, then the sidecar that makes it valid)."""
+) -> bool:
+    """Store a cache entry (array first, then the sidecar that makes it valid); False if it failed."""
     array_file, meta_file = _cache_files(cache_dir, key)
     meta = {
         "decoder_version": DECODER_VERSION, "image_size": image_size, "key": key,
@@ -501,6 +505,8 @@ def _write_cache(
         _atomic_write(meta_file, lambda fh: fh.write(json.dumps(meta).encode("utf-8")))
     except OSError as exc:
         warnings.warn(f"could not write the decoded-image cache in {cache_dir}: {exc}", stacklevel=3)
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- loading
@@ -627,18 +633,20 @@ def load_dataset(
     all_paths = [c.path for c in candidates]
 
     cached = None
+    cached_file = None
     if cache_path is not None:
         key = cache_key(((c.path, c.size, c.mtime_ns) for c in candidates), image_size)
         cached = _read_cache(cache_path, key, image_size, set(all_paths))
     if cached is not None:
         paths, failures, images = cached
+        cached_file = _cache_files(cache_path, key)[0]
     else:
         n_workers = workers or os.cpu_count() or 1
         paths, failures, images = _decode_all(
             root_path, all_paths, image_size, workers=n_workers, progress=progress
         )
-        if cache_path is not None:
-            _write_cache(cache_path, key, image_size, paths, failures, images)
+        if cache_path is not None and _write_cache(cache_path, key, image_size, paths, failures, images):
+            cached_file = _cache_files(cache_path, key)[0]
     if not paths:
         raise DatasetError(_nothing_loaded(root_path, failures))
     return LoadedDataset(
@@ -648,6 +656,7 @@ def load_dataset(
         images=images,
         skipped=_skipped_frame(skipped + list(failures)),
         cache_hit=cached is not None,
+        images_file=cached_file,
     )
 
 

@@ -95,7 +95,7 @@ def scan(
                            cache_dir=out / "cache", exclude=out, progress=progress)
     timings["load_s"] = time.perf_counter() - started
     kept, classes, labels, small, small_classes = _keep_trainable_classes(dataset, cfg.folds)
-    images_path = _write_scan_images(dataset.images[kept], out / "cache")
+    images_path = _scan_images_file(dataset, kept, out / "cache")
 
     phase = time.perf_counter()
     folds = _fold_assignment(labels, cfg.folds, cfg.seed)
@@ -167,8 +167,15 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int):
     return kept, classes, labels, small, sorted(too_small.index)
 
 
-def _write_scan_images(images: np.ndarray, cache_dir: Path) -> Path:
-    """Store the scanned uint8 images (N, S, S, 3) once, named by content, for the fold jobs."""
+def _scan_images_file(dataset: LoadedDataset, kept: np.ndarray, cache_dir: Path) -> Path:
+    """The ``.npy`` file of the scanned uint8 images (N, S, S, 3) that the fold jobs memory-map.
+
+    That is the decode cache itself when every decoded image is scanned; only when classes
+    were dropped (or the cache could not be written) is a subset stored, named by content.
+    """
+    if dataset.images_file is not None and len(kept) == len(dataset):
+        return dataset.images_file
+    images = dataset.images[kept]
     digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:20]
     path = cache_dir / f"scan-images-{digest}.npy"
     if not path.exists():
@@ -242,12 +249,10 @@ def _score_table(dataset, kept, classes, labels, signals: Signals, components, c
 
 
 def _device_name(device) -> str:
-    if device.type == "cuda":
-        import torch
-
-        return f"cuda ({torch.cuda.get_device_name(device)})"
     import torch
 
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
 
 
@@ -313,7 +318,7 @@ def _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embe
         "timings": timings,
         "summary": summary,
     }
-    text = json.dumps(storage._nan_to_none(scan_info), indent=2)
+    text = json.dumps(storage.json_safe(scan_info), indent=2)
     _atomic_write(out / "scan.json", lambda fh: fh.write(text))
     conn = storage.connect(out / storage.DB_NAME)
     try:

@@ -22,7 +22,7 @@ import pandas as pd
 
 __all__ = [
     "DB_NAME", "SCHEMA", "DECISION_ACTIONS", "connect", "transaction", "write_scan",
-    "read_meta", "read_classes", "record_decision", "utc_now",
+    "read_meta", "read_classes", "record_decision", "utc_now", "json_safe",
     "SAMPLES_WITH_DECISIONS", "record_decisions", "undo_last_decision", "decision_history",
     "samples_with_decisions",
 ]
@@ -138,18 +138,19 @@ def _json_default(value: Any) -> Any:
 
 def dumps(value: Any) -> str:
     """JSON text for a value that may hold numpy scalars/arrays; NaN becomes null."""
-    return json.dumps(_nan_to_none(value), default=_json_default, allow_nan=False)
+    return json.dumps(json_safe(value), default=_json_default, allow_nan=False)
 
 
-def _nan_to_none(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats (nested in dicts/lists too) replaced by None."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, np.floating) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

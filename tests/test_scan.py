@@ -205,3 +205,13 @@ def test_models_that_learned_nothing_are_reported_as_weak(tmp_path, scanned):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     scores = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "lr": 1e-7, "epochs": 1})
     assert scores.attrs["summary"]["weak_models"] is True
+
+
+def test_decoded_images_are_stored_once(scanned, tmp_path):
+    _, out, _ = scanned
+    assert list((out / "cache").glob("decoded-*.npy")) and not list((out / "cache").glob("scan-images-*.npy"))
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "rare").mkdir()
+    (folder.root / "rare" / "r.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
+    scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)  # a dropped class: a subset file
+    assert len(list((tmp_path / "scan" / "cache").glob("scan-images-*.npy"))) == 1

@@ -154,10 +154,15 @@ def queue(
     page = _listing(db, f, after, before, QUEUE_PAGE, True)
     fd = _filters_dict(f)
     ctx = _base(request, settings, db, "queue", filters=fd, items=page.items, page_=page,
-                next_url=("/queue/rows?" + qs(fd, after=page.next_after)) if page.next_after else None,
+                next_url=_next_url("/queue/rows", fd, page),
                 prev_url=("/queue?" + qs(fd, before=page.prev_before)) if page.prev_before else None,
                 sample_qs=qs(fd))
     return render(request, "queue.html", ctx)
+
+
+def _next_url(fragment: str, fd: dict, page) -> str | None:
+    """URL of the fragment that continues ``page`` (infinite scroll), or None at the end."""
+    return f"{fragment}?{qs(fd, after=page.next_after)}" if page.next_after else None
 
 
 @router.api_route("/queue/rows", methods=["GET", "HEAD"], response_class=HTMLResponse)
@@ -167,7 +172,7 @@ def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query
     page = _listing(db, f, after, None, QUEUE_PAGE, False)
     fd = _filters_dict(f)
     ctx = {"items": page.items, "sample_qs": qs(fd), "classes": request.app.state.settings.classes,
-           "next_url": ("/queue/rows?" + qs(fd, after=page.next_after)) if page.next_after else None}
+           "next_url": _next_url("/queue/rows", fd, page)}
     return render(request, "_rows.html", ctx)
 
 
@@ -198,7 +203,7 @@ def grid(
     fd = _filters_dict(f)
     ctx = _base(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
                 **_cell_labels(f),
-                next_url=("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None,
+                next_url=_next_url("/grid/cells", fd, page),
                 sample_qs=qs(fd))
     return render(request, "grid.html", ctx)
 
@@ -209,7 +214,7 @@ def grid_cells(request: Request, db: Db, filters: Annotated[SampleFilters, Query
     page = _listing(db, f, after, None, GRID_PAGE, False)
     fd = _filters_dict(f)
     ctx = {"items": page.items, "sample_qs": qs(fd), **_cell_labels(f),
-           "next_url": ("/grid/cells?" + qs(fd, after=page.next_after)) if page.next_after else None}
+           "next_url": _next_url("/grid/cells", fd, page)}
     return render(request, "_cells.html", ctx)
 
 
