@@ -96,7 +96,7 @@ def select_subset(root: Path, per_class: int, offset: int) -> pd.DataFrame:
 
 def noisy_labels(subset: pd.DataFrame, root: Path, args, cache_dir: Path) -> np.ndarray:
     from labelaudit.data import load_dataset
-    from labelaudit.noise import inject_noise
+    from labelaudit.data.noise import inject_noise
 
     classes = sorted(subset.true_label.unique())
     truth = subset.true_label.map({c: i for i, c in enumerate(classes)}).to_numpy()
@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     import torch
 
     from labelaudit.scoring import RECIPES, combine
-    from labelaudit.signals import SIGNALS
+    from labelaudit.signals.core import SIGNALS
 
     root = dataset_root(args.data, args.work)
     subset = select_subset(root, args.per_class, args.offset)

@@ -74,7 +74,7 @@ def n_samples(db: Path) -> int | None:
 
 def build_scan(work: Path, n: int, rebuild: bool) -> tuple[Path, float | None]:
     """The scan directory (built unless a matching one exists) and the build time in s."""
-    from labelaudit import storage
+    from labelaudit.scandir import database as storage
 
     scan_dir = work / "bigscan"
     db = scan_dir / storage.DB_NAME
@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
         raise SystemExit("--n must be at least 20,000 (the generator records 20,000 decisions)")
     from fastapi.testclient import TestClient
 
-    from labelaudit import storage
+    from labelaudit.scandir import database as storage
     from labelaudit.export import cleaned_labels, write_cleaned_labels
     from webapp import create_app, queries
     from webapp.deps import Settings

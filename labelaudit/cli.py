@@ -90,7 +90,7 @@ def _user_errors():
     """Turn the errors a user can fix (bad data, settings, disk, no GPU) into one-line messages."""
     from labelaudit.data import DatasetError
     from labelaudit.scanner import ScanError
-    from labelaudit.training import TrainingDiverged
+    from labelaudit.folds.training import TrainingDiverged
 
     try:
         yield
@@ -250,7 +250,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
            include_unusable: bool, to_folder: Path | None, force: bool) -> None:
     """Write the cleaned labels of SCAN_DIR as CSV `path,label`: review decisions applied,
     samples marked unusable dropped. Paths are relative to the scanned dataset folder."""
-    from labelaudit import storage
+    from labelaudit.scandir import database as storage
     from labelaudit.export import (
         check_folder_target, cleaned_labels, copy_to_folder, export_summary, to_csv_text, write_cleaned_labels,
     )

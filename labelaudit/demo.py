@@ -16,7 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from labelaudit.config import ScanConfig
-from labelaudit.noise import inject_noise
+from labelaudit.data.noise import inject_noise
 
 __all__ = ["DIGIT_NAMES", "write_digits_dataset", "run_demo"]
 

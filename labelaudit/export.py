@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",

@@ -27,13 +27,14 @@ from tqdm.auto import tqdm
 
 from labelaudit.progress import progress_bar
 
-from labelaudit import __version__, storage
+from labelaudit import __version__
+from labelaudit.scandir import database as storage
 from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
-from labelaudit.executor import FoldExecutor, FoldStore, InProcessExecutor
+from labelaudit.folds.executor import FoldExecutor, FoldStore, InProcessExecutor
 from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest
-from labelaudit.signals import SIGNALS, Signals, compute_signals
-from labelaudit.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_device
+from labelaudit.signals.core import SIGNALS, Signals, compute_signals
+from labelaudit.folds.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_device
 
 __all__ = ["scan", "ScanError", "SCORE_COLUMNS"]
 

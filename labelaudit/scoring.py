@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from labelaudit.signals import SIGNALS
+from labelaudit.signals.core import SIGNALS
 
 __all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "suspicion", "combine", "flag", "suggest"]
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from labelaudit import data
+from labelaudit.data import loading as data
 from labelaudit.data import DatasetError, ImageDecodeError, decode_image, load_dataset
 
 S = 8

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from labelaudit.noise import CIFAR10_PAIRS, inject_noise
+from labelaudit.data.noise import CIFAR10_PAIRS, inject_noise
 
 
 def test_symmetric_flips_exact_fraction_to_other_classes_and_is_seeded():

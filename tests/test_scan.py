@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from noisy_data import FAST, make_noisy_folder
 
-from labelaudit import scan, storage
-from labelaudit.executor import InProcessExecutor
+from labelaudit import scan
+from labelaudit.scandir import database as storage
+from labelaudit.folds.executor import InProcessExecutor
 from labelaudit.scanner import ScanError
-from labelaudit.training import run_fold
+from labelaudit.folds.training import run_fold
 
 
 def test_outputs_are_complete_and_consistent(scanned):

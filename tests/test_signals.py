@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 from labelaudit.scoring import RECIPES, combine, flag, suggest, suspicion
-from labelaudit.signals import (
+from labelaudit.signals.core import (
     SIGNALS, area_under_margin, compute_signals, confident_learning, forgetting_events, learned_epoch,
 )
-from labelaudit.training import FoldResult
+from labelaudit.folds.training import FoldResult
 
 
 def test_area_under_margin_is_mean_margin_over_epochs():

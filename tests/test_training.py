@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from labelaudit.config import ScanConfig
-from labelaudit.models import build_model
-from labelaudit.training import (
+from labelaudit.folds.models import build_model
+from labelaudit.folds.training import (
     FoldJob,
     TrainingDiverged,
     _batch_bounds,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import Depends, Request
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 
 __all__ = ["Settings", "ConnectionPool", "get_settings", "get_db", "Db", "SettingsDep", "Embeddings"]
 

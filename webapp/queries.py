@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 
 from .deps import Settings
 from .schemas import SampleFilters

@@ -30,7 +30,7 @@ import uvicorn  # noqa: E402
 from fakescan import make_scan  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from labelaudit import storage  # noqa: E402
+from labelaudit.scandir import database as storage  # noqa: E402
 from webapp import create_app, queries  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 
 XSS_CLASS = "<script>alert(1)</script>"
 

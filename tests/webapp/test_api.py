@@ -11,7 +11,7 @@ import pytest
 from webapp_support import make_client
 from fakescan import XSS_CLASS
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 from webapp import queries
 from webapp.schemas import SampleFilters
 

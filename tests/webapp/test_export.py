@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fakescan import XSS_CLASS
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 from labelaudit.cli import main
 from labelaudit.export import cleaned_labels, copy_to_folder, safe_folder_name, write_cleaned_labels
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from webapp_support import BASE_URL, make_client
 from fakescan import ODD_NAMES, XSS_CLASS
 
-from labelaudit import storage
+from labelaudit.scandir import database as storage
 from labelaudit.cli import main
 
 PAGES = ["/", "/queue", "/queue?flagged=all", "/grid?all=1", "/export", "/queue/rows?flagged=all&after=3",

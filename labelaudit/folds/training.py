@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from labelaudit.config import ScanConfig
-from labelaudit.models import build_model
+from labelaudit.folds.models import build_model
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "run_fold", "resolve_device",
            "late_epochs"]

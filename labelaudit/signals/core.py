@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from labelaudit.training import FoldResult
+from labelaudit.folds.training import FoldResult
 
 __all__ = [
     "SIGNALS", "Signal", "Signals", "compute_signals", "area_under_margin",

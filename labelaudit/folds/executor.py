@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from labelaudit.training import FoldJob, FoldResult, ProgressReport, run_fold
+from labelaudit.folds.training import FoldJob, FoldResult, ProgressReport, run_fold
 
 __all__ = ["FoldExecutor", "InProcessExecutor", "FoldStore"]
 

@@ -1,0 +1,61 @@
+"""Typed exceptions: callers (the CLI, the web app) branch on the class, never on message text.
+
+Every error meant for the user derives from :class:`LabelauditError`; its message is
+one line that says what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LabelauditError", "DatasetError", "ScanError", "SettingsError", "DeviceUnavailable",
+    "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
+    "InvalidCursor",
+]
+
+
+class LabelauditError(Exception):
+    """Base class of every error labelaudit reports to a user."""
+
+
+class DatasetError(LabelauditError, ValueError):
+    """The dataset cannot be loaded at all (missing root, bad CSV, no usable image)."""
+
+
+class ScanError(LabelauditError, ValueError):
+    """A scan that cannot run (too few classes, unknown recipe, ...)."""
+
+
+class SettingsError(ScanError):
+    """An invalid scan setting (a :class:`~labelaudit.config.ScanConfig` field out of range)."""
+
+
+class DeviceUnavailable(LabelauditError, RuntimeError):
+    """The requested compute device (e.g. ``cuda``) is not available."""
+
+
+class TrainingDiverged(LabelauditError, RuntimeError):
+    """A fold's loss or predictions became non-finite."""
+
+
+class ScanDirError(LabelauditError, FileNotFoundError):
+    """A folder that is not a (complete) scan directory."""
+
+
+class UnsafePath(LabelauditError, ValueError):
+    """A path that leads outside the folder it must stay in."""
+
+
+class ReviewError(LabelauditError):
+    """Base class of review-domain errors."""
+
+
+class DecisionError(ReviewError, ValueError):
+    """A decision that cannot be recorded (unknown action or class, missing label)."""
+
+
+class SampleNotFound(ReviewError, LookupError):
+    """No scanned sample with that id or path."""
+
+
+class InvalidCursor(ReviewError, ValueError):
+    """A paging cursor that does not fit the listing's order."""

@@ -1,0 +1,126 @@
+"""The one implementation of each cross-cutting file-system job.
+
+* :func:`atomic_write` -- a file is either its old content or the complete new one, never
+  half written (unique temporary name in the same folder, fsync, ``os.replace``);
+* :func:`resolve_inside` / :func:`is_inside` -- path containment: a relative path from data
+  (a CSV row, a database row, a URL) never leads outside its root, through ``..``, an
+  absolute path or a symbolic link.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from labelaudit.errors import UnsafePath
+
+__all__ = ["atomic_write", "is_inside", "resolve_inside", "umask"]
+
+
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for long)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(
+    path: str | os.PathLike,
+    write: Callable[[IO[Any]], Any],
+    *,
+    binary: bool = False,
+    replace: bool = True,
+) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then move it into place.
+
+    Parameters
+    ----------
+    path : path-like
+        Target file; its folder must exist.
+    write : callable
+        Writes the whole content to the open file object it is given.
+    binary : bool
+        Open the temporary file in binary mode (else UTF-8 text, ``newline=""``).
+    replace : bool
+        Replace an existing ``path``. When False an existing file is never clobbered,
+        even one that appears while writing: :class:`FileExistsError` is raised.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    The temporary name is unique (two writers never share it), the data is fsynced before
+    the rename, and the file gets the usual mode (``0o666 & ~umask``).
+    """
+    path = Path(path)
+    if not replace and path.exists():
+        raise FileExistsError(f"{path} exists")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~umask())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _link_no_clobber(tmp: str, path: Path) -> None:
+    try:
+        os.link(tmp, path)  # fails if `path` appeared meanwhile
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists") from None
+    except OSError:  # file system without hard links
+        if path.exists():
+            raise FileExistsError(f"{path} exists") from None
+        os.replace(tmp, path)
+
+
+def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True if ``path`` is ``root`` or lies below it (both taken as they are: resolve first)."""
+    path, root = Path(path), Path(root)
+    return path == root or root in path.parents
+
+
+def resolve_inside(root: str | os.PathLike, rel: str, *, must_exist: bool = True) -> Path:
+    """The real path of ``rel`` under ``root``, refusing anything that leaves ``root``.
+
+    Parameters
+    ----------
+    root : path-like
+        The folder ``rel`` must stay in (symbolic links in it are resolved first).
+    rel : str
+        A relative path (POSIX or native separators).
+    must_exist : bool
+        Also require a regular file there.
+
+    Raises
+    ------
+    UnsafePath
+        ``rel`` is empty, absolute (also ``C:...``), holds a NUL, or resolves (through
+        ``..`` or a symbolic link) outside ``root``.
+    FileNotFoundError
+        ``must_exist`` and there is no regular file there.
+    """
+    real_root = Path(os.path.realpath(root))
+    if (not rel or "\x00" in rel or PurePosixPath(rel).is_absolute() or Path(rel).is_absolute()
+            or re.match(r"^[A-Za-z]:", rel)):
+        raise UnsafePath(f"unsafe path {rel!r}")
+    real = Path(os.path.realpath(real_root / rel))
+    if not is_inside(real, real_root):
+        raise UnsafePath(f"path {rel!r} leads outside {real_root}")
+    if must_exist and not real.is_file():
+        raise FileNotFoundError(f"no file at {real_root / rel}")
+    return real
