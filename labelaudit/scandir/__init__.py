@@ -1,1 +1,6 @@
-"""The scan directory: the files a scan writes and the SQLite database the review app reads."""
+"""The scan directory: the files a scan writes (:mod:`.layout`) and its SQLite database
+(:mod:`.database`), which the review app reads and the review's decisions are appended to."""
+
+from labelaudit.scandir.layout import MANIFEST_VERSION, ScanDir, ScanManifest, ScanSummary
+
+__all__ = ["MANIFEST_VERSION", "ScanDir", "ScanManifest", "ScanSummary"]

@@ -1,0 +1,243 @@
+"""What a scan directory holds: its file names (:class:`ScanDir`) and its typed manifest.
+
+Every module that reads or writes a scan directory -- the scanner, the CLI, the review
+app, the benchmarks and the tests' fake scans -- goes through this module, so a file name
+or a summary field is spelt in exactly one place.
+
+``scan.json`` is the manifest (:class:`ScanManifest`): settings, versions, timings and
+the :class:`ScanSummary`. It is written last, so a scan directory with a ``scan.json`` is
+complete. The SQLite database holds the per-sample rows and the review's decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labelaudit.errors import ScanDirError
+from labelaudit.fsutil import atomic_write
+
+__all__ = ["ScanDir", "ScanManifest", "ScanSummary", "MANIFEST_VERSION"]
+
+#: Bump when the manifest's meaning changes; readers accept older versions they know.
+MANIFEST_VERSION = 1
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None and numpy scalars/arrays made plain."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """``cls(**data)`` keeping only the fields ``cls`` knows (newer files may have more)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ScanSummary:
+    """The figures a scan reports (end-of-scan text, the app's overview, benchmarks).
+
+    Attributes
+    ----------
+    n_samples : int
+        Images scored.
+    n_classes : int
+        Classes trained on.
+    n_skipped : int
+        Rows of ``skipped.csv`` (files or CSV rows not scored, for any reason).
+    n_unscored : int
+        Images with a usable label that were not scored (e.g. in a class too small for
+        the folds, or undecodable); they are kept in the export with their given label.
+    n_dropped_small_classes : int
+        Images in classes with fewer samples than folds.
+    small_classes : list of str
+        Those classes.
+    empty_classes : list of str
+        Class folders that hold no image.
+    estimated_noise_rate : float
+        Confident learning's estimate of the share of wrong labels.
+    n_estimated_label_issues : int
+        The same as a count.
+    n_flagged : int
+        Samples proposed for review.
+    holdout_accuracy : float
+        Out-of-sample accuracy against the given labels.
+    majority_rate : float
+        Accuracy of always predicting the largest class.
+    weak_models : bool
+        The models are barely better than chance: the ranking is unreliable.
+    fold_holdout_accuracy : list of float
+        Per fold.
+    folds_resumed : list of int
+        Folds loaded from a previous run instead of trained.
+    device : str
+        What trained the folds.
+    scan_dir : str
+        Absolute path of the scan directory.
+    """
+
+    n_samples: int
+    n_classes: int
+    n_skipped: int = 0
+    n_unscored: int = 0
+    n_dropped_small_classes: int = 0
+    small_classes: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+    estimated_noise_rate: float | None = None
+    n_estimated_label_issues: int = 0
+    n_flagged: int = 0
+    holdout_accuracy: float | None = None
+    majority_rate: float | None = None
+    weak_models: bool = False
+    fold_holdout_accuracy: list[float | None] = field(default_factory=list)
+    folds_resumed: list[int] = field(default_factory=list)
+    device: str = ""
+    scan_dir: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScanSummary":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class ScanManifest:
+    """Contents of ``scan.json``.
+
+    Attributes
+    ----------
+    created_at : str
+        ISO 8601 UTC time the scan finished.
+    dataset_root : str
+        Absolute dataset folder; sample paths are relative to it.
+    labels_csv : str or None
+        Absolute path of the labels CSV, if one was used.
+    config : dict
+        :meth:`labelaudit.config.ScanConfig.to_dict`.
+    summary : ScanSummary
+    classes : list of str
+        Class names in class-id order (the columns of the probability arrays).
+    score_components : list of str
+        Signals combined into ``mislabel_score``.
+    signals : dict
+        ``{name: {"direction": +1 | -1, "description": str}}`` of every signal stored.
+    noise_matrix : list of list of float
+        ``noise_matrix[i][j]`` = estimated P(given = classes[i] | true = classes[j]).
+    versions : dict
+        Package versions.
+    timings : dict
+        Seconds per phase, training images/s.
+    manifest_version : int
+    """
+
+    created_at: str
+    dataset_root: str
+    summary: ScanSummary
+    classes: list[str] = field(default_factory=list)
+    labels_csv: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    score_components: list[str] = field(default_factory=list)
+    signals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    noise_matrix: list[list[float]] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest_version: int = MANIFEST_VERSION
+
+    @property
+    def device(self) -> str:
+        return self.summary.device
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["summary"] = self.summary.to_dict()
+        return _json_safe(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScanManifest":
+        data = dict(data)
+        data["summary"] = ScanSummary.from_dict(data.get("summary") or {"n_samples": 0, "n_classes": 0})
+        return _from_dict(cls, data)
+
+
+class ScanDir:
+    """The files of one scan directory.
+
+    Parameters
+    ----------
+    path : path-like
+        The scan directory (need not exist yet when writing).
+    """
+
+    MANIFEST = "scan.json"
+    DATABASE = "labelaudit.db"
+    SCORES = "scores.csv"
+    SKIPPED = "skipped.csv"
+    NOISE_MATRIX = "noise_matrix.csv"
+    PRED_PROBS = "pred_probs.npy"
+    PRED_PROBS_IMAGE = "pred_probs_image.npy"
+    EMBEDDINGS = "embeddings.npy"
+    CLEANED_LABELS = "cleaned_labels.csv"
+    CACHE = "cache"
+    FOLDS = "folds"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"ScanDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    manifest_path = property(lambda self: self.path / self.MANIFEST)
+    database = property(lambda self: self.path / self.DATABASE)
+    scores = property(lambda self: self.path / self.SCORES)
+    skipped = property(lambda self: self.path / self.SKIPPED)
+    noise_matrix = property(lambda self: self.path / self.NOISE_MATRIX)
+    pred_probs = property(lambda self: self.path / self.PRED_PROBS)
+    pred_probs_image = property(lambda self: self.path / self.PRED_PROBS_IMAGE)
+    embeddings = property(lambda self: self.path / self.EMBEDDINGS)
+    cleaned_labels = property(lambda self: self.path / self.CLEANED_LABELS)
+    cache = property(lambda self: self.path / self.CACHE)
+    folds = property(lambda self: self.path / self.FOLDS)
+
+    def require_database(self) -> Path:
+        """The database file; :class:`ScanDirError` with the fix when it is missing."""
+        if not self.database.is_file():
+            raise ScanDirError(f"no {self.DATABASE} in {self.path}; run `labelaudit scan` first")
+        return self.database
+
+    def read_manifest(self) -> ScanManifest:
+        """The manifest; :class:`ScanDirError` when missing or unreadable."""
+        try:
+            data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ScanDirError(f"no {self.MANIFEST} in {self.path}: not a finished scan; "
+                               "run `labelaudit scan` (again) to complete it") from None
+        except (OSError, ValueError) as exc:
+            raise ScanDirError(f"cannot read {self.manifest_path}: {exc}") from None
+        if not isinstance(data, dict) or "summary" not in data:
+            raise ScanDirError(f"{self.manifest_path} is not a labelaudit scan manifest")
+        return ScanManifest.from_dict(data)
+
+    def write_manifest(self, manifest: ScanManifest) -> Path:
+        """Write ``scan.json`` atomically (do it last: it marks the scan complete)."""
+        text = json.dumps(manifest.to_dict(), indent=2, allow_nan=False)
+        return atomic_write(self.manifest_path, lambda fh: fh.write(text))
