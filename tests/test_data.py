@@ -292,6 +292,11 @@ def test_bad_files_skipped_others_load(tmp_path):
     assert why["blue/garbled.png"].startswith("corrupt image")
     assert why["loose.png"] == "not inside a class folder"
     assert list(ds.skipped["path"]) == sorted(ds.skipped["path"])
+    unreadable = ds.unreadable.set_index("path")  # labelled files that did not decode
+    assert list(unreadable.index) == ["blue/garbled.png", "blue/trunc.jpg", "red/empty.jpg", "red/notes.txt",
+                                      "red/page.jpg"]
+    assert unreadable.loc["red/empty.jpg", "given_label"] == "red"
+    assert unreadable.loc["red/empty.jpg", "reason"] == "empty file"
 
 
 def test_hidden_files_and_folders_ignored(tmp_path):
@@ -386,7 +391,8 @@ def test_csv_layout(tmp_path):
     assert "escapes the dataset root" in why["../outside.png"]
     assert "outside the dataset root" in why[str(tmp_path / "outside.png")]
     assert "outside the dataset root" in why["escape.png"]
-    assert ("sub/c.png", "empty label") in rows
+    # a second row of a listed path with an empty label is a duplicate, not an "empty label" of c.png
+    assert ("sub/c.png", "duplicate path with an empty label (labelled 'cat' on CSV line 4)") in rows
 
 
 def test_csv_odd_names_bom_and_column_case(tmp_path):
@@ -491,3 +497,90 @@ def test_cache_dir_inside_root_not_scanned(tmp_path):
     ds = load(tmp_path, cache_dir=tmp_path / "cache")
     assert ds.cache_hit and all(not p.startswith("cache/") for p in ds.paths)
     assert ds.skipped.empty
+
+
+# ------------------------------------------------------------ reported, not silently dropped
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` RGB pixels (no real image data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_skipped_without_pillow_warning(tmp_path):
+    import warnings
+
+    make_folder_dataset(tmp_path)
+    write_bytes(tmp_path / "red" / "huge.png", _png_header_only(10_000, 9_000))  # > Pillow's warning limit
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load(tmp_path)
+        with pytest.raises(ImageDecodeError, match="too large"):
+            decode_image(tmp_path / "red" / "huge.png", S)
+    assert reasons(ds)["red/huge.png"].startswith("image too large")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_empty_class_folders_are_reported(tmp_path):
+    make_folder_dataset(tmp_path)
+    (tmp_path / "green").mkdir()
+    (tmp_path / "yellow" / "sub").mkdir(parents=True)
+    write_bytes(tmp_path / "yellow" / "sub" / ".hidden", b"x")
+    ds = load(tmp_path)
+    assert ds.empty_classes == ["green", "yellow"]
+    assert ds.paths == ["blue/b1.bmp", "blue/b2.webp", "red/nested/deeper/r2.jpg", "red/r1.png"]
+
+
+def test_csv_nul_in_path_is_escaped_in_the_report(tmp_path):
+    save(solid(RED), tmp_path / "a.png")
+    save(solid(RED), tmp_path / "b.png")
+    labels = write_csv(tmp_path / "l.csv", [("a.png", "x"), ("b.png", "y"), ("evil\x00.png", "x")])
+    ds = load(tmp_path, labels_csv=labels)
+    assert ds.paths == ["a.png", "b.png"]
+    assert reasons(ds) == {"evil\\x00.png": "invalid path (contains a NUL character)"}
+    assert not any("\x00" in p for p in ds.skipped["path"])
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_csv_utf16_with_bom_is_read(tmp_path, encoding):
+    save(solid(RED), tmp_path / "é.png")
+    save(solid(BLUE), tmp_path / "b.png")
+    text = "path,label\r\né.png,rouge\r\nb.png,bleu\r\n"
+    bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}[encoding]
+    (tmp_path / "l.csv").write_bytes(bom + text.encode(encoding))
+    ds = load(tmp_path, labels_csv=tmp_path / "l.csv")
+    assert ds.paths == ["b.png", "é.png"] and ds.label_names == ["bleu", "rouge"]
+
+
+def test_csv_utf16_without_bom_says_so(tmp_path):
+    save(solid(RED), tmp_path / "a.png")
+    (tmp_path / "l.csv").write_bytes("path,label\na.png,x\n".encode("utf-16-le"))
+    with pytest.raises(DatasetError, match="UTF-16"):
+        load(tmp_path, labels_csv=tmp_path / "l.csv")
+
+
+def test_csv_duplicates_name_the_conflicting_label(tmp_path):
+    for name in ["a.png", "b.png", "c.png", "d.png"]:
+        save(solid(RED), tmp_path / name)
+    labels = write_csv(tmp_path / "l.csv", [
+        ("a.png", "dog"), ("a.png", "cat"),   # conflicting label: both named
+        ("b.png", "dog"), ("b.png", "dog"),   # plain duplicate
+        ("c.png", ""), ("c.png", "cat"),      # empty label first: the labelled row is used
+        ("d.png", ""),                        # only an empty label
+    ])
+    ds = load(tmp_path, labels_csv=labels)
+    assert ds.paths == ["a.png", "b.png", "c.png"] and ds.label_names == ["dog", "dog", "cat"]
+    rows = list(zip(ds.skipped["path"], ds.skipped["reason"]))
+    assert rows == [
+        ("a.png", "duplicate path with a different label: this row says 'cat', CSV line 2 (used) says 'dog'"),
+        ("b.png", "duplicate path (first listed on CSV line 4)"),
+        ("c.png", "duplicate path with an empty label (labelled 'cat' on CSV line 7)"),
+        ("d.png", "empty label"),
+    ]

@@ -20,28 +20,32 @@ files (relative path, size, modification time), the image size and
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import hashlib
 import json
 import os
 import posixpath
+import re
 import stat
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from labelaudit.errors import DatasetError
+from labelaudit.fsutil import atomic_write, is_inside
 from labelaudit.progress import progress_bar
 
 __all__ = [
     "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
-    "load_dataset", "decode_image", "cache_key",
+    "load_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS",
 ]
 
 #: Bump whenever :func:`decode_image` produces different pixels; invalidates caches.
@@ -52,13 +56,11 @@ DECODER_VERSION = 1
 MAX_IMAGE_PIXELS = 89_478_485
 
 SKIPPED_COLUMNS = ["path", "reason"]
+#: Columns of :attr:`LoadedDataset.unreadable`.
+UNREADABLE_COLUMNS = ["path", "given_label", "reason"]
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be loaded at all (missing root, bad CSV, no usable image)."""
 
 
 class ImageDecodeError(Exception):
@@ -90,6 +92,11 @@ class LoadedDataset:
     images_file : Path or None
         The decode cache's ``.npy`` file holding exactly ``images`` (None without a cache),
         so later steps can memory-map it instead of writing another copy.
+    unreadable : pandas.DataFrame
+        Columns ``path, given_label, reason``: the labelled files that could not be decoded
+        (also rows of ``skipped``), sorted by path.
+    empty_classes : list of str
+        Class folders holding no file at all (class-folder layout only), sorted.
     """
 
     root: Path
@@ -99,6 +106,8 @@ class LoadedDataset:
     skipped: pd.DataFrame
     cache_hit: bool
     images_file: Path | None = None
+    unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS, dtype=object))
+    empty_classes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -122,7 +131,8 @@ def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
 
     EXIF orientation is applied; transparency is composited onto white; 16-bit
     greyscale is scaled (not clipped) to 8 bit; GIFs and other multi-frame files
-    give their first frame.
+    give their first frame. Pillow's ``DecompressionBombWarning`` is not shown: images
+    above :data:`MAX_IMAGE_PIXELS` are refused with a reason instead.
 
     Parameters
     ----------
@@ -141,6 +151,24 @@ def decode_image(path: str | os.PathLike, image_size: int) -> np.ndarray:
         With a short reason, e.g. ``"empty file"``, ``"not an image (cannot identify
         image file)"``, ``"corrupt image: ..."``.
     """
+    with _quiet_pillow():
+        return _decode(path, image_size)
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Hide Pillow's ``DecompressionBombWarning`` (the pixel limit is checked by :func:`_open_image`).
+
+    ``warnings.catch_warnings`` changes process-wide state: enter it once around a
+    whole decoding run, never in the decoding threads.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _decode(path: str | os.PathLike, image_size: int) -> np.ndarray:
+    """:func:`decode_image` without touching the warning filters (safe on worker threads)."""
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     try:
@@ -258,7 +286,7 @@ def _resize(img: Image.Image, image_size: int) -> np.ndarray:
 
 
 def _skip(skipped: list[tuple[str, str]], path: str, reason: str) -> None:
-    skipped.append((_printable(path), reason))
+    skipped.append((_escape_controls(_printable(path)), reason))
 
 
 def _printable(path: str) -> str:
@@ -266,9 +294,9 @@ def _printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _is_inside(path: str, root: str) -> bool:
-    """True if the absolute, resolved ``path`` is ``root`` or lies below it."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def _escape_controls(text: str) -> str:
+    """``text`` with control characters (NUL, newline, ...) written as ``\\xNN``, for a report."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _stat_candidate(
@@ -278,7 +306,7 @@ def _stat_candidate(
     if rel != _printable(rel):
         _skip(skipped, rel, "file name is not valid UTF-8")
         return None
-    if not _is_inside(os.path.realpath(full), real_root):
+    if not is_inside(os.path.realpath(full), real_root):
         _skip(skipped, rel, "path resolves outside the dataset root (symbolic link)")
         return None
     try:
@@ -301,16 +329,19 @@ def _stat_candidate(
 
 def _discover_folders(
     root: Path, *, exclude: Sequence[Path] = ()
-) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
     """Walk the class-folder layout ``root/<class>/**/<image>``.
 
-    Returns the candidates (unsorted) and the ``(path, reason)`` rows skipped.
-    Hidden files and folders and ``exclude`` (e.g. a cache folder) are ignored.
+    Returns the candidates (unsorted), the ``(path, reason)`` rows skipped and the
+    sorted names of the class folders that hold no file. Hidden files and folders and
+    ``exclude`` (e.g. a cache folder) are ignored.
     """
     real_root = str(root)
     excluded = {str(path) for path in exclude}
     candidates: list[_Candidate] = []
     skipped: list[tuple[str, str]] = []
+    class_dirs: set[str] = set()
+    with_files: set[str] = set()
 
     def on_error(exc: OSError) -> None:
         where = exc.filename or ""
@@ -331,6 +362,8 @@ def _discover_folders(
                 continue
             kept_dirs.append(name)
         dirnames[:] = sorted(kept_dirs)
+        if rel_dir == PurePosixPath("."):
+            class_dirs.update(kept_dirs)
         for name in filenames:
             if name.startswith("."):
                 continue
@@ -339,10 +372,33 @@ def _discover_folders(
                 _skip(skipped, rel, "not inside a class folder")
                 continue
             label = rel_dir.parts[0]
+            with_files.add(label)
             found = _stat_candidate(os.path.join(dirpath, name), rel, label, real_root, skipped)
             if found is not None:
                 candidates.append(found)
-    return candidates, skipped
+    return candidates, skipped, sorted(class_dirs - with_files)
+
+
+def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
+    """Encodings to try on ``labels_csv``: UTF-16/32 when it starts with their byte-order mark.
+
+    Raises
+    ------
+    DatasetError
+        The file looks like UTF-16/32 without a byte-order mark (a NUL byte in every
+        second or fourth place).
+    """
+    with open(labels_csv, "rb") as fh:
+        head = fh.read(4096)
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return ("utf-32",)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return ("utf-16",)
+    if head and head.count(b"\x00") * 3 >= len(head):  # ASCII text in UTF-16: every other byte is NUL
+        raise DatasetError(
+            f"labels CSV {labels_csv} holds NUL bytes: it looks UTF-16 or UTF-32 encoded without a "
+            "byte-order mark; save it as UTF-8 (or UTF-16 with a byte-order mark)")
+    return ("utf-8-sig", "cp1252", "latin-1")
 
 
 def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
@@ -350,7 +406,7 @@ def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
     if not labels_csv.is_file():
         raise DatasetError(f"labels CSV not found: {labels_csv}")
     table = None
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
+    for encoding in _csv_encodings(labels_csv):
         try:
             table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False, encoding=encoding)
             break
@@ -360,7 +416,9 @@ def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
             raise DatasetError(f"labels CSV {labels_csv} is empty; it needs a header with columns 'path' and 'label'") from None
         except (pd.errors.ParserError, ValueError) as exc:
             raise DatasetError(f"labels CSV {labels_csv} cannot be parsed: {exc}") from None
-    assert table is not None  # latin-1 decodes any bytes
+    if table is None:  # only a UTF-16/32 file can fail every encoding (latin-1 decodes any bytes)
+        raise DatasetError(f"labels CSV {labels_csv} starts with a UTF-16/32 byte-order mark but does not "
+                           "decode as such; save it as UTF-8")
     by_name = {str(col).strip().lower(): col for col in table.columns}
     missing = [name for name in ("path", "label") if name not in by_name]
     if missing:
@@ -384,11 +442,11 @@ def _csv_relative_path(raw: str, root: Path) -> tuple[str | None, str | None]:
         text = text.replace("\\", "/")
     if os.path.isabs(text):
         absolute = os.path.abspath(text)
-        if not _is_inside(absolute, str(root)):
+        if not is_inside(absolute, str(root)):
             # the root may have been given through a symbolic link (e.g. /tmp on macOS)
             head, tail = os.path.split(absolute)
             absolute = os.path.join(os.path.realpath(head), tail)
-        if not _is_inside(absolute, str(root)) or absolute == str(root):
+        if not is_inside(absolute, str(root)) or absolute == str(root):
             return None, "absolute path outside the dataset root"
         text = os.path.relpath(absolute, root)
         text = text.replace(os.sep, "/")
@@ -398,17 +456,11 @@ def _csv_relative_path(raw: str, root: Path) -> tuple[str | None, str | None]:
     return norm, None
 
 
-def _discover_csv(root: Path, labels_csv: Path) -> tuple[list[_Candidate], list[tuple[str, str]]]:
-    """Read a labels CSV; returns the candidates (unsorted) and the skipped rows."""
-    table = _read_labels_csv(labels_csv)
-    if table.empty:
-        raise DatasetError(f"labels CSV {labels_csv} has a header but no rows")
-    candidates: list[_Candidate] = []
-    skipped: list[tuple[str, str]] = []
-    first_row: dict[str, int] = {}
+def _csv_rows(root: Path, table: pd.DataFrame, skipped: list[tuple[str, str]]) -> list[tuple[int, str, str]]:
+    """``(CSV line, relative path, label)`` of the rows whose path is usable; the others are skipped."""
+    rows: list[tuple[int, str, str]] = []
     for row_number, (raw_path, raw_label) in enumerate(zip(table["path"], table["label"]), start=2):
         raw_path = raw_path if "\0" not in raw_path and (root / raw_path).is_file() else raw_path.strip()
-        label = raw_label.strip()
         if not raw_path:
             _skip(skipped, "", f"empty path (CSV line {row_number})")
             continue
@@ -416,16 +468,45 @@ def _discover_csv(root: Path, labels_csv: Path) -> tuple[list[_Candidate], list[
         if rel is None:
             _skip(skipped, raw_path, problem or "invalid path")
             continue
-        if not label:
+        rows.append((row_number, rel, raw_label.strip()))
+    return rows
+
+
+def _duplicate_reason(label: str, first_line: int, first_label: str) -> str:
+    """Why a second row of a path is skipped, naming a label that differs from the one used."""
+    if not label:
+        return f"duplicate path with an empty label (labelled {first_label!r} on CSV line {first_line})"
+    if label != first_label:
+        return (f"duplicate path with a different label: this row says {label!r}, CSV line {first_line} "
+                f"(used) says {first_label!r}")
+    return f"duplicate path (first listed on CSV line {first_line})"
+
+
+def _discover_csv(root: Path, labels_csv: Path) -> tuple[list[_Candidate], list[tuple[str, str]]]:
+    """Read a labels CSV; returns the candidates (unsorted) and the skipped rows.
+
+    The first row of a path with a non-empty label gives its label; every other row of
+    that path (an empty-label one too) is skipped as a duplicate.
+    """
+    table = _read_labels_csv(labels_csv)
+    if table.empty:
+        raise DatasetError(f"labels CSV {labels_csv} has a header but no rows")
+    candidates: list[_Candidate] = []
+    skipped: list[tuple[str, str]] = []
+    rows = _csv_rows(root, table, skipped)
+    first: dict[str, tuple[int, str]] = {}
+    for row_number, rel, label in rows:
+        if label:
+            first.setdefault(rel, (row_number, label))
+    for row_number, rel, label in rows:
+        if rel not in first:
             _skip(skipped, rel, "empty label")
-            continue
-        if rel in first_row:
-            _skip(skipped, rel, f"duplicate path (first listed on CSV line {first_row[rel]})")
-            continue
-        first_row[rel] = row_number
-        found = _stat_candidate(str(root / rel), rel, label, str(root), skipped)
-        if found is not None:
-            candidates.append(found)
+        elif first[rel][0] != row_number:
+            _skip(skipped, rel, _duplicate_reason(label, *first[rel]))
+        else:
+            found = _stat_candidate(str(root / rel), rel, label, str(root), skipped)
+            if found is not None:
+                candidates.append(found)
     return candidates, skipped
 
 
@@ -475,20 +556,6 @@ def _read_cache(
     return paths, failures, images
 
 
-def _atomic_write(target: Path, write: Callable[[object], None]) -> None:
-    """Write ``target`` via a temporary file in the same folder and ``os.replace``."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_cache(
     cache_dir: Path, key: str, image_size: int, paths: Sequence[str],
     failures: Sequence[tuple[str, str]], images: np.ndarray,
@@ -501,8 +568,8 @@ def _write_cache(
     }
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(array_file, lambda fh: np.save(fh, images, allow_pickle=False))
-        _atomic_write(meta_file, lambda fh: fh.write(json.dumps(meta).encode("utf-8")))
+        atomic_write(array_file, lambda fh: np.save(fh, images, allow_pickle=False), binary=True)
+        atomic_write(meta_file, lambda fh: fh.write(json.dumps(meta)))
     except OSError as exc:
         warnings.warn(f"could not write the decoded-image cache in {cache_dir}: {exc}", stacklevel=3)
         return False
@@ -538,14 +605,14 @@ def _decode_all(
 
     def decode(rel: str) -> np.ndarray | str:
         try:
-            return decode_image(root / rel, image_size)
+            return _decode(root / rel, image_size)
         except ImageDecodeError as exc:
             return exc.reason
 
     buffer = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
     kept: list[str] = []
     failures: list[tuple[str, str]] = []
-    with progress_bar(total=len(paths), desc="decoding", unit="img", enabled=progress) as bar:
+    with _quiet_pillow(), progress_bar(total=len(paths), desc="decoding", unit="img", enabled=progress) as bar:
         for rel, result in zip(paths, _ordered_map(decode, paths, workers)):
             if isinstance(result, str):
                 failures.append((rel, result))
@@ -621,11 +688,12 @@ def load_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root_path = _resolve_root(root)
     cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
+    empty_classes: list[str] = []
     if labels_csv is not None:
         candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
     else:
         excluded = [Path(p).expanduser().resolve() for p in (cache_path, exclude) if p is not None]
-        candidates, skipped = _discover_folders(root_path, exclude=excluded)
+        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded)
     candidates.sort(key=lambda c: c.path)
     if not candidates:
         raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
@@ -657,7 +725,16 @@ def load_dataset(
         skipped=_skipped_frame(skipped + list(failures)),
         cache_hit=cached is not None,
         images_file=cached_file,
+        unreadable=_unreadable_frame(failures, label_of),
+        empty_classes=empty_classes,
     )
+
+
+def _unreadable_frame(failures: Sequence[tuple[str, str]], label_of: dict[str, str]) -> pd.DataFrame:
+    """Decode failures as ``path, given_label, reason`` rows sorted by path."""
+    frame = pd.DataFrame([(path, label_of[path], reason) for path, reason in failures],
+                         columns=UNREADABLE_COLUMNS, dtype=object)
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)
 
 
 def _examples(rows: Sequence[tuple[str, str]], limit: int = 3) -> str:
