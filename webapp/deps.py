@@ -1,62 +1,33 @@
-"""Settings and per-request dependencies: the scan's SQLite connections and its arrays."""
+"""What the app knows about its scan (read once at start-up) and the per-request dependencies.
+
+The scan is read through :class:`labelaudit.scandir.ScanDir` and its typed
+:class:`~labelaudit.scandir.ScanManifest`; the database through one
+:class:`labelaudit.review.ReviewDatabase` per app, which owns the connections and every
+write. This module only hands them out.
+"""
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, Request
 
-from labelaudit.scandir import database as storage
+from labelaudit.review import ReviewDatabase
+from labelaudit.scandir import ScanDir, ScanManifest
+from labelaudit.scandir.database import read_classes
 
-__all__ = ["Settings", "ConnectionPool", "get_settings", "get_db", "Db", "SettingsDep", "Embeddings"]
+__all__ = ["Settings", "get_settings", "get_db", "get_review", "Db", "Review", "SettingsDep", "Embeddings",
+           "LOOPBACK_NAMES"]
 
-
-class ConnectionPool:
-    """A few reusable SQLite connections to one database, shared by the worker threads.
-
-    SQLite in WAL mode lets readers run beside the one writer; writes are additionally
-    serialised by :attr:`write_lock` so that two requests never race for the write lock
-    (each decision is still its own ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction).
-    """
-
-    def __init__(self, db_path: Path, size: int = 8) -> None:
-        self.db_path = db_path
-        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
-        self._all: list[sqlite3.Connection] = []
-        self._size = size
-        self._lock = threading.Lock()
-        self.write_lock = threading.Lock()
-
-    def acquire(self) -> sqlite3.Connection:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if len(self._all) < self._size:
-                conn = storage.connect(self.db_path)
-                conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
-                self._all.append(conn)
-                return conn
-        return self._idle.get(timeout=30)
-
-    def release(self, conn: sqlite3.Connection) -> None:
-        if conn.in_transaction:  # a failed request must not leave a transaction open
-            conn.rollback()
-        self._idle.put(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+#: ``Host`` names always served without a token (IP literals of the loopback ranges too:
+#: see :func:`labelaudit.webapp.security.is_loopback`).
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class Embeddings:
@@ -98,33 +69,39 @@ class Embeddings:
 
 @dataclass
 class Settings:
-    """What the app knows about the scan it serves (read once at start-up)."""
+    """What the app knows about the scan it serves (read once at start-up).
+
+    Raises
+    ------
+    ScanDirError
+        ``scan_dir`` has no database or no readable ``scan.json``.
+    """
 
     scan_dir: Path
     reviewer: str
     token: str | None = None
-    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1", "[::1]")
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    scan: ScanDir = field(init=False)
+    manifest: ScanManifest = field(init=False)
     dataset_root: Path = field(init=False)
-    meta: dict[str, Any] = field(init=False)
     classes: list[str] = field(init=False)
     embeddings: Embeddings = field(init=False)
-    pool: ConnectionPool = field(init=False)
 
     def __post_init__(self) -> None:
         self.scan_dir = Path(self.scan_dir).resolve()
-        db_path = self.scan_dir / storage.DB_NAME
-        if not db_path.is_file():
-            raise FileNotFoundError(f"no {storage.DB_NAME} in {self.scan_dir}; run `labelaudit scan` first")
-        self.pool = ConnectionPool(db_path)
-        conn = self.pool.acquire()
-        try:
-            self.meta = storage.read_meta(conn)
-            self.classes = storage.read_classes(conn)
-        finally:
-            self.pool.release(conn)
-        root = self.meta.get("dataset_root")
+        self.scan = ScanDir(self.scan_dir)
+        self.scan.require_database()
+        self.manifest = self.scan.read_manifest()
+        root = self.manifest.dataset_root
         self.dataset_root = Path(root).resolve() if root else self.scan_dir
-        self.embeddings = Embeddings(self.scan_dir / "embeddings.npy")
+        self.classes = list(self.manifest.classes)
+        self.embeddings = Embeddings(self.scan.embeddings)
+
+    def load_classes(self, review: ReviewDatabase) -> None:
+        """Take the class names from the database when the manifest lists none."""
+        if not self.classes:
+            with review.reader() as conn:
+                self.classes = read_classes(conn)
 
     @property
     def scan_name(self) -> str:
@@ -135,20 +112,28 @@ class Settings:
         """The dataset folder's name (the scan folder's is often just "scan")."""
         return self.dataset_root.name or str(self.dataset_root)
 
+    def noise_matrix(self) -> dict | None:
+        """``{"classes", "matrix"}`` of the manifest, or None when the scan estimated none."""
+        nm = self.manifest.noise_matrix
+        if not nm or not self.manifest.classes:
+            return None
+        return {"classes": list(self.manifest.classes), "matrix": [[float(v or 0) for v in row] for row in nm]}
+
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_review(request: Request) -> ReviewDatabase:
+    return request.app.state.review
+
+
 def get_db(request: Request) -> Iterator[sqlite3.Connection]:
-    """One pooled connection for the duration of a request (returned to the pool after)."""
-    pool: ConnectionPool = request.app.state.settings.pool
-    conn = pool.acquire()
-    try:
+    """One pooled read connection for the duration of a request."""
+    with request.app.state.review.reader() as conn:
         yield conn
-    finally:
-        pool.release(conn)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Db = Annotated[sqlite3.Connection, Depends(get_db)]
+Review = Annotated[ReviewDatabase, Depends(get_review)]

@@ -9,15 +9,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from labelaudit import __version__
+from labelaudit.errors import DecisionError, InvalidCursor, SampleNotFound
+from labelaudit.review import ReviewDatabase
 
-from . import queries
 from .deps import Settings
 from .routers import decisions, export, images, pages, samples, stats
-from .security import SecurityMiddleware
+from .security import BodyLimitMiddleware, SecurityMiddleware
 
 __all__ = ["create_app", "default_reviewer", "TOKEN_PATTERN"]
 
@@ -32,11 +34,17 @@ JSON API of the labelaudit review app: everything the pages do.
 * record a decision (`POST /api/decisions`), one for many samples (`POST /api/decisions/batch`),
   undo the reviewer's last one (`POST /api/decisions/undo`);
 * statistics and the noise matrix (`GET /api/stats`, `GET /api/noise-matrix`);
-* the cleaned labels as CSV (`GET /api/export.csv`).
+* the cleaned labels as CSV (`GET /api/export.csv`);
+* the images the scan did not score (`GET /api/unscored`).
 
 Decisions are appended to the scan's SQLite database (one committed transaction each) and
-are never updated or deleted. POST requests from a browser must be same-origin.
+are never updated or deleted. A decision or undo may carry a `request_id`: repeating the
+request (after a lost response) returns the first answer and writes nothing. POST requests
+from a browser must be same-origin; request bodies are limited to 1 MiB.
 """
+
+#: Longest error message a 422 carries (the input itself is never echoed).
+MAX_ERROR_TEXT = 200
 
 
 def default_reviewer() -> str:
@@ -53,7 +61,7 @@ def create_app(
     reviewer: str | None = None,
     allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
-    """The review app for ``scan_dir`` (a directory holding ``labelaudit.db``).
+    """The review app for ``scan_dir`` (a finished scan: ``labelaudit.db`` and ``scan.json``).
 
     Parameters
     ----------
@@ -64,18 +72,28 @@ def create_app(
     reviewer : str, optional
         Name stored with every decision (default: the OS user name).
     allowed_hosts : sequence of str, optional
-        ``Host`` names accepted when no token is set (default: loopback names only).
+        ``Host`` names accepted when no token is set, besides the loopback ones
+        (:func:`labelaudit.webapp.security.is_loopback`), which are always accepted.
+
+    Raises
+    ------
+    ScanDirError
+        ``scan_dir`` is not a finished scan.
+    ValueError
+        ``token`` is not a valid token.
     """
     if token is not None and not TOKEN_PATTERN.match(token):
         raise ValueError("token must be 8-256 characters from A-Z a-z 0-9 . _ ~ -")
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)
+    review = ReviewDatabase(settings.scan.require_database())
+    settings.load_classes(review)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        settings.pool.close()
+        review.close()
 
     app = FastAPI(
         title="labelaudit review",
@@ -90,15 +108,48 @@ def create_app(
         ],
     )
     app.state.settings = settings
-
-    @app.exception_handler(queries.NotFound)
-    async def not_found(request: Request, exc: queries.NotFound):
-        if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": f"no sample {exc.args[0]}"}, status_code=404)
-        return pages.error_page(request, 404, f"No sample {exc.args[0]} in this scan.")
-
+    app.state.review = review
+    app.state.images = images.ImageCache()
+    _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for module in (samples, images, decisions, stats, export, pages):
         app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityMiddleware, token=token, allowed_hosts=settings.allowed_hosts)
     return app
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict]:
+    """Where and what, without the input (which may be large, or not even JSON: NaN)."""
+    out = []
+    for err in exc.errors()[:20]:
+        loc = [part if isinstance(part, (int, str)) else str(part) for part in err.get("loc", ())]
+        out.append({"loc": [_short(str(p)) if isinstance(p, str) else p for p in loc],
+                    "msg": _short(str(err.get("msg", ""))), "type": str(err.get("type", ""))})
+    return out
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Typed review errors to HTTP: unknown sample 404, bad decision or cursor 422."""
+
+    @app.exception_handler(SampleNotFound)
+    async def not_found(request: Request, exc: SampleNotFound):
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": _short(str(exc))}, status_code=404)
+        return pages.error_page(request, 404, f"{_short(str(exc)).capitalize()} in this scan.")
+
+    @app.exception_handler(DecisionError)
+    async def bad_decision(request: Request, exc: DecisionError):
+        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
+
+    @app.exception_handler(InvalidCursor)
+    async def bad_cursor(request: Request, exc: InvalidCursor):
+        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)

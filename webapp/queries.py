@@ -1,36 +1,34 @@
-"""Every query the pages and the JSON API share (listing, one sample, statistics, decisions).
+"""The read queries the pages and the JSON API share (listing, one sample, statistics).
 
 Listings page with a keyset on ``score_rank`` (or ``path``), so that page 2,000 of a
-100,000-sample scan costs the same index probe as page 1.
+100,000-sample scan costs the same index probe as page 1. The decision in force comes from
+:mod:`labelaudit.review.schema`; decisions are written by :class:`labelaudit.review.ReviewDatabase`.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
-import os
 import sqlite3
-import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from labelaudit.scandir import database as storage
+from labelaudit.errors import InvalidCursor, SampleNotFound
+from labelaudit.review.actions import IN_FORCE_ACTIONS
+from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
+from labelaudit.review.decisions import DECISION_FIELDS, decision_history
+from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
 
 from .deps import Settings
 from .schemas import SampleFilters
 
 __all__ = [
     "Page", "list_samples", "count_samples", "get_sample", "get_samples", "neighbours", "history",
-    "progress", "class_counts", "pair_counts", "score_histogram", "decide", "undo",
-    "cursor_of", "NotFound",
+    "progress", "class_counts", "pair_counts", "score_histogram", "cursor_of", "unscored",
 ]
 
 MAX_LIMIT = 500
-
-
-class NotFound(LookupError):
-    """No sample with that id."""
 
 
 @dataclass
@@ -141,7 +139,7 @@ def _run(conn, clauses, params, sort, *, after, before, limit) -> list[sqlite3.R
         params["cursor"] = before
     direction = "ASC" if ascending != reverse else "DESC"
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"{storage.SAMPLES_WITH_DECISIONS} {where} ORDER BY {column} {direction} LIMIT :limit"
+    sql = f"{SAMPLES_WITH_DECISIONS} {where} ORDER BY {column} {direction} LIMIT :limit"
     params["limit"] = limit
     return conn.execute(sql, params).fetchall()
 
@@ -169,14 +167,18 @@ def _fetch(conn, f: SampleFilters, *, after, before, limit) -> list[sqlite3.Row]
 
 
 def _parse_cursor(value: str | None, sort: str) -> Any:
+    """The key a cursor stands for; :class:`InvalidCursor` when it cannot be one."""
     if value is None or value == "":
         return None
     if sort == "path":
         return value
     try:
-        return int(value)
+        rank = int(value)
     except ValueError:
-        raise ValueError(f"invalid cursor {value!r}") from None
+        raise InvalidCursor(f"invalid cursor {value[:40]!r}: expected a score rank") from None
+    if abs(rank) > MAX_SQLITE_INT:
+        raise InvalidCursor(f"invalid cursor {value[:40]!r}: out of range")
+    return rank
 
 
 def list_samples(
@@ -188,7 +190,13 @@ def list_samples(
     limit: int = 50,
     with_total: bool = False,
 ) -> Page:
-    """One page of samples matching ``f`` in its order, after (or before) a cursor."""
+    """One page of samples matching ``f`` in its order, after (or before) a cursor.
+
+    Raises
+    ------
+    InvalidCursor
+        ``after`` / ``before`` is no key of the order ``f.sort``.
+    """
     sort = f.sort or "score"
     limit = max(1, min(int(limit), MAX_LIMIT))
     after_v, before_v = _parse_cursor(after, sort), _parse_cursor(before, sort)
@@ -225,8 +233,8 @@ def count_samples(conn: sqlite3.Connection, f: SampleFilters) -> int:
         return n_all
     d_clauses = [c for c in clauses if c != "d.decision_id IS NULL"]
     where_d = f"WHERE {' AND '.join(d_clauses)}" if d_clauses else ""
-    n_decided = conn.execute(
-        f"SELECT COUNT(*) FROM current_decisions AS d JOIN samples AS s USING (path) {where_d}", params
+    n_decided = conn.execute(  # CROSS JOIN: one pass over the decisions, a probe of samples each
+        f"SELECT COUNT(*) FROM current_decisions AS d CROSS JOIN samples AS s ON s.path = d.path {where_d}", params
     ).fetchone()[0]
     if f.reviewed == "no":
         return 0 if f.decision is not None else n_all - n_decided
@@ -234,19 +242,22 @@ def count_samples(conn: sqlite3.Connection, f: SampleFilters) -> int:
 
 
 def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:
-    row = conn.execute(f"{storage.SAMPLES_WITH_DECISIONS} WHERE s.sample_id = ?", (sample_id,)).fetchone()
+    """One sample with its decision in force; :class:`SampleNotFound` for an unknown id."""
+    row = None
+    if valid_id(sample_id):
+        row = conn.execute(f"{SAMPLES_WITH_DECISIONS} WHERE s.sample_id = ?", (sample_id,)).fetchone()
     if row is None:
-        raise NotFound(sample_id)
+        raise SampleNotFound(f"no sample {sample_id}")
     return _item(row)
 
 
 def get_samples(conn: sqlite3.Connection, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    ids = list(dict.fromkeys(int(i) for i in sample_ids))
+    ids = list(dict.fromkeys(int(i) for i in sample_ids if valid_id(int(i))))
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(f"{storage.SAMPLES_WITH_DECISIONS} WHERE s.sample_id IN ({marks})", chunk):
+        for row in conn.execute(f"{SAMPLES_WITH_DECISIONS} WHERE s.sample_id IN ({marks})", chunk):
             out[row["sample_id"]] = _item(row)
     return out
 
@@ -261,49 +272,20 @@ def neighbours(conn: sqlite3.Connection, settings: Settings, sample_id: int, k: 
 
 
 def history(conn: sqlite3.Connection, path: str) -> list[dict[str, Any]]:
-    rows = storage.decision_history(conn, path)
-    return [{k: r[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at", "undoes")}
-            for r in rows]
+    return [{k: r[k] for k in DECISION_FIELDS} for r in decision_history(conn, path)]
 
 
 # ---------------------------------------------------------------------------- statistics
 
-_stats_cache: dict[tuple, Any] = {}
-_stats_lock = threading.Lock()
-
-
-def _version(conn: sqlite3.Connection) -> tuple:
-    """Changes whenever a decision is appended (decisions are append-only)."""
-    row = conn.execute("SELECT MAX(decision_id), (SELECT MAX(rowid) FROM samples) FROM decisions").fetchone()
-    return (row[0], row[1])
-
-
-def _cached(name: str, conn: sqlite3.Connection, compute):
-    file = conn.execute("PRAGMA database_list").fetchone()["file"]
-    try:
-        inode = os.stat(file).st_ino  # a new database at the same path is another database
-    except OSError:
-        inode = None
-    key = (name, file, inode, _version(conn))
-    with _stats_lock:
-        if key in _stats_cache:
-            return _stats_cache[key]
-    value = compute()
-    with _stats_lock:
-        if len(_stats_cache) > 64:
-            _stats_cache.clear()
-        _stats_cache[key] = value
-    return value
-
-
-def progress(conn: sqlite3.Connection) -> dict[str, Any]:
+def progress(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
+    """Review progress: samples, flagged, reviewed, changed, decisions in force by action."""
     def compute():
         n, n_flagged = conn.execute("SELECT COUNT(*), COALESCE(SUM(flagged), 0) FROM samples").fetchone()
         rows = conn.execute(
             "SELECT cd.action, s.flagged, (cd.label IS NOT NULL AND cd.label != s.given_label) AS changed, "
-            "COUNT(*) AS n FROM current_decisions AS cd JOIN samples AS s USING (path) GROUP BY 1, 2, 3"
+            "COUNT(*) AS n FROM current_decisions AS cd CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3"
         ).fetchall()
-        by_action = {a: 0 for a in ("accept", "suggested", "relabel", "unusable")}
+        by_action = {a: 0 for a in IN_FORCE_ACTIONS}
         n_reviewed = n_reviewed_flagged = n_changed = 0
         for r in rows:
             by_action[r["action"]] = by_action.get(r["action"], 0) + r["n"]
@@ -313,10 +295,11 @@ def progress(conn: sqlite3.Connection) -> dict[str, Any]:
         return {"n_samples": n, "n_flagged": n_flagged, "n_reviewed": n_reviewed,
                 "n_reviewed_flagged": n_reviewed_flagged, "n_changed": n_changed, "by_action": by_action}
 
-    return _cached("progress", conn, compute)
+    return cache.get("progress", conn, compute)
 
 
-def class_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def class_counts(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
+    """Per class: samples, flagged, suggested, relabeled from / to, unusable."""
     def compute():
         out = {r["name"]: {"name": r["name"], "n_samples": r["n_samples"], "n_flagged": 0, "n_suggested": 0,
                            "n_relabeled_from": 0, "n_relabeled_to": 0, "n_unusable": 0}
@@ -329,7 +312,7 @@ def class_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 out[r["suggested_label"]]["n_suggested"] += r["n"]
         for r in conn.execute(
             "SELECT s.given_label, cd.action, cd.label, COUNT(*) AS n FROM current_decisions AS cd "
-            "JOIN samples AS s USING (path) GROUP BY 1, 2, 3"
+            "CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3"
         ):
             given = out.get(r["given_label"])
             if r["action"] == "unusable":
@@ -342,16 +325,16 @@ def class_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                     out[r["label"]]["n_relabeled_to"] += r["n"]
         return list(out.values())
 
-    return _cached("classes", conn, compute)
+    return cache.get("classes", conn, compute)
 
 
-def pair_counts(conn: sqlite3.Connection, limit: int | None = None) -> list[dict[str, Any]]:
+def pair_counts(conn: sqlite3.Connection, cache: StatsCache, limit: int | None = None) -> list[dict[str, Any]]:
     """Flagged (given -> suggested) pairs with a different suggestion, most frequent first."""
     def compute():
         reviewed: dict[tuple[str, str], int] = {}
         for r in conn.execute(
             "SELECT s.given_label, s.suggested_label, COUNT(*) AS n FROM current_decisions AS cd "
-            "JOIN samples AS s USING (path) WHERE s.flagged = 1 GROUP BY 1, 2"
+            "CROSS JOIN samples AS s ON s.path = cd.path WHERE s.flagged = 1 GROUP BY 1, 2"
         ):
             reviewed[(r[0], r[1])] = r[2]
         rows = conn.execute(
@@ -361,11 +344,12 @@ def pair_counts(conn: sqlite3.Connection, limit: int | None = None) -> list[dict
         return [{"given": r[0], "suggested": r[1], "n": r[2], "n_reviewed": reviewed.get((r[0], r[1]), 0)}
                 for r in rows]
 
-    pairs = _cached("pairs", conn, compute)
+    pairs = cache.get("pairs", conn, compute)
     return pairs[:limit] if limit else pairs
 
 
-def score_histogram(conn: sqlite3.Connection, bins: int = 40) -> list[dict[str, Any]]:
+def score_histogram(conn: sqlite3.Connection, cache: StatsCache, bins: int = 40) -> list[dict[str, Any]]:
+    """``bins`` equal bins of ``mislabel_score`` in [0, 1], flagged and unflagged counts."""
     def compute():
         out = [{"lo": i / bins, "hi": (i + 1) / bins, "n_flagged": 0, "n_unflagged": 0} for i in range(bins)]
         for b, flagged, n in conn.execute(
@@ -375,89 +359,31 @@ def score_histogram(conn: sqlite3.Connection, bins: int = 40) -> list[dict[str, 
             out[b]["n_flagged" if flagged else "n_unflagged"] += n
         return out
 
-    return _cached(f"hist{bins}", conn, compute)
+    return cache.get(f"hist{bins}", conn, compute)
 
 
-# ---------------------------------------------------------------------------- decisions
+# ---------------------------------------------------------------------------- unscored
 
 
-class DecisionError(ValueError):
-    """A decision that cannot be recorded (bad action or label)."""
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
-def _resolve(item: dict[str, Any], action: str, label: str | None, classes: set[str]) -> tuple[str, str | None]:
-    """The stored (action, label) for a requested action on one sample.
+def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
+    """Images of the input the scan did not score: ``{"n", "by_reason", "items"}``.
 
-    ``label`` is required for ``relabel``; for ``accept`` / ``suggested`` it may be sent but
-    must then be the label the action keeps (a differing one is an error, not ignored);
-    ``unusable`` and ``clear`` ignore it.
+    Empty for databases written before the scanner recorded them (no ``unscored`` table).
     """
-    if action in ("accept", "suggested"):
-        kept = item["given_label"] if action == "accept" else item["suggested_label"]
-        if label is not None and label != kept:
-            which = "given" if action == "accept" else "suggested"
-            raise DecisionError(
-                f"{action} keeps the {which} label {kept!r} of {item['path']!r}, not {label!r}: "
-                f"use action 'relabel' to set another label (or omit label)")
-        return action, kept
-    if action == "relabel":
-        if label is None or label == "":
-            raise DecisionError("relabel needs a label: the class to set")
-        if label not in classes:
-            raise DecisionError(f"unknown class {label!r}")
-        if label == item["given_label"]:
-            return "accept", label
-        if label == item["suggested_label"]:
-            return "suggested", label
-        return "relabel", label
-    if action in ("unusable", "clear"):
-        return action, None
-    raise DecisionError(f"unknown action {action!r}")
+    def compute():
+        if not _has_table(conn, "unscored"):
+            return {"n": 0, "by_reason": [], "items": []}
+        items = [dict(r) for r in conn.execute(
+            "SELECT path, given_label, reason, readable FROM unscored ORDER BY path")]
+        reasons: dict[str, int] = {}
+        for it in items:
+            it["readable"] = bool(it["readable"])
+            reasons[it["reason"]] = reasons.get(it["reason"], 0) + 1
+        by_reason = [{"reason": r, "n": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+        return {"n": len(items), "by_reason": by_reason, "items": items}
 
-
-def decide(
-    conn: sqlite3.Connection,
-    settings: Settings,
-    sample_ids: list[int],
-    action: str,
-    *,
-    label: str | None = None,
-    note: str = "",
-) -> list[dict[str, Any]]:
-    """Record one decision for each sample (one transaction); return ``[{sample_id, path, decision}]``."""
-    ids = list(dict.fromkeys(int(i) for i in sample_ids))
-    found = get_samples(conn, ids)
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise NotFound(missing[0])
-    classes = set(settings.classes)
-    items = []
-    for i in ids:
-        act, lab = _resolve(found[i], action, label, classes)
-        items.append((found[i]["path"], act, lab))
-    with settings.pool.write_lock:
-        new_ids = storage.record_decisions(conn, items, note=note, reviewer=settings.reviewer)
-    return _recorded(conn, [found[i]["path"] for i in ids], new_ids)
-
-
-def _recorded(conn: sqlite3.Connection, paths: list[str], decision_ids: list[int]) -> list[dict[str, Any]]:
-    out = []
-    for path, did in zip(paths, decision_ids):
-        row = conn.execute(
-            "SELECT s.sample_id, d.*, l.undoes FROM decisions AS d JOIN samples AS s USING (path) "
-            "LEFT JOIN decision_links AS l USING (decision_id) WHERE d.decision_id = ?",
-            (did,),
-        ).fetchone()
-        decision = None
-        if row["action"] != "clear":
-            decision = {k: row[k] for k in ("decision_id", "action", "label", "note", "reviewer", "decided_at",
-                                            "undoes")}
-        out.append({"sample_id": row["sample_id"], "path": path, "decision": decision, "undoes": row["undoes"]})
-    return out
-
-
-def undo(conn: sqlite3.Connection, settings: Settings) -> list[dict[str, Any]]:
-    """Withdraw the reviewer's last decision (or grid batch); return the samples' new state."""
-    with settings.pool.write_lock:
-        rows = storage.undo_last_decision(conn, settings.reviewer)
-    return _recorded(conn, [r["path"] for r in rows], [r["decision_id"] for r in rows])
+    return cache.get("unscored", conn, compute)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Action = Literal["accept", "suggested", "relabel", "unusable", "clear"]
+from labelaudit.review.actions import ACTIONS, IN_FORCE_ACTIONS
+from labelaudit.review.database import MAX_SQLITE_INT
+
+Action = Literal[ACTIONS]
+#: The decision filter: an action in force, or ``changed`` (label differs from the given one).
+DecisionFilter = Literal[IN_FORCE_ACTIONS + ("changed",)]
+#: A sample id: a non-negative SQLite integer (anything larger is a 422, never an overflow).
+SampleId = Annotated[int, Field(ge=0, le=MAX_SQLITE_INT)]
+#: A client's id of one user action; a retry sends the same id and gets the first result.
+RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description=(
+    "client-chosen id of this user action (8-64 of A-Z a-z 0-9 _ -); a retry with the same id "
+    "is answered with the first result and writes nothing"))]
 
 #: Accepted spellings of the yes/no filters (case-insensitive); ``all`` means no filter.
 BoolFilter = Literal["1", "0", "true", "false", "yes", "no", "all"]
@@ -26,7 +37,7 @@ class SampleFilters(BaseModel):
     reviewed: BoolFilter | None = Field(
         None, description=("1 / true / yes: with a decision in force, 0 / false / no: without one, "
                            "all (default): both"))
-    decision: Literal["accept", "suggested", "relabel", "unusable", "changed"] | None = Field(
+    decision: DecisionFilter | None = Field(
         None, description="action of the decision in force; `changed`: label differs from the given one")
     score_min: float | None = Field(None, ge=0, le=1, description="mislabel_score >= score_min")
     score_max: float | None = Field(None, ge=0, le=1, description="mislabel_score <= score_max")
@@ -102,19 +113,25 @@ class SampleDetail(Sample):
 
 
 class DecisionIn(BaseModel):
-    sample_id: int
+    sample_id: SampleId
     action: Action
     label: str | None = Field(None, description=(
         "class for `relabel` (required); optional for `accept` / `suggested`, where it must equal the "
         "given / suggested label (422 otherwise); ignored for `unusable` and `clear`"))
     note: str = Field("", max_length=2000)
+    request_id: RequestId | None = None
 
 
 class BatchDecisionIn(BaseModel):
-    sample_ids: list[int] = Field(..., min_length=1, max_length=5000)
+    sample_ids: list[SampleId] = Field(..., min_length=1, max_length=5000)
     action: Action
     label: str | None = Field(None, description="as for a single decision, checked for every sample")
     note: str = Field("", max_length=2000)
+    request_id: RequestId | None = None
+
+
+class UndoIn(BaseModel):
+    request_id: RequestId | None = None
 
 
 class RecordedDecision(BaseModel):
@@ -173,6 +190,13 @@ class Stats(BaseModel):
     classes: list[ClassCount]
     pairs: list[PairCount]
     histogram: list[HistogramBin]
+
+
+class UnscoredImage(BaseModel):
+    path: str = Field(description="relative to the dataset root")
+    given_label: str
+    reason: str = Field(description="why it was not scored (class too small for the folds, undecodable, ...)")
+    readable: bool = Field(description="the file could be decoded")
 
 
 class NoiseMatrix(BaseModel):

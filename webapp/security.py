@@ -1,7 +1,9 @@
 """Request checks of the review app (a pure ASGI middleware, so it also covers static files).
 
-* **Host check** (without a token): only loopback host names are served, which defeats
-  DNS-rebinding pages that would otherwise reach ``127.0.0.1`` as "same origin".
+* **Host check** (without a token): only loopback hosts are served (``localhost`` and the
+  loopback IP literals, :func:`is_loopback`), which defeats DNS-rebinding pages that would
+  otherwise reach ``127.0.0.1`` as "same origin". The CLI asks the same function whether
+  an address may be served without a token, so every address it serves is accepted.
 * **Token** (when set, always when serving beyond loopback): every request must carry it
   as ``?token=``, an ``Authorization: Bearer`` / ``X-Labelaudit-Token`` header, or the
   ``labelaudit_token`` cookie that a request with the token in the query sets.
@@ -9,16 +11,20 @@
   ``Sec-Fetch-Site``) must show the request comes from this app's own pages.
 * **Headers**: a strict Content-Security-Policy (scripts and styles only from
   ``/static``), ``nosniff``, no framing, no referrer.
+* **Body size** (:class:`BodyLimitMiddleware`): a request body over :data:`MAX_BODY_BYTES`
+  is refused with 413, whether it announces its length or is sent in chunks.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import PlainTextResponse, RedirectResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "labelaudit_token"
@@ -34,6 +40,29 @@ DOCS_CSP = (
     "font-src https://fonts.gstatic.com; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
     "worker-src blob:; frame-ancestors 'none'"
 )
+
+
+#: Largest request body accepted (a decision is well under 1 KiB; a batch of 5,000 ids ~60 KiB).
+MAX_BODY_BYTES = 1 << 20
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP literals (``127.0.0.0/8``, ``::1``, ``[::1]``).
+
+    The one definition of "served without a token": the CLI refuses to serve anything else
+    without one, and the app accepts exactly these ``Host`` names when it has none. An IP
+    literal cannot be re-pointed by DNS, so accepting any loopback literal keeps DNS
+    rebinding out.
+    """
+    name = host.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_name(host_header: str) -> str:
@@ -63,7 +92,8 @@ class SecurityMiddleware:
         set_cookie = False
 
         if self.token is None:
-            if _host_name(host) not in self.allowed_hosts:
+            name = _host_name(host)
+            if name not in self.allowed_hosts and not is_loopback(name):
                 await PlainTextResponse("Host not allowed", status_code=421)(scope, receive, send)
                 return
         else:
@@ -136,3 +166,51 @@ def _same_origin(headers: Headers, scope: Scope) -> bool:
     if site is not None:
         return site in ("same-origin", "none")
     return True
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over ``max_bytes`` with 413 (announced or chunked).
+
+    A ``Content-Length`` over the limit is answered at once; otherwise the body is counted
+    as the app reads it, and reading past the limit raises a 413 ``HTTPException`` (turned
+    into the response by the app, or here if it escapes before a response started).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> JSONResponse:
+        return JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large()(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except HTTPException as exc:
+            if exc.status_code != 413 or started:
+                raise
+            await self._too_large()(scope, receive, send)

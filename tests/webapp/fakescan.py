@@ -1,15 +1,16 @@
 """Generated datasets and scan directories for the review web app's tests.
 
-A scan directory follows the scanner's contract (``labelaudit.db`` written through
-:func:`labelaudit.storage.write_scan`, ``scores.csv``, ``embeddings.npy``,
-``pred_probs.npy``, ``scan.json``, ...) but its scores are synthetic: each image shows a
+A scan directory follows the scanner's contract -- it is written through the same library
+objects: ``labelaudit.db`` by :func:`labelaudit.scandir.database.write_scan`, ``scan.json``
+as a :class:`labelaudit.scandir.ScanManifest` by :meth:`labelaudit.scandir.ScanDir.write_manifest`,
+the other files under the names :class:`~labelaudit.scandir.ScanDir` gives them, and only
+signal names of :data:`labelaudit.signals.SIGNALS` -- but its scores are synthetic: each image shows a
 coloured shape of its *true* class and sits in the folder of its *given* class, and the
 "model" suggests the true class with high confidence for the mislabeled ones.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
+from labelaudit.signals import SIGNALS as SIGNAL_REGISTRY
 
 XSS_CLASS = "<script>alert(1)</script>"
 
@@ -33,7 +36,9 @@ DEFAULT_CLASSES = (
 #: Awkward file names (spaces, unicode, quotes, ampersands) given to the first samples.
 ODD_NAMES = ("img 01.png", "naïve 猫.png", "quote'\"s.png", "a&b <x>.png", "#hash%20?.png")
 
-SIGNALS = ("self_confidence", "margin", "flip_agreement", "loss_auc", "knn_agreement")
+#: Signals stored per sample: names the scanner really writes (a rename there fails here).
+SIGNALS = ("oos_self_confidence", "label_quality", "flip_agree_oos", "mean_loss", "aum")
+assert set(SIGNALS) <= set(SIGNAL_REGISTRY), set(SIGNALS) - set(SIGNAL_REGISTRY)
 
 PALETTE = [
     (230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157), (244, 162, 97),
@@ -91,7 +96,7 @@ class FakeScan:
 
     @property
     def db_path(self) -> Path:
-        return self.scan_dir / storage.DB_NAME
+        return ScanDir(self.scan_dir).database
 
     def flagged(self) -> pd.DataFrame:
         """Flagged rows (with their sample_id) in score order, highest first."""
@@ -151,11 +156,11 @@ def make_scan(
             top_classes.append([(names[j], float(p[j])) for j in order])
             true_labels.append(true)
             signals = {
-                "self_confidence": float(p[ci]),
-                "margin": float(p[ci] - np.max(np.delete(p, ci))),
-                "flip_agreement": float(rng.uniform(0.5, 1.0)),
-                "loss_auc": None if rng.random() < 0.2 else float(rng.uniform(0, 3)),
-                "knn_agreement": float(rng.uniform(0, 1)),
+                "oos_self_confidence": float(p[ci]),
+                "label_quality": float(p[ci] * rng.uniform(0.8, 1.0)),
+                "flip_agree_oos": float(rng.random() < 0.8),
+                "mean_loss": None if rng.random() < 0.2 else float(rng.uniform(0, 3)),
+                "aum": float(p[ci] - np.max(np.delete(p, ci))),
             }
             rows.append({"path": rel, "given_label": given, "suggested_label": suggested,
                          "mislabel_score": round(score, 6), **signals})
@@ -171,37 +176,48 @@ def make_scan(
         counts[names.index(g), names.index(t)] += 1
     matrix = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
     class_counts = [int((scores["given_label"] == c).sum()) for c in names]
-    summary = {
-        "n_samples": len(scores), "n_classes": n_classes, "n_skipped": 1,
-        "n_flagged": int(scores["flagged"].sum()),
-        "estimated_noise_rate": float(np.mean([g != t for g, t in zip(scores["given_label"], true_labels)])),
-    }
-    meta = {
-        "dataset_root": str(root.resolve()),
-        "summary": summary,
-        "noise_matrix": {"classes": names, "matrix": matrix.tolist()},
-        "signal_columns": list(SIGNALS),
-        "config": {"image_size": image_size, "folds": 5, "epochs": 12, "seed": seed, "flag_threshold": None},
-        "created_at": storage.utc_now(),
-    }
-    conn = storage.connect(scan_dir / storage.DB_NAME)
-    try:
-        storage.write_scan(conn, scores, classes=names, class_counts=class_counts, top_classes=top_classes,
-                           signal_columns=list(SIGNALS), meta=meta)
-    finally:
-        conn.close()
-    scores.to_csv(scan_dir / "scores.csv", index=False)
+    summary = ScanSummary(
+        n_samples=len(scores), n_classes=n_classes, n_skipped=1, n_flagged=int(scores["flagged"].sum()),
+        estimated_noise_rate=float(np.mean([g != t for g, t in zip(scores["given_label"], true_labels)])),
+        scan_dir=str(scan_dir.resolve()), device="cpu")
+    manifest = _manifest(root, names, summary, matrix, image_size, seed)
+    _write_scan(ScanDir(scan_dir), scores, manifest, class_counts, top_classes)
+    layout = ScanDir(scan_dir)
     pd.DataFrame({"path": ["broken.png"], "reason": ["cannot identify image file"]}).to_csv(
-        scan_dir / "skipped.csv", index=False)
-    pd.DataFrame(matrix, index=names, columns=names).to_csv(scan_dir / "noise_matrix.csv")
-    (scan_dir / "scan.json").write_text(json.dumps({"summary": summary, "config": meta["config"]}, indent=2))
-    np.save(scan_dir / "pred_probs.npy", probs)
+        layout.skipped, index=False)
+    pd.DataFrame(matrix, index=names, columns=names).to_csv(layout.noise_matrix)
+    np.save(layout.pred_probs, probs)
     if embeddings:
         centers = rng.normal(0, 1, (n_classes, 16))
         emb = np.stack([centers[names.index(t)] + rng.normal(0, 0.35, 16) for t in true_labels])
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        np.save(scan_dir / "embeddings.npy", emb.astype(np.float16))
+        np.save(layout.embeddings, emb.astype(np.float16))
     return FakeScan(scan_dir=scan_dir, dataset_root=root, classes=names, scores=scores, true_labels=true_labels)
+
+
+def _manifest(root: Path, names: list[str], summary: ScanSummary, matrix: np.ndarray | None,
+              image_size: int = 32, seed: int = 0) -> ScanManifest:
+    """The manifest the scanner would write for these classes and figures."""
+    return ScanManifest(
+        created_at=storage.utc_now(), dataset_root=str(Path(root).resolve()), summary=summary,
+        classes=list(names), score_components=["label_quality", "oos_self_confidence"],
+        signals={n: {"direction": SIGNAL_REGISTRY[n].direction, "description": SIGNAL_REGISTRY[n].description}
+                 for n in SIGNALS},
+        noise_matrix=None if matrix is None else matrix.tolist(),
+        config={"image_size": image_size, "folds": 5, "epochs": 12, "seed": seed, "flag_threshold": None},
+    )
+
+
+def _write_scan(layout: ScanDir, scores: pd.DataFrame, manifest: ScanManifest, class_counts, top_classes) -> None:
+    """Database, scores.csv, then scan.json (last: it marks the scan complete), as the scanner does."""
+    conn = storage.connect(layout.database)
+    try:
+        storage.write_scan(conn, scores, classes=manifest.classes, class_counts=class_counts,
+                           top_classes=top_classes, signal_columns=list(SIGNALS), meta={})
+    finally:
+        conn.close()
+    scores.to_csv(layout.scores, index=False)
+    layout.write_manifest(manifest)
 
 
 def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int = 0) -> Path:
@@ -223,11 +239,11 @@ def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int =
     paths = [f"{names[g]}/img_{i:06d}.png" for i, g in enumerate(given)]
     rows = [
         (i, paths[i], names[g], names[sg], float(sc), int(fl), int(rk),
-         f'[["{names[sg]}", 0.7], ["{names[g]}", 0.2]]', f'{{"margin": {sc - 0.5:.4f}}}')
+         f'[["{names[sg]}", 0.7], ["{names[g]}", 0.2]]', f'{{"aum": {sc - 0.5:.4f}}}')
         for i, (g, sg, sc, fl, rk) in enumerate(zip(given.tolist(), suggested.tolist(), score.tolist(),
                                                     flagged.tolist(), rank.tolist()))
     ]
-    conn = storage.connect(scan_dir / storage.DB_NAME)
+    conn = storage.connect(ScanDir(scan_dir).database)
     try:
         now = storage.utc_now()
         picks = rng.choice(n, size=20_000, replace=False).tolist()
@@ -237,16 +253,13 @@ def make_big_scan(base: Path, n: int = 100_000, n_classes: int = 10, seed: int =
             conn.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.executemany("INSERT INTO classes VALUES (?, ?, ?)",
                              [(i, c, int((given == i).sum())) for i, c in enumerate(names)])
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("dataset_root", json.dumps(str(scan_dir))),
-                ("summary", json.dumps({"n_samples": n, "n_flagged": int(flagged.sum())})),
-                ("signal_columns", json.dumps(["margin"])),
-            ])
             conn.executemany(
                 "INSERT INTO decisions (path, action, label, note, reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?)",
                 decisions)
     finally:
         conn.close()
+    summary = ScanSummary(n_samples=n, n_classes=n_classes, n_flagged=int(flagged.sum()))
+    ScanDir(scan_dir).write_manifest(_manifest(scan_dir, names, summary, None))
     return scan_dir
 
 
@@ -257,11 +270,9 @@ def clone_scan(template: FakeScan, base: Path) -> FakeScan:
     base = Path(base)
     shutil.copytree(template.dataset_root, base / "dataset", symlinks=True)
     shutil.copytree(template.scan_dir, base / "scan", symlinks=True)
-    conn = storage.connect(base / "scan" / storage.DB_NAME)
-    try:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'dataset_root'",
-                     (json.dumps(str((base / "dataset").resolve())),))
-    finally:
-        conn.close()
+    layout = ScanDir(base / "scan")
+    manifest = layout.read_manifest()
+    manifest.dataset_root = str((base / "dataset").resolve())
+    layout.write_manifest(manifest)
     return FakeScan(scan_dir=base / "scan", dataset_root=base / "dataset", classes=list(template.classes),
                     scores=template.scores.copy(), true_labels=list(template.true_labels))

@@ -9,7 +9,7 @@ import sqlite3
 import pandas as pd
 import pytest
 from webapp_support import make_client
-from fakescan import XSS_CLASS
+from fakescan import SIGNALS, XSS_CLASS
 
 from labelaudit.scandir import database as storage
 from webapp import queries
@@ -145,7 +145,7 @@ def test_get_sample_with_signals_history_and_neighbours(client, scan):
     assert r.status_code == 200
     body = r.json()
     assert body["path"] == scan.scores.path[sid]
-    assert set(body["signals"]) == {"self_confidence", "margin", "flip_agreement", "loss_auc", "knn_agreement"}
+    assert set(body["signals"]) == set(SIGNALS)
     assert [h["action"] for h in body["history"]] == ["accept", "suggested"]
     assert body["history"][0]["note"] == "looks right"
     assert body["decision"]["action"] == "suggested"
@@ -516,9 +516,9 @@ def test_counts_read_only_indexes_at_100k(big_conn, big_frame, name):
 def test_api_page_at_100k(big_scan, big_conn):
     with make_client(big_scan) as c:
         # record the statements of every pooled connection
-        pool = c.app.state.settings.pool
+        pool = c.app.state.review.pool
         statements: list[str] = []
-        conns = [pool.acquire() for _ in range(pool._size)]
+        conns = [pool.acquire() for _ in range(pool.size)]
         for conn in conns:
             conn.set_trace_callback(statements.append)
         for conn in conns:

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 from webapp_support import make_client
-from fakescan import XSS_CLASS, make_scan
+from fakescan import SIGNALS, XSS_CLASS, make_scan
 
 from webapp import shortcuts
 
@@ -125,7 +125,7 @@ def test_sample_page(client, scan):
     sid = int(scan.flagged().iloc[1].sample_id)
     html = client.get(f"/samples/{sid}").text
     assert scan.scores.path[sid].split("/")[-1] in html
-    for name in ("self_confidence", "margin", "flip_agreement", "loss_auc", "knn_agreement"):
+    for name in SIGNALS:
         assert name in html
     assert "Nearest neighbours" in html and html.count('class="nb-') >= 10
     assert 'rel="next"' in html and 'rel="prev"' in html

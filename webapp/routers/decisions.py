@@ -1,27 +1,31 @@
-"""JSON API: record decisions (one, many), undo the reviewer's last one, read the log."""
+"""JSON API: record decisions (one, many), undo the reviewer's last one, read the log.
+
+The routes only translate HTTP: the meaning of an action, the write and its de-duplication
+by request id belong to :class:`labelaudit.review.ReviewDatabase`.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Body, Query
 
-from .. import queries
-from ..deps import Db, SettingsDep
-from ..schemas import BatchDecisionIn, DecisionIn, DecisionResult, UndoResult
+from labelaudit.review.database import MAX_SQLITE_INT
+from labelaudit.review.decisions import decision_log
+
+from ..deps import Db, Review, SettingsDep
+from ..schemas import BatchDecisionIn, DecisionIn, DecisionResult, UndoIn, UndoResult
 
 router = APIRouter(prefix="/api/decisions", tags=["decisions"])
 
 
-def _decide(db, settings, ids, body):
-    try:
-        return {"recorded": queries.decide(db, settings, ids, body.action, label=body.label, note=body.note)}
-    except queries.DecisionError as exc:
-        raise HTTPException(422, str(exc)) from None
+def _decide(review, settings, ids, body):
+    return {"recorded": review.decide(ids, body.action, label=body.label, note=body.note,
+                                      reviewer=settings.reviewer, request_id=body.request_id)}
 
 
 @router.post("", response_model=DecisionResult, summary="Record a decision")
-def post_decision(body: DecisionIn, db: Db, settings: SettingsDep):
+def post_decision(body: DecisionIn, review: Review, settings: SettingsDep):
     """Append a decision for one sample, committed before the response is sent.
 
     `accept` keeps the given label, `suggested` takes the suggested one, `relabel` sets
@@ -29,36 +33,33 @@ def post_decision(body: DecisionIn, db: Db, settings: SettingsDep):
     `clear` withdraws the decision in force. A `relabel` to the given or suggested class
     is stored as `accept` / `suggested`. `relabel` without `label` is a 422; so is an
     `accept` / `suggested` whose `label` differs from the label it keeps (use `relabel`).
+    A request that repeats an earlier `request_id` gets the earlier answer and writes nothing.
     """
-    return _decide(db, settings, [body.sample_id], body)
+    return _decide(review, settings, [body.sample_id], body)
 
 
 @router.post("/batch", response_model=DecisionResult, summary="Record one decision for many samples")
-def post_batch(body: BatchDecisionIn, db: Db, settings: SettingsDep):
+def post_batch(body: BatchDecisionIn, review: Review, settings: SettingsDep):
     """The same action for every sample (grid mode), in one transaction: all or none.
     Undo withdraws the whole batch."""
-    return _decide(db, settings, body.sample_ids, body)
+    return _decide(review, settings, body.sample_ids, body)
 
 
 @router.post("/undo", response_model=UndoResult, summary="Undo the reviewer's last decision")
-def post_undo(db: Db, settings: SettingsDep):
+def post_undo(review: Review, settings: SettingsDep, body: Annotated[UndoIn | None, Body()] = None):
     """Withdraw the reviewer's most recent decision (or batch) still in force by appending
     rows that re-instate each sample's previous state. Repeat to go further back.
-    Each entry's `undoes` is the decision_id withdrawn; `undone` is empty when there is nothing to undo."""
-    return {"undone": queries.undo(db, settings)}
+    Each entry's `undoes` is the decision_id withdrawn; `undone` is empty when there is nothing to undo.
+    An undo that repeats an earlier `request_id` gets the earlier answer and undoes nothing more."""
+    return {"undone": review.undo(settings.reviewer, request_id=body.request_id if body else None)}
 
 
 @router.get("", summary="Decision log")
 def list_decisions(
     db: Db,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(description="only rows with a smaller decision_id")] = None,
+    before_id: Annotated[int | None, Query(ge=0, le=MAX_SQLITE_INT,
+                                           description="only rows with a smaller decision_id")] = None,
 ):
     """Every recorded row (including changed, cleared and undo rows), newest first."""
-    rows = db.execute(
-        "SELECT d.*, s.sample_id, l.undoes FROM decisions AS d LEFT JOIN samples AS s USING (path) "
-        "LEFT JOIN decision_links AS l USING (decision_id) "
-        "WHERE (:before IS NULL OR d.decision_id < :before) ORDER BY d.decision_id DESC LIMIT :limit",
-        {"before": before_id, "limit": limit},
-    ).fetchall()
-    return [dict(r) for r in rows]
+    return decision_log(db, limit=limit, before_id=before_id)

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from labelaudit.errors import DecisionError, InvalidCursor
 from labelaudit.export import export_summary
+from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase
 
 from .. import charts, queries, shortcuts
-from ..deps import Db, Settings, SettingsDep
+from ..deps import Db, Review, Settings, SettingsDep
 from ..schemas import SampleFilters
-from .stats import estimated_noise_rate, noise_matrix
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,7 +31,6 @@ _env = jinja2.Environment(
 )
 templates = Jinja2Templates(env=_env)
 
-ACTION_TEXT = {"accept": "kept", "suggested": "suggestion", "relabel": "relabeled", "unusable": "unusable"}
 DECISION_PAGES = ("queue", "grid", "sample")  # the pages whose number keys relabel
 QUEUE_PAGE = 40
 GRID_PAGE = 120
@@ -67,10 +67,16 @@ def _page_defaults(f: SampleFilters) -> SampleFilters:
     return f if f.flagged is not None else f.model_copy(update={"flagged": "1"})
 
 
+def _stats(request: Request):
+    return request.app.state.review.stats
+
+
 def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> dict[str, Any]:
-    progress = queries.progress(db)
+    progress = queries.progress(db, _stats(request))
     config = {
         "page": page,
+        "actions": list(ACTIONS),
+        "action_text": ACTION_TEXT,
         "reviewer": settings.reviewer,
         "classes": settings.classes,
         "class_keys": shortcuts.class_keys(settings.classes),  # [[key, class], ...]
@@ -99,12 +105,10 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
 
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
     settings: Settings = request.app.state.settings
-    conn = settings.pool.acquire()
-    try:
+    review: ReviewDatabase = request.app.state.review
+    with review.reader() as conn:
         ctx = _base(request, settings, conn, "error", message=message, status_code=status_code)
         return render(request, "error.html", ctx, status_code=status_code)
-    finally:
-        settings.pool.release(conn)
 
 
 # ---------------------------------------------------------------------------- overview
@@ -112,21 +116,24 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 
 @router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def overview(request: Request, db: Db, settings: SettingsDep):
-    nm = noise_matrix(settings)
-    pairs = queries.pair_counts(db)
-    progress = queries.progress(db)
-    class_rows = queries.class_counts(db)
+    nm = settings.noise_matrix()
+    cache = _stats(request)
+    pairs = queries.pair_counts(db, cache)
+    progress = queries.progress(db, cache)
+    class_rows = queries.class_counts(db, cache)
+    summary = settings.manifest.summary
     ctx = _base(
         request, settings, db, "overview",
-        summary=settings.meta.get("summary") or {},
-        noise_rate=estimated_noise_rate(settings),
+        summary=summary.to_dict(),
+        noise_rate=summary.estimated_noise_rate,
+        unscored=queries.unscored(db, cache),
         heatmap=charts.heatmap(nm["classes"], nm["matrix"], pairs) if nm else None,
-        hist=charts.histogram(queries.score_histogram(db)),
+        hist=charts.histogram(queries.score_histogram(db, cache)),
         class_chart=charts.class_bars(class_rows),
         decision_chart=charts.decision_bar(progress["by_action"], progress["n_flagged"]),
         pairs=pairs[:15],
         n_pairs=len(pairs),
-        created_at=settings.meta.get("created_at"),
+        created_at=settings.manifest.created_at,
     )
     return render(request, "overview.html", ctx)
 
@@ -135,9 +142,10 @@ def overview(request: Request, db: Db, settings: SettingsDep):
 
 
 def _listing(db, f: SampleFilters, after, before, limit, with_total):
+    """A page of the listing; a cursor that does not fit the order starts at the top."""
     try:
         return queries.list_samples(db, f, after=after, before=before, limit=limit, with_total=with_total)
-    except ValueError:
+    except InvalidCursor:
         return queries.list_samples(db, f, limit=limit, with_total=with_total)
 
 
@@ -195,7 +203,7 @@ def grid(
     if "pair" in request.query_params:  # the pair picker without JavaScript
         return RedirectResponse("/grid?" + (request.query_params["pair"].lstrip("?/") or "all=1"), status_code=303)
     f = _page_defaults(filters)
-    pairs = queries.pair_counts(db)
+    pairs = queries.pair_counts(db, _stats(request))
     if f.given is None and f.suggested is None and pairs and "all" not in request.query_params:
         # grid mode works on one confusion at a time: start with the most frequent pair
         f = f.model_copy(update={"given": pairs[0]["given"], "suggested": pairs[0]["suggested"]})
@@ -261,7 +269,7 @@ def _votes(nbrs, item) -> dict[str, int] | None:
 def sample_decision_form(
     sample_id: int,
     request: Request,
-    db: Db,
+    review: Review,
     settings: SettingsDep,
     action: Annotated[str, Form()],
     label: Annotated[str | None, Form()] = None,
@@ -274,8 +282,8 @@ def sample_decision_form(
     elif action != "relabel":
         label = None  # the form's class select is sent with every button; only relabel reads it
     try:
-        queries.decide(db, settings, [sample_id], action, label=label or None, note=note)
-    except queries.DecisionError as exc:
+        review.decide([sample_id], action, label=label or None, note=note, reviewer=settings.reviewer)
+    except DecisionError as exc:
         return error_page(request, 422, str(exc))
     query = back if back and not back.startswith(("/", "\\")) and "://" not in back else ""
     return RedirectResponse(f"/samples/{sample_id}" + (f"?{query}" if query else ""), status_code=303)

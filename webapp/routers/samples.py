@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from .. import queries
 from ..deps import Db, SettingsDep
@@ -25,12 +25,10 @@ def list_samples(
     """Samples matching the filters, in the chosen order, one page at a time.
 
     Paging is by cursor: pass a page's `next_after` as `after` (or `prev_before` as
-    `before`). It costs the same at any depth of the list.
+    `before`). It costs the same at any depth of the list. A cursor that is not one of
+    this order's keys is a 422.
     """
-    try:
-        page = queries.list_samples(db, filters, after=after, before=before, limit=limit, with_total=with_total)
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    page = queries.list_samples(db, filters, after=after, before=before, limit=limit, with_total=with_total)
     return {"items": page.items, "total": page.total, "next_after": page.next_after,
             "prev_before": page.prev_before}
 

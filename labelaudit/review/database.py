@@ -1,0 +1,229 @@
+"""The review's one handle on ``labelaudit.db``: pooled readers, one serialised writer.
+
+Modelled on datasette's ``Database``: reads use a pool of connections, and every write
+goes through :meth:`ReviewDatabase.execute_write_fn`, which runs it on the one write
+connection, under one lock, inside one ``BEGIN IMMEDIATE`` ... ``COMMIT`` transaction.
+Decisions (:meth:`~ReviewDatabase.decide`, :meth:`~ReviewDatabase.undo`) are the writes.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from labelaudit.errors import SampleNotFound
+from labelaudit.review import decisions
+from labelaudit.review.actions import resolve
+from labelaudit.scandir.database import connect, transaction
+
+__all__ = ["ReviewDatabase", "ConnectionPool", "StatsCache", "MAX_SQLITE_INT", "valid_id"]
+
+T = TypeVar("T")
+
+#: SQLite integers are signed 64-bit; larger Python ints cannot even be bound.
+MAX_SQLITE_INT = 2**63 - 1
+
+
+def valid_id(value: int) -> bool:
+    """True if ``value`` can be a rowid (an int SQLite can bind, not negative)."""
+    return isinstance(value, int) and 0 <= value <= MAX_SQLITE_INT
+
+
+class ConnectionPool:
+    """A few reusable read connections to one database, shared by worker threads.
+
+    Parameters
+    ----------
+    db_path : Path
+    size : int
+        At most this many connections; :meth:`acquire` waits (30 s) when all are in use.
+    """
+
+    def __init__(self, db_path: Path, size: int = 8) -> None:
+        self.db_path = db_path
+        self.size = size
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> sqlite3.Connection:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if len(self._all) < self.size:
+                conn = _open(self.db_path)
+                self._all.append(conn)
+                return conn
+        return self._idle.get(timeout=30)
+
+    def release(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a failed request must not leave a transaction open
+            conn.rollback()
+        self._idle.put(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+def _open(db_path: Path) -> sqlite3.Connection:
+    conn = connect(db_path)
+    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
+    return conn
+
+
+class StatsCache:
+    """Computed statistics keyed by the database's content version (per app, not per process).
+
+    The version changes whenever a decision is appended or the samples are rewritten, so
+    a cached value is never stale.
+    """
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._data: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    @staticmethod
+    def version(conn: sqlite3.Connection) -> tuple:
+        row = conn.execute("SELECT MAX(decision_id), (SELECT MAX(rowid) FROM samples) FROM decisions").fetchone()
+        return (row[0], row[1])
+
+    def get(self, name: str, conn: sqlite3.Connection, compute: Callable[[], T]) -> T:
+        """``compute()``, or its value cached for ``name`` at the current version."""
+        key = (name, self.version(conn))
+        with self._lock:
+            if key in self._data:
+                return self._data[key]
+        value = compute()
+        with self._lock:
+            if len(self._data) >= self._max:
+                self._data.clear()
+            self._data[key] = value
+        return value
+
+
+class ReviewDatabase:
+    """Connections to one scan's ``labelaudit.db`` and the only writer of its decisions.
+
+    Parameters
+    ----------
+    db_path : path-like
+        The database (its schema is completed on first connection).
+    pool_size : int
+        Read connections at most.
+    """
+
+    def __init__(self, db_path: str | Path, *, pool_size: int = 8) -> None:
+        self.db_path = Path(db_path)
+        self.pool = ConnectionPool(self.db_path, pool_size)
+        self.stats = StatsCache()
+        self._write_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection for reading, returned to the pool afterwards."""
+        conn = self.pool.acquire()
+        try:
+            yield conn
+        finally:
+            self.pool.release(conn)
+
+    def execute_write_fn(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` as the only writer, in one committed transaction; return its value.
+
+        ``fn`` runs on the write connection under the write lock, between ``BEGIN
+        IMMEDIATE`` and ``COMMIT`` (``ROLLBACK`` when it raises, and the exception propagates).
+        """
+        with self._write_lock:
+            if self._writer is None:
+                self._writer = _open(self.db_path)
+            with transaction(self._writer):
+                return fn(self._writer)
+
+    def decide(
+        self,
+        sample_ids: Sequence[int],
+        action: str,
+        *,
+        label: str | None = None,
+        note: str = "",
+        reviewer: str = "",
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Record ``action`` for each sample (one transaction, one undo step).
+
+        The requested action is resolved per sample (:func:`labelaudit.review.actions.resolve`).
+        A ``request_id`` seen before returns that request's result and writes nothing.
+
+        Returns
+        -------
+        list of dict
+            ``[{sample_id, path, decision, undoes}]`` in the order of ``sample_ids``.
+
+        Raises
+        ------
+        SampleNotFound
+            An id that is no scanned sample (nothing is written).
+        DecisionError
+            See :func:`~labelaudit.review.actions.resolve`.
+        """
+        ids = list(dict.fromkeys(sample_ids))
+
+        def write(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            replay = decisions.replayed(conn, request_id, "decide")
+            if replay is not None:
+                return decisions.recorded(conn, replay)
+            items = _resolved_items(conn, ids, action, label)
+            new = decisions.record_decisions_in(conn, items, note=note, reviewer=reviewer, request_id=request_id)
+            return decisions.recorded(conn, new)
+
+        return self.execute_write_fn(write)
+
+    def undo(self, reviewer: str, *, request_id: str | None = None) -> list[dict[str, Any]]:
+        """Withdraw ``reviewer``'s last decision or batch; return the samples' new state.
+
+        A ``request_id`` seen before returns that undo's result and undoes nothing more.
+        """
+        def write(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            return decisions.recorded(conn, decisions.undo_last_decision_in(conn, reviewer, request_id=request_id))
+
+        return self.execute_write_fn(write)
+
+    def close(self) -> None:
+        """Close every connection (the object must not be used afterwards)."""
+        self.pool.close()
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+
+def _resolved_items(conn: sqlite3.Connection, ids: list[int], action: str,
+                    label: str | None) -> list[tuple[str, str, str | None]]:
+    """``(path, stored action, stored label)`` per sample id; SampleNotFound for unknown ids."""
+    for i in ids:
+        if not valid_id(i):
+            raise SampleNotFound(f"no sample {i}")
+    found = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        found.update((r[0], r) for r in conn.execute(
+            f"SELECT sample_id, path, given_label, suggested_label FROM samples "
+            f"WHERE sample_id IN ({','.join('?' * len(chunk))})", chunk))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise SampleNotFound(f"no sample {missing[0]}")
+    classes = {r[0] for r in conn.execute("SELECT name FROM classes")}
+    return [(found[i][1], *resolve(action, label, given=found[i][2], suggested=found[i][3], classes=classes,
+                                   path=found[i][1])) for i in ids]
