@@ -1,22 +1,27 @@
 """The scan pipeline: dataset folder in, scan directory with ranked mislabel scores out.
 
-``scan()`` loads and decodes the images (cached), drops classes too small for the
-folds, trains one model per stratified fold through an executor (finished folds are
-kept on disk, so a killed scan resumes), turns the folds' records into signals,
-combines them into ``mislabel_score`` and writes ``scores.csv``, ``skipped.csv``,
-``noise_matrix.csv``, ``pred_probs.npy``, ``embeddings.npy``, ``labelaudit.db`` and
-``scan.json``.
+``scan()`` runs three steps, each handing a named object to the next:
+
+1. :func:`prepare` -- load and decode the images (cached) and drop the classes too small
+   for the folds: :class:`PreparedData`;
+2. :func:`train` -- one model per stratified fold through an executor (finished folds
+   are kept on disk, so a killed scan resumes): :class:`FoldRun`;
+3. :func:`score` -- signals from the folds' records, combined into ``mislabel_score``:
+   :class:`ScoredTable`.
+
+:func:`write_outputs` then writes the scan directory (:class:`~labelaudit.scandir.ScanDir`):
+``scores.csv``, ``skipped.csv``, ``noise_matrix.csv``, the ``.npy`` arrays,
+``labelaudit.db`` and, last, the manifest ``scan.json`` that marks the scan complete.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,21 +33,120 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
+from labelaudit.errors import ScanError, SettingsError
+from labelaudit.fsutil import atomic_write
+from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
 from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
-from labelaudit.folds.executor import FoldExecutor, FoldStore, InProcessExecutor
+from labelaudit.folds.executor import FoldExecutor, InProcessExecutor
+from labelaudit.folds.store import FoldStore
 from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest
-from labelaudit.signals.core import SIGNALS, Signals, compute_signals
+from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.folds.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_device
 
-__all__ = ["scan", "ScanError", "SCORE_COLUMNS"]
+__all__ = ["scan", "ScanError", "SCORE_COLUMNS", "UNSCORED_COLUMNS", "PreparedData", "FoldRun", "ScoredTable",
+           "prepare", "train", "score", "write_outputs"]
 
 SCORE_COLUMNS = ["path", "given_label", "suggested_label", "mislabel_score", "flagged"]
+#: Columns of :meth:`PreparedData.unscored` (and of the database table ``unscored``).
+UNSCORED_COLUMNS = ["path", "given_label", "reason", "readable"]
 
 
-class ScanError(ValueError):
-    """A scan that cannot run, with a message meant for the user."""
+@dataclass
+class PreparedData:
+    """The loaded dataset and the part of it that is scanned.
+
+    Attributes
+    ----------
+    dataset : LoadedDataset
+        Everything loaded (decoded images, given labels, skipped rows).
+    kept : numpy.ndarray of int, shape (N,)
+        Rows of ``dataset`` that are scanned.
+    classes : list of str
+        Sorted names of the scanned classes (class ids index it).
+    labels : numpy.ndarray of int64, shape (N,)
+        Class id of each scanned row.
+    small_classes : list of str
+        Classes with fewer images than folds, left out.
+    too_small : pandas.DataFrame
+        ``path, given_label, reason`` of the images of those classes.
+    images_path : Path or None
+        The ``.npy`` file of the scanned images that fold jobs memory-map.
+    """
+
+    dataset: LoadedDataset
+    kept: np.ndarray
+    classes: list[str]
+    labels: np.ndarray
+    small_classes: list[str]
+    too_small: pd.DataFrame
+    images_path: Path | None = None
+
+    @property
+    def paths(self) -> np.ndarray:
+        """Relative paths of the scanned images, shape (N,)."""
+        return np.asarray(self.dataset.paths, dtype=object)[self.kept]
+
+    def skipped(self) -> pd.DataFrame:
+        """``path, reason`` of every file or CSV row not scanned (the rows of ``skipped.csv``)."""
+        return pd.concat([self.dataset.skipped, self.too_small[["path", "reason"]]], ignore_index=True)
+
+    def unscored(self) -> pd.DataFrame:
+        """Every labelled image that was not scored, with ``readable`` 1 (too small a class) or 0 (undecodable).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns :data:`UNSCORED_COLUMNS`, sorted by path.
+        """
+        small = self.too_small.assign(readable=1)
+        unreadable = self.dataset.unreadable.assign(readable=0)
+        table = pd.concat([small, unreadable], ignore_index=True)[UNSCORED_COLUMNS]
+        return table.sort_values("path", kind="stable").reset_index(drop=True).astype({"readable": int})
+
+
+@dataclass
+class FoldRun:
+    """The trained folds.
+
+    Attributes
+    ----------
+    results : list of FoldResult
+        One per fold, in fold order.
+    resumed : list of int
+        Folds loaded from the fold store instead of trained.
+    images_trained : int
+        Training images seen (samples x epochs) by the folds trained in this run.
+    """
+
+    results: list[FoldResult]
+    resumed: list[int]
+    images_trained: int
+
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        """Penultimate-layer features of every sample, from the fold that computed them."""
+        return next((r.all_features for r in self.results if r.all_features is not None), None)
+
+
+@dataclass
+class ScoredTable:
+    """Signals and scores of the scanned images.
+
+    Attributes
+    ----------
+    scores : pandas.DataFrame
+        :data:`SCORE_COLUMNS` then one column per signal, one row per scanned image.
+    signals : Signals
+        What :func:`~labelaudit.signals.core.compute_signals` returned.
+    components : tuple of str
+        Signals combined into ``mislabel_score``.
+    """
+
+    scores: pd.DataFrame
+    signals: Signals
+    components: tuple[str, ...]
 
 
 def scan(
@@ -68,7 +172,7 @@ def scan(
     config : ScanConfig, optional
         All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields.
     executor : FoldExecutor, optional
-        Runs the fold jobs; default :class:`~labelaudit.executor.InProcessExecutor`.
+        Runs the fold jobs; default :class:`~labelaudit.folds.executor.InProcessExecutor`.
     progress : bool
         Show progress bars on stderr.
 
@@ -78,48 +182,54 @@ def scan(
         ``scores.csv``: one row per scanned sample with ``path``, ``given_label``,
         ``suggested_label``, ``mislabel_score`` (in [0, 1], higher = more likely
         mislabeled), ``flagged`` and one column per signal. ``.attrs["summary"]`` holds
-        the summary figures written to ``scan.json``.
+        the summary written to ``scan.json`` (:meth:`ScanSummary.to_dict`).
+
+    Raises
+    ------
+    DatasetError
+        The dataset cannot be loaded at all.
+    ScanError
+        Fewer than two classes with enough images, an unknown recipe; :class:`SettingsError`
+        for an invalid setting.
     """
-    unknown = sorted(set(settings) - set(ScanConfig.__dataclass_fields__))
-    if unknown:
-        raise TypeError(f"scan() got unknown setting(s) {', '.join(unknown)}; settings are the fields of "
-                        f"ScanConfig: {', '.join(ScanConfig.__dataclass_fields__)} (labels: use labels_csv=)")
-    cfg = replace(config or ScanConfig(), **settings)
+    cfg = _settings(config, settings)
     components = _recipe_components(cfg.recipe, cfg.flip)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    scan_dir = ScanDir(out)
+    scan_dir.path.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
-                           cache_dir=out / "cache", exclude=out, progress=progress)
+    prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress)
     timings["load_s"] = time.perf_counter() - started
-    kept, classes, labels, small, small_classes = _keep_trainable_classes(dataset, cfg.folds)
-    images_path = _scan_images_file(dataset, kept, out / "cache")
-
     phase = time.perf_counter()
-    folds = _fold_assignment(labels, cfg.folds, cfg.seed)
-    store = FoldStore(out / "folds", _fingerprint(cfg, device, images_path, labels, folds))
-    results, resumed, trained_images = _run_folds(
-        store, executor or InProcessExecutor(), images_path, labels, len(classes), folds, cfg, progress)
+    run = train(prepared, scan_dir, cfg=cfg, device=device, executor=executor, progress=progress)
     timings["train_s"] = time.perf_counter() - phase
-
     phase = time.perf_counter()
-    signals = compute_signals(results, labels, len(classes), flip=cfg.flip)
-    components = tuple(name for name in components if name in signals.table.columns)  # flip signals may be off
-    scores = _score_table(dataset, kept, classes, labels, signals, components, cfg)
+    scored = score(prepared, run, cfg=cfg, components=components)
     timings["signals_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started
-    timings["train_images_per_s"] = trained_images / timings["train_s"] if trained_images else float("nan")
+    timings["train_images_per_s"] = run.images_trained / timings["train_s"] if run.images_trained else float("nan")
 
-    skipped = pd.concat([dataset.skipped, small], ignore_index=True)
-    summary = _summary(scores, classes, skipped, small, small_classes, signals, results, resumed, device, out)
-    embeddings = next((r.all_features for r in results if r.all_features is not None), None)
-    _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embeddings, summary,
-                   cfg, components, timings, device, labels_csv)
-    scores.attrs["summary"] = summary
-    return scores
+    summary = _summary(prepared, run, scored, device, scan_dir)
+    manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv)
+    write_outputs(scan_dir, prepared, run, scored, manifest)
+    scored.scores.attrs["summary"] = summary.to_dict()
+    return scored.scores
+
+
+def _settings(config: ScanConfig | None, settings: dict[str, Any]) -> ScanConfig:
+    """``config`` (or the defaults) with ``settings`` applied; :class:`SettingsError` if invalid."""
+    unknown = sorted(set(settings) - set(ScanConfig.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"scan() got unknown setting(s) {', '.join(unknown)}; settings are the fields of "
+                        f"ScanConfig: {', '.join(ScanConfig.__dataclass_fields__)} (labels: use labels_csv=)")
+    try:
+        return replace(config or ScanConfig(), **settings)
+    except SettingsError:
+        raise
+    except ValueError as exc:  # ScanConfig.__post_init__'s validation
+        raise SettingsError(str(exc)) from None
 
 
 def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
@@ -130,42 +240,57 @@ def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
     return RECIPES[name]
 
 
-def _keep_trainable_classes(dataset: LoadedDataset, folds: int):
-    """Drop classes with fewer samples than folds (they cannot be stratified).
+# ------------------------------------------------------------------------ 1. prepare
 
-    Returns
-    -------
-    kept : numpy.ndarray of int, shape (N,)
-        Rows of ``dataset`` that are scanned.
-    classes : list of str
-        Sorted names of the kept classes.
-    labels : numpy.ndarray of int64, shape (N,)
-        Class ids of the kept rows.
-    small : pandas.DataFrame
-        ``path, reason`` rows for the dropped samples.
-    small_classes : list of str
-        Names of the dropped classes.
+
+def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str | os.PathLike | None,
+            cfg: ScanConfig, progress: bool) -> PreparedData:
+    """Load the dataset (through the decode cache in ``scan_dir``) and keep the trainable classes.
+
+    Raises
+    ------
+    DatasetError
+        Nothing usable in ``data_dir``.
+    ScanError
+        Fewer than two classes with at least ``cfg.folds`` images.
     """
+    dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
+                           cache_dir=scan_dir.cache, exclude=scan_dir.path, progress=progress)
+    prepared = _keep_trainable_classes(dataset, cfg.folds)
+    prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
+    return prepared
+
+
+def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:
+    """Drop classes with fewer samples than folds (they cannot be stratified)."""
     names = pd.Series(dataset.label_names, dtype=str)
     counts = names.value_counts()
     too_small = counts[counts < folds]
     drop = names.isin(too_small.index).to_numpy()
-    small = pd.DataFrame({
-        "path": np.asarray(dataset.paths, dtype=object)[drop],
-        "reason": [f"class {n!r} has only {counts[n]} sample(s), fewer than the {folds} folds"
-                   for n in names[drop]],
-    })
     classes = sorted(counts.index[counts >= folds])
     if len(classes) < 2:
-        found = ", ".join(f"{n!r}: {c}" for n, c in counts.items()) or "none"
-        fix = ("Add images or lower --folds." if len(counts) >= 2
-               else "A classifier needs at least two classes: add the other classes' folders (or CSV rows).")
-        raise ScanError(f"need at least 2 classes with >= {folds} samples each to cross-validate; "
-                        f"found {found}. {fix}")
-    kept = np.flatnonzero(~drop)
+        raise ScanError(_too_few_classes(counts, folds))
     index = {name: i for i, name in enumerate(classes)}
-    labels = np.array([index[n] for n in names[~drop]], dtype=np.int64)
-    return kept, classes, labels, small, sorted(too_small.index)
+    return PreparedData(
+        dataset=dataset,
+        kept=np.flatnonzero(~drop),
+        classes=classes,
+        labels=np.array([index[n] for n in names[~drop]], dtype=np.int64),
+        small_classes=sorted(too_small.index),
+        too_small=pd.DataFrame({
+            "path": np.asarray(dataset.paths, dtype=object)[drop],
+            "given_label": names[drop].to_numpy(dtype=object),
+            "reason": [f"class {n!r} has only {counts[n]} sample(s), fewer than the {folds} folds"
+                       for n in names[drop]],
+        }),
+    )
+
+
+def _too_few_classes(counts: pd.Series, folds: int) -> str:
+    found = ", ".join(f"{n!r}: {c}" for n, c in counts.items()) or "none"
+    fix = ("Add images or lower --folds." if len(counts) >= 2
+           else "A classifier needs at least two classes: add the other classes' folders (or CSV rows).")
+    return f"need at least 2 classes with >= {folds} samples each to cross-validate; found {found}. {fix}"
 
 
 def _scan_images_file(dataset: LoadedDataset, kept: np.ndarray, cache_dir: Path) -> Path:
@@ -181,10 +306,22 @@ def _scan_images_file(dataset: LoadedDataset, kept: np.ndarray, cache_dir: Path)
     path = cache_dir / f"scan-images-{digest}.npy"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.save(fh, images), binary=True)
     return path
+
+
+# -------------------------------------------------------------------------- 2. train
+
+
+def train(prepared: PreparedData, scan_dir: ScanDir, *, cfg: ScanConfig, device, executor: FoldExecutor | None,
+          progress: bool) -> FoldRun:
+    """Train (or resume from ``scan_dir``'s fold store) one model per stratified fold."""
+    images_path, labels, classes, out = prepared.images_path, prepared.labels, prepared.classes, scan_dir.path
+    folds = _fold_assignment(labels, cfg.folds, cfg.seed)
+    store = FoldStore(out / "folds", _fingerprint(cfg, device, images_path, labels, folds))
+    results, resumed, trained_images = _run_folds(
+        store, executor or InProcessExecutor(), images_path, labels, len(classes), folds, cfg, progress)
+    return FoldRun(results=results, resumed=resumed, images_trained=trained_images)
 
 
 def _fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -235,18 +372,34 @@ def _run_folds(store, executor, images_path, labels, n_classes, folds, cfg, prog
     return [results[k] for k in range(cfg.folds)], resumed, total
 
 
-def _score_table(dataset, kept, classes, labels, signals: Signals, components, cfg) -> pd.DataFrame:
+# -------------------------------------------------------------------------- 3. score
+
+
+def score(prepared: PreparedData, run: FoldRun, *, cfg: ScanConfig, components: tuple[str, ...]) -> ScoredTable:
+    """Signals from the folds' records, combined into ``mislabel_score``, suggestion and flag."""
+    results, labels, classes = run.results, prepared.labels, prepared.classes
+    signals = compute_signals(results, labels, len(classes))  # flip signals only where flip records exist
+    components = tuple(name for name in components if name in signals.table.columns)  # flip signals may be off
+    return ScoredTable(scores=_score_table(prepared, signals, components, cfg), signals=signals,
+                       components=components)
+
+
+def _score_table(prepared: PreparedData, signals: Signals, components: tuple[str, ...], cfg: ScanConfig
+                 ) -> pd.DataFrame:
     scores = combine(signals.table, components)
     flagged = flag(scores, n_estimated=signals.n_label_issues, threshold=cfg.flag_threshold)
-    names = np.asarray(classes, dtype=object)
+    names = np.asarray(prepared.classes, dtype=object)
     table = pd.DataFrame({
-        "path": np.asarray(dataset.paths, dtype=object)[kept],
-        "given_label": names[labels],
+        "path": prepared.paths,
+        "given_label": names[prepared.labels],
         "suggested_label": names[suggest(signals.pred_probs)],
         "mislabel_score": scores,
         "flagged": flagged,
     })
     return pd.concat([table, signals.table], axis=1)
+
+
+# ------------------------------------------------------------------ summary, manifest
 
 
 def _device_name(device) -> str:
@@ -257,27 +410,30 @@ def _device_name(device) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
 
 
-def _summary(scores, classes, skipped, small, small_classes, signals, results, resumed, device, out) -> dict:
+def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device, scan_dir: ScanDir) -> ScanSummary:
+    scores, signals = scored.scores, scored.signals
     n = len(scores)
     majority = float(scores["given_label"].value_counts(normalize=True).iloc[0])
-    return {
-        "n_samples": n,
-        "n_classes": len(classes),
-        "n_skipped": len(skipped),
-        "n_dropped_small_classes": len(small),
-        "small_classes": small_classes,
-        "estimated_noise_rate": signals.n_label_issues / n,
-        "n_estimated_label_issues": signals.n_label_issues,
-        "n_flagged": int(scores["flagged"].sum()),
-        "holdout_accuracy": signals.holdout_accuracy,
-        "majority_rate": majority,
+    return ScanSummary(
+        n_samples=n,
+        n_classes=len(prepared.classes),
+        n_skipped=len(prepared.skipped()),
+        n_unscored=len(prepared.unscored()),
+        n_dropped_small_classes=len(prepared.too_small),
+        small_classes=prepared.small_classes,
+        empty_classes=list(prepared.dataset.empty_classes),
+        estimated_noise_rate=signals.n_label_issues / n,
+        n_estimated_label_issues=signals.n_label_issues,
+        n_flagged=int(scores["flagged"].sum()),
+        holdout_accuracy=signals.holdout_accuracy,
+        majority_rate=majority,
         # a quarter of the way from always-the-largest-class to perfect: below that, rankings are noise
-        "weak_models": bool(signals.holdout_accuracy < majority + 0.25 * (1 - majority)),
-        "fold_holdout_accuracy": [r.holdout_accuracy for r in results],
-        "folds_resumed": resumed,
-        "device": _device_name(device),
-        "scan_dir": str(out.resolve()),
-    }
+        weak_models=bool(signals.holdout_accuracy < majority + 0.25 * (1 - majority)),
+        fold_holdout_accuracy=[r.holdout_accuracy for r in run.results],
+        folds_resumed=run.resumed,
+        device=_device_name(device),
+        scan_dir=str(scan_dir.path.resolve()),
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -290,55 +446,70 @@ def _versions() -> dict[str, str]:
             "pandas": pd.__version__}
 
 
+def _signal_info(signals: Signals) -> dict[str, dict[str, Any]]:
+    """Direction and description of every signal stored."""
+    return {name: {"direction": s.direction, "description": s.description}
+            for name, s in SIGNALS.items() if name in signals.table.columns}
+
+
+def _manifest(prepared: PreparedData, scored: ScoredTable, summary: ScanSummary, cfg: ScanConfig,
+              timings: dict[str, float], labels_csv) -> ScanManifest:
+    return ScanManifest(
+        created_at=storage.utc_now(),
+        dataset_root=str(prepared.dataset.root),
+        labels_csv=str(Path(labels_csv).resolve()) if labels_csv else None,
+        summary=summary,
+        classes=list(prepared.classes),
+        config=cfg.to_dict(),
+        score_components=list(scored.components),
+        signals=_signal_info(scored.signals),
+        noise_matrix=scored.signals.noise_matrix,
+        versions=_versions(),
+        timings=timings,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
 def _top_classes(pred_probs: np.ndarray, classes: list[str], k: int = 5) -> list[list[tuple[str, float]]]:
     order = np.argsort(-pred_probs, axis=1)[:, :k]
     return [[(classes[j], float(p[j])) for j in row] for p, row in zip(pred_probs, order)]
 
 
-def _write_outputs(out, dataset, scores, skipped, classes, labels, signals, embeddings, summary,
-                   cfg, components, timings, device, labels_csv) -> None:
+def write_outputs(scan_dir: ScanDir, prepared: PreparedData, run: FoldRun, scored: ScoredTable,
+                  manifest: ScanManifest) -> None:
+    """Write every file of the scan directory, each atomically, the manifest last.
+
+    The previous manifest is removed first: until the new one is written the folder is
+    not a complete scan (a scan killed while writing is never mistaken for a finished one).
+    """
+    scan_dir.manifest_path.unlink(missing_ok=True)
+    signals, classes = scored.signals, prepared.classes
     noise_matrix = pd.DataFrame(signals.noise_matrix, index=pd.Index(classes, name="given \\ true"), columns=classes)
-    _atomic_write(out / "scores.csv", lambda fh: scores.to_csv(fh, index=False))
-    _atomic_write(out / "skipped.csv", lambda fh: skipped.to_csv(fh, index=False))
-    _atomic_write(out / "noise_matrix.csv", lambda fh: noise_matrix.to_csv(fh))
-    _atomic_write(out / "pred_probs.npy", lambda fh: np.save(fh, signals.pred_probs), binary=True)
-    _atomic_write(out / "pred_probs_image.npy", lambda fh: np.save(fh, signals.pred_probs_image), binary=True)
-    if embeddings is not None:
-        _atomic_write(out / "embeddings.npy", lambda fh: np.save(fh, embeddings), binary=True)
-    created = storage.utc_now()
-    scan_info = {
-        "created_at": created,
-        "dataset_root": str(dataset.root),
-        "labels_csv": str(Path(labels_csv).resolve()) if labels_csv else None,
-        "config": cfg.to_dict(),
-        "score_components": list(components),
-        "signals": {name: {"direction": s.direction, "description": s.description}
-                    for name, s in SIGNALS.items() if name in signals.table.columns},
-        "versions": _versions(),
-        "device": summary["device"],
-        "timings": timings,
-        "summary": summary,
-    }
-    text = json.dumps(storage.json_safe(scan_info), indent=2)
-    _atomic_write(out / "scan.json", lambda fh: fh.write(text))
-    conn = storage.connect(out / storage.DB_NAME)
+    atomic_write(scan_dir.scores, lambda fh: scored.scores.to_csv(fh, index=False))
+    atomic_write(scan_dir.skipped, lambda fh: prepared.skipped().to_csv(fh, index=False))
+    atomic_write(scan_dir.noise_matrix, lambda fh: noise_matrix.to_csv(fh))
+    atomic_write(scan_dir.pred_probs, lambda fh: np.save(fh, signals.pred_probs), binary=True)
+    atomic_write(scan_dir.pred_probs_image, lambda fh: np.save(fh, signals.pred_probs_image), binary=True)
+    if (embeddings := run.embeddings) is not None:
+        atomic_write(scan_dir.embeddings, lambda fh: np.save(fh, embeddings), binary=True)
+    _write_database(scan_dir, prepared, scored, manifest)
+    scan_dir.write_manifest(manifest)
+
+
+def _write_database(scan_dir: ScanDir, prepared: PreparedData, scored: ScoredTable, manifest: ScanManifest) -> None:
+    """Samples, classes, unscored images and the little metadata the database keeps of its own."""
+    classes, signals = prepared.classes, scored.signals
+    conn = storage.connect(scan_dir.database)
     try:
         storage.write_scan(
-            conn, scores, classes=classes, class_counts=np.bincount(labels, minlength=len(classes)),
+            conn, scored.scores, classes=classes,
+            class_counts=np.bincount(prepared.labels, minlength=len(classes)),
             top_classes=_top_classes(signals.pred_probs, classes),
             signal_columns=list(signals.table.columns),
-            meta={"dataset_root": str(dataset.root), "summary": summary, "config": cfg.to_dict(),
-                  "noise_matrix": {"classes": classes, "matrix": signals.noise_matrix},
-                  "signal_columns": list(signals.table.columns), "created_at": created,
-                  "score_components": list(components), "timings": timings},
+            unscored=prepared.unscored(),
+            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns)},
         )
     finally:
         conn.close()
-
-
-def _atomic_write(path: Path, write, *, binary: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file, then rename it over ``path``: never half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8", newline=None if binary else "") as fh:
-        write(fh)
-    os.replace(tmp, path)

@@ -9,6 +9,10 @@ import pytest
 from noisy_data import FAST, make_noisy_folder
 
 from labelaudit import scan
+from labelaudit.errors import ScanError as TypedScanError
+from labelaudit.errors import SettingsError
+from labelaudit.review import record_decision
+from labelaudit.scandir import ScanDir
 from labelaudit.scandir import database as storage
 from labelaudit.folds.executor import InProcessExecutor
 from labelaudit.scanner import ScanError
@@ -52,10 +56,14 @@ def test_database_holds_the_same_samples(scanned):
     assert rows.score_rank.min() == 1 and rows.loc[rows.score_rank.idxmin(), "mislabel_score"] == scores.mislabel_score.max()
     top = json.loads(rows.top_classes[0])
     assert len(top) == 4 and abs(sum(p for _, p in top) - 1) < 1e-3
-    meta = storage.read_meta(conn)
-    assert meta["summary"]["n_samples"] == len(scores)
-    assert len(meta["noise_matrix"]["matrix"]) == 4
     assert storage.read_classes(conn) == sorted(scores.given_label.unique())
+    # the summary, settings and noise matrix live in the manifest only, not again in the database
+    assert not {"summary", "config", "noise_matrix", "dataset_root"} & set(storage.read_meta(conn))
+    manifest = ScanDir(out).read_manifest()
+    assert manifest.summary.n_samples == len(scores) and manifest.summary.to_dict() == scores.attrs["summary"]
+    assert len(manifest.noise_matrix) == 4 and manifest.classes == storage.read_classes(conn)
+    assert manifest.dataset_root == str(scanned[0].root.resolve())
+    assert storage.read_unscored(conn).empty
 
 
 def test_injected_errors_rank_high(scanned):
@@ -164,7 +172,7 @@ def test_rescan_keeps_review_decisions(tmp_path):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
     conn = storage.connect(tmp_path / "scan" / storage.DB_NAME)
-    storage.record_decision(conn, scores.path[0], "relabel", label="ring", reviewer="ann")
+    record_decision(conn, scores.path[0], "relabel", label="ring", reviewer="ann")
     conn.close()
     scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 2})
     with sqlite3.connect(tmp_path / "scan" / storage.DB_NAME) as raw:
@@ -216,3 +224,50 @@ def test_decoded_images_are_stored_once(scanned, tmp_path):
     (folder.root / "rare" / "r.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
     scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)  # a dropped class: a subset file
     assert len(list((tmp_path / "scan" / "cache").glob("scan-images-*.npy"))) == 1
+
+
+def test_scan_error_is_the_typed_one():
+    assert ScanError is TypedScanError
+
+
+def test_invalid_setting_is_a_settings_error(tmp_path):
+    with pytest.raises(SettingsError):
+        scan(tmp_path, out=tmp_path / "s", epochs=0)
+
+
+def test_images_not_scored_are_recorded_with_their_labels(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "rare").mkdir()
+    (folder.root / "rare" / "r.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
+    (folder.root / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder.root / "loose.png").write_bytes(b"not in a class folder")
+    (folder.root / "nothing-here").mkdir()
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    summary = scores.attrs["summary"]
+    assert summary["n_unscored"] == 2 and summary["n_skipped"] == 3
+    assert summary["empty_classes"] == ["nothing-here"]
+    conn = storage.connect(tmp_path / "scan" / storage.DB_NAME, read_only=True)
+    unscored = storage.read_unscored(conn)
+    conn.close()
+    assert unscored.path.tolist() == ["disc/broken.png", "rare/r.png"]
+    assert unscored.given_label.tolist() == ["disc", "rare"] and unscored.readable.tolist() == [0, 1]
+    assert unscored.reason[1].startswith("class 'rare' has only 1")
+    assert ScanDir(tmp_path / "scan").read_manifest().summary.n_unscored == 2
+
+
+def test_manifest_is_written_last(tmp_path, monkeypatch):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    out = ScanDir(tmp_path / "scan")
+    scan(folder.root, out=out.path, progress=False, **FAST)
+    assert out.manifest_path.is_file()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "write_scan", disk_full)  # a re-scan dies while writing its outputs
+    with pytest.raises(OSError):
+        scan(folder.root, out=out.path, progress=False, **FAST)
+    assert not out.manifest_path.exists()  # not mistaken for a complete scan
+    monkeypatch.undo()
+    scan(folder.root, out=out.path, progress=False, **FAST)
+    assert out.read_manifest().summary.folds_resumed == [0, 1, 2]
