@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
     import torch
 
     from labelaudit.scoring import RECIPES, combine
-    from labelaudit.signals.core import SIGNALS
+    from labelaudit.signals import SIGNALS
 
     root = dataset_root(args.data, args.work)
     subset = select_subset(root, args.per_class, args.offset)

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from labelaudit.signals.core import SIGNALS
+from labelaudit.errors import ScanError
+from labelaudit.signals.registry import SIGNALS, SignalRegistry
 
 __all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "suspicion", "combine", "flag", "suggest"]
 
@@ -51,11 +52,16 @@ def suspicion(values: np.ndarray, direction: int) -> np.ndarray:
         One signal; ties get their average rank.
     direction : {+1, -1}
         The signal's direction (see :data:`labelaudit.signals.SIGNALS`).
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,)
+        Higher = more likely mislabeled.
     """
     return pd.Series(direction * np.asarray(values, dtype=float)).rank(pct=True, method="average").to_numpy()
 
 
-def combine(table: pd.DataFrame, components: Sequence[str]) -> np.ndarray:
+def combine(table: pd.DataFrame, components: Sequence[str], *, registry: SignalRegistry | None = None) -> np.ndarray:
     """Mean oriented percentile rank of the ``components`` present in ``table``.
 
     Parameters
@@ -64,16 +70,24 @@ def combine(table: pd.DataFrame, components: Sequence[str]) -> np.ndarray:
     components : sequence of str
         Signal names; those missing from ``table`` (flip signals with flips off) are
         left out of the mean.
+    registry : SignalRegistry, optional
+        Where each component's direction is read; default :data:`labelaudit.signals.SIGNALS`.
 
     Returns
     -------
     numpy.ndarray, shape (N,)
         ``mislabel_score`` in [0, 1], higher = more likely mislabeled.
+
+    Raises
+    ------
+    ScanError
+        None of ``components`` is a column of ``table``.
     """
+    registry = SIGNALS if registry is None else registry
     present = [name for name in components if name in table.columns]
     if not present:
-        raise ValueError(f"none of the signals {list(components)} is available")
-    ranks = np.column_stack([suspicion(table[name].to_numpy(), SIGNALS[name].direction) for name in present])
+        raise ScanError(f"none of the signals {list(components)} is available")
+    ranks = np.column_stack([suspicion(table[name].to_numpy(), registry[name].direction) for name in present])
     return ranks.mean(axis=1)
 
 

@@ -4,11 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labelaudit.errors import ScanError, TrainingDiverged
+from labelaudit.folds.records import FoldResult
 from labelaudit.scoring import RECIPES, combine, flag, suggest, suspicion
-from labelaudit.signals.core import (
+from labelaudit.signals import (
     SIGNALS, area_under_margin, compute_signals, confident_learning, forgetting_events, learned_epoch,
 )
-from labelaudit.folds.training import FoldResult
+
+FLIP_RECORDS = {"view_losses", "view_flip_losses", "view_flip_agree", "holdout_probs_flip"}
 
 
 def test_area_under_margin_is_mean_margin_over_epochs():
@@ -55,7 +58,7 @@ def test_combine_is_mean_of_oriented_ranks_and_skips_absent_signals():
     score = combine(table, ("label_quality", "aum", "flip_loss_in"))  # flip absent (flips off)
     np.testing.assert_allclose(score, [1 / 3, 1.0, 2 / 3])
     assert score.argmax() == 1 and 0 <= score.min() and score.max() <= 1
-    with pytest.raises(ValueError, match="none of the signals"):
+    with pytest.raises(ScanError):
         combine(table, ("flip_loss_in",))
 
 
@@ -79,23 +82,24 @@ def test_suggest_is_argmax():
 def _fold(train_idx, holdout_idx, n_classes=2, epochs=3, flip=True):
     n_train, n_hold = len(train_idx), len(holdout_idx)
     probs = np.full((n_hold, n_classes), 1 / n_classes, np.float32)
-    late = 1 if flip else 0
-    return FoldResult(
-        fold=0, train_idx=np.asarray(train_idx), holdout_idx=np.asarray(holdout_idx),
-        train_margins=np.ones((epochs, n_train), np.float32) * np.asarray(train_idx, np.float32),
-        train_losses=np.ones((epochs, n_train), np.float32),
-        train_correct=np.ones((epochs, n_train), bool),
-        view_losses=np.zeros((late, n_train), np.float32), view_flip_losses=np.ones((late, n_train), np.float32),
-        view_flip_agree=np.ones((late, n_train), bool),
-        holdout_probs=probs, holdout_probs_flip=probs if flip else None, holdout_accuracy=0.5,
-    )
+    records = {
+        "train_margins": np.ones((epochs, n_train), np.float32) * np.asarray(train_idx, np.float32),
+        "train_losses": np.ones((epochs, n_train), np.float32),
+        "train_correct": np.ones((epochs, n_train), bool),
+        "holdout_probs": probs,
+    }
+    if flip:
+        records.update(view_losses=np.zeros((1, n_train), np.float32),
+                       view_flip_losses=np.ones((1, n_train), np.float32),
+                       view_flip_agree=np.ones((1, n_train), bool), holdout_probs_flip=probs.copy())
+    return FoldResult(fold=0, train_idx=train_idx, holdout_idx=holdout_idx, holdout_accuracy=0.5, records=records)
 
 
 def test_compute_signals_averages_in_sample_values_over_folds():
     labels = np.array([0, 1, 0, 1])
     folds = [_fold([2, 3], [0, 1]), _fold([0, 1], [2, 3])]
-    folds[0].train_margins[:] = 5.0
-    signals = compute_signals(folds, labels, 2, flip=True)
+    folds[0].records["train_margins"][:] = 5.0
+    signals = compute_signals(folds, labels, 2)
     np.testing.assert_allclose(signals.table["aum"], [0.0, 1.0, 5.0, 5.0])
     np.testing.assert_allclose(signals.table["flip_loss_gap_in"], 1.0)
     assert signals.pred_probs.shape == (4, 2)
@@ -104,13 +108,13 @@ def test_compute_signals_averages_in_sample_values_over_folds():
 def test_flip_and_out_of_sample_signals_have_known_values():
     labels = np.array([0, 1, 0, 1])
     a, b = _fold([2, 3], [0, 1]), _fold([0, 1], [2, 3])
-    a.holdout_probs = np.array([[0.8, 0.2], [0.6, 0.4]], np.float32)       # samples 0, 1
-    a.holdout_probs_flip = np.array([[0.6, 0.4], [0.3, 0.7]], np.float32)  # sample 1: mirror disagrees
-    a.view_losses[:] = [[0.1, 0.2]]          # in-sample views of samples 2, 3
-    a.view_flip_losses[:] = [[0.1, 2.2]]
-    a.view_flip_agree[:] = [[True, False]]
-    a.train_losses[:] = [[1.0, 3.0], [2.0, 5.0], [3.0, 1.0]]
-    t = compute_signals([a, b], labels, 2, flip=True).table
+    a.records["holdout_probs"] = np.array([[0.8, 0.2], [0.6, 0.4]], np.float32)       # samples 0, 1
+    a.records["holdout_probs_flip"] = np.array([[0.6, 0.4], [0.3, 0.7]], np.float32)  # sample 1: mirror disagrees
+    a.records["view_losses"][:] = [[0.1, 0.2]]          # in-sample views of samples 2, 3
+    a.records["view_flip_losses"][:] = [[0.1, 2.2]]
+    a.records["view_flip_agree"][:] = [[True, False]]
+    a.records["train_losses"][:] = [[1.0, 3.0], [2.0, 5.0], [3.0, 1.0]]
+    t = compute_signals([a, b], labels, 2).table
     np.testing.assert_allclose(t["oos_self_confidence"][:2], [0.8, 0.4])
     np.testing.assert_allclose(t["oos_flip_self_confidence"][:2], [0.6, 0.7])
     np.testing.assert_allclose(t["label_quality"][:2], [0.7, 0.55], atol=1e-6)  # mean of image and mirror
@@ -124,22 +128,24 @@ def test_flip_and_out_of_sample_signals_have_known_values():
 
 def test_non_finite_probabilities_are_reported_as_divergence():
     a, b = _fold([2, 3], [0, 1]), _fold([0, 1], [2, 3])
-    a.holdout_probs = np.full((2, 2), np.nan, np.float32)
-    with pytest.raises(ValueError, match="diverged"):
-        compute_signals([a, b], np.array([0, 1, 0, 1]), 2, flip=True)
+    a.records["holdout_probs"] = np.full((2, 2), np.nan, np.float32)
+    with pytest.raises(TrainingDiverged):
+        compute_signals([a, b], np.array([0, 1, 0, 1]), 2)
 
 
 def test_compute_signals_without_flip_has_no_flip_columns():
     labels = np.array([0, 1, 0, 1])
-    signals = compute_signals([_fold([2, 3], [0, 1], flip=False), _fold([0, 1], [2, 3], flip=False)],
-                              labels, 2, flip=False)
-    assert not any(SIGNALS[c].needs_flip for c in signals.table.columns)
+    signals = compute_signals([_fold([2, 3], [0, 1], flip=False), _fold([0, 1], [2, 3], flip=False)], labels, 2)
+    flip_signals = {name for name, s in SIGNALS.items() if FLIP_RECORDS & set(s.requires)}
+    assert flip_signals == {"oos_flip_self_confidence", "flip_loss_in", "flip_loss_gap_in", "flip_agree_in",
+                            "flip_agree_oos", "flip_loss_gap_oos"}
+    assert list(signals.table.columns) == [name for name in SIGNALS if name not in flip_signals]
     assert "aum" in signals.table and "label_quality" in signals.table
 
 
 def test_compute_signals_requires_every_sample_held_out():
-    with pytest.raises(ValueError, match="cover every sample"):
-        compute_signals([_fold([0, 1], [2])], np.array([0, 1, 0, 1]), 2, flip=True)
+    with pytest.raises(ScanError):
+        compute_signals([_fold([0, 1], [2])], np.array([0, 1, 0, 1]), 2)
 
 
 @pytest.mark.parametrize("signal", ["aum", "label_quality", "oos_self_confidence", "oos_flip_self_confidence",

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from labelaudit import errors
 from labelaudit.config import ScanConfig
 from labelaudit.folds.models import build_model
+from labelaudit.folds.records import RECORDS
 from labelaudit.folds.training import (
     FoldJob,
     TrainingDiverged,
@@ -32,23 +34,49 @@ def job(tmp_path):
 
 def test_fold_result_shapes(job):
     r = run_fold(job)
+    rec = r.records
     n_train, late = 24, len(late_epochs(6))
-    assert r.train_margins.shape == r.train_losses.shape == r.train_correct.shape == (6, n_train)
-    assert r.view_flip_losses.shape == r.view_losses.shape == r.view_flip_agree.shape == (late, n_train)
-    assert r.holdout_probs.shape == r.holdout_probs_flip.shape == (12, 3)
-    np.testing.assert_allclose(r.holdout_probs.sum(1), 1, atol=1e-5)
-    assert r.all_features.shape[0] == 36 and r.all_features.dtype == np.float16
-    np.testing.assert_array_equal(r.train_correct, r.train_margins > 0)
-    assert r.train_losses[-1].mean() < r.train_losses[0].mean()  # it learns
+    assert set(rec) == set(RECORDS)  # flips on and embed_all: every declared record
+    assert rec["train_margins"].shape == rec["train_losses"].shape == rec["train_correct"].shape == (6, n_train)
+    assert rec["view_flip_losses"].shape == rec["view_losses"].shape == rec["view_flip_agree"].shape \
+        == (late, n_train)
+    assert rec["holdout_probs"].shape == rec["holdout_probs_flip"].shape == (12, 3)
+    np.testing.assert_allclose(rec["holdout_probs"].sum(1), 1, atol=1e-5)
+    assert rec["all_features"].shape[0] == 36 and rec["all_features"].dtype == np.float16
+    np.testing.assert_array_equal(rec["train_correct"], rec["train_margins"] > 0)
+    assert rec["train_losses"][-1].mean() < rec["train_losses"][0].mean()  # it learns
+    assert r.all_features is rec["all_features"] and r.get("holdout_probs") is rec["holdout_probs"]
 
 
 def test_fold_is_deterministic_and_no_flip_records_no_views(job):
     a, b = run_fold(job), run_fold(job)
-    np.testing.assert_array_equal(a.train_margins, b.train_margins)
-    np.testing.assert_array_equal(a.holdout_probs, b.holdout_probs)
+    assert set(a.records) == set(b.records)
+    for name in a.records:
+        np.testing.assert_array_equal(a.records[name], b.records[name])
     job.config = {**job.config, "flip": False}
+    job.embed_all = False
     c = run_fold(job)
-    assert c.holdout_probs_flip is None and c.view_flip_losses.shape[0] == 0
+    assert set(c.records) == {"train_margins", "train_losses", "train_correct", "holdout_probs"}
+    assert c.holdout_probs_flip is None and c.get("view_flip_losses") is None
+
+
+def test_run_fold_leaves_global_rng_and_cudnn_flags_alone(job):
+    torch.manual_seed(123)
+    np.random.seed(456)
+    cudnn = torch.backends.cudnn
+    saved_flags = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = True, False  # not what training uses
+    try:
+        torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+        first = run_fold(job)
+        assert torch.equal(torch.get_rng_state(), torch_state)
+        after = np.random.get_state()
+        assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+        assert (cudnn.benchmark, cudnn.deterministic) == (True, False)
+        torch.rand(5)  # the caller's stream moves on: the fold's result must not depend on it
+        np.testing.assert_array_equal(run_fold(job).records["holdout_probs"], first.records["holdout_probs"])
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved_flags
 
 
 def test_margin_is_given_logit_minus_best_other():
@@ -80,7 +108,7 @@ def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         assert resolve_device("auto").type == "cpu"
-        with pytest.raises(RuntimeError, match="no CUDA"):
+        with pytest.raises(errors.DeviceUnavailable):
             resolve_device("cuda")
 
 
@@ -92,5 +120,6 @@ def test_model_output_and_features():
 
 def test_divergence_is_a_clear_error(job):
     job.config = {**job.config, "lr": 1e12}
-    with pytest.raises(TrainingDiverged, match="lower the learning rate"):
+    with pytest.raises(errors.TrainingDiverged):
         run_fold(job)
+    assert TrainingDiverged is errors.TrainingDiverged  # still importable from folds.training

@@ -1,21 +1,28 @@
 """Training one cross-validation fold and recording what the signals need.
 
 A fold is an independent job: :class:`FoldJob` in, :class:`FoldResult` out, so an
-executor may run it in this process (see :mod:`labelaudit.executor`) or elsewhere.
+executor may run it in this process (see :mod:`labelaudit.folds.executor`) or elsewhere.
+The result carries named records (declared in :mod:`labelaudit.folds.records`).
 
 The loop follows airbench: the whole uint8 dataset sits on the device, augmentation
 (random translation) is done there in batches, the learning rate follows a one-cycle
 schedule, mixed precision (bfloat16) and channels-last are used on CUDA. Horizontal
 flips are *not* an augmentation: the mirrored image is kept as a view the model is never
 fitted on, so its loss resists memorisation of a wrong label.
+
+Training leaves the caller's process as it found it: the model is initialised under
+:func:`torch.random.fork_rng` (the global RNG state is restored afterwards), augmentation
+and batch order draw from a private :class:`torch.Generator`, and the cuDNN flags that
+make CUDA runs reproducible are set only for the duration of the fold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,18 +30,16 @@ import torch
 import torch.nn.functional as F
 
 from labelaudit.config import ScanConfig
+from labelaudit.errors import DeviceUnavailable, TrainingDiverged
 from labelaudit.folds.models import build_model
+from labelaudit.folds.records import FoldResult
 
-__all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "run_fold", "resolve_device",
-           "late_epochs"]
+__all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
+           "resolve_device", "late_epochs"]
 
 #: Bump when a change to the training code changes what a fold produces; stored folds
 #: made by another version are retrained instead of resumed.
 TRAINING_VERSION = 2
-
-
-class TrainingDiverged(RuntimeError):
-    """A fold's loss or predictions became non-finite."""
 
 #: ``report(n_images, fold, epoch, loss, accuracy)``, called after every training batch.
 ProgressReport = Callable[[int, int, int, float, float], None]
@@ -73,57 +78,23 @@ class FoldJob:
     embed_all: bool = False
 
 
-@dataclass
-class FoldResult:
-    """Outputs of one fold. ``E`` = epochs, ``L`` = late epochs with in-sample views.
-
-    Attributes
-    ----------
-    train_margins, train_losses : numpy.ndarray of float32, shape (E, n_train)
-        Per epoch, the margin (given-label logit minus the largest other logit) and the
-        cross-entropy of each training sample, from its (augmented) training batch.
-    train_correct : numpy.ndarray of bool, shape (E, n_train)
-        Whether the training forward pass predicted the given label.
-    view_losses, view_flip_losses : numpy.ndarray of float32, shape (L, n_train) or (0, n_train)
-        In-sample losses of the un-augmented image and of its mirror, in eval mode, after
-        each late epoch (empty when flips are off).
-    view_flip_agree : numpy.ndarray of bool, shape (L, n_train)
-        Whether image and mirror got the same predicted class.
-    holdout_probs, holdout_probs_flip : numpy.ndarray of float32, shape (n_holdout, C)
-        Out-of-sample softmax of the image and of its mirror (``holdout_probs_flip`` is
-        None when flips are off).
-    all_features : numpy.ndarray of float16, shape (N, D), or None
-        Features of every sample from this fold's model when ``embed_all``.
-    """
-
-    fold: int
-    train_idx: np.ndarray
-    holdout_idx: np.ndarray
-    train_margins: np.ndarray
-    train_losses: np.ndarray
-    train_correct: np.ndarray
-    view_losses: np.ndarray
-    view_flip_losses: np.ndarray
-    view_flip_agree: np.ndarray
-    holdout_probs: np.ndarray
-    holdout_probs_flip: np.ndarray | None
-    holdout_accuracy: float
-    all_features: np.ndarray | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    ARRAYS = (
-        "train_idx", "holdout_idx", "train_margins", "train_losses", "train_correct",
-        "view_losses", "view_flip_losses", "view_flip_agree", "holdout_probs",
-        "holdout_probs_flip", "all_features",
-    )
-
-
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA raises."""
+    """The torch device for a ``device`` setting.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises
+    ------
+    DeviceUnavailable
+        CUDA was asked for but PyTorch sees no CUDA device.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but PyTorch sees no CUDA device")
+        raise DeviceUnavailable("--device cuda was asked for but PyTorch sees no CUDA device")
     return torch.device(name)
 
 
@@ -134,10 +105,38 @@ def late_epochs(epochs: int) -> list[int]:
 
 
 def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResult:
-    """Train a fresh model on ``job.train_idx`` and record signals; see :class:`FoldResult`."""
+    """Train a fresh model on ``job.train_idx`` and record what the signals need.
+
+    Parameters
+    ----------
+    job : FoldJob
+        The fold's samples, data file, labels and settings.
+    report : callable, optional
+        :data:`ProgressReport`, called after every training batch.
+
+    Returns
+    -------
+    FoldResult
+        Records ``train_margins``, ``train_losses``, ``train_correct`` and
+        ``holdout_probs``; with flips on also ``view_losses``, ``view_flip_losses``,
+        ``view_flip_agree`` and ``holdout_probs_flip``; with ``job.embed_all`` also
+        ``all_features`` (see :data:`labelaudit.folds.records.RECORDS`).
+
+    Raises
+    ------
+    TrainingDiverged
+        The training loss or the held-out predictions became non-finite.
+    DeviceUnavailable
+        The config asks for CUDA and there is none.
+    """
     cfg = ScanConfig(**job.config)
     device = resolve_device(cfg.device)
-    _seed_everything(cfg.seed * 1009 + job.fold)
+    with _deterministic_cudnn():
+        return _run_fold(job, cfg, device, report)
+
+
+def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: ProgressReport | None) -> FoldResult:
+    seed = _fold_seed(cfg, job.fold)
     images = np.load(job.images_path, mmap_mode="r")
     data = _DeviceData(images, device)
     labels = torch.as_tensor(np.asarray(job.labels), dtype=torch.long, device=device)
@@ -145,32 +144,56 @@ def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResul
     holdout_idx = torch.as_tensor(job.holdout_idx, dtype=torch.long, device=device)
     data.fit_normalisation(train_idx)
 
-    model = build_model(job.n_classes, width=cfg.width, depth=cfg.depth).to(device)
+    model = _seeded_model(job.n_classes, cfg, seed).to(device)
     model = model.to(memory_format=torch.channels_last)
     started = time.perf_counter()
-    dynamics = _train(model, data, labels, train_idx, cfg, job.fold, report)
+    records = _train(model, data, labels, train_idx, cfg, seed, job.fold, report)
     trained = time.perf_counter()
-    probs, probs_flip = _predict_probs(model, data, holdout_idx, cfg)
-    finite = [np.isfinite(dynamics["train_losses"]).all(), np.isfinite(probs).all()]
-    if not all(finite):
+    records.update(_predict_probs(model, data, holdout_idx, cfg))
+    probs = records["holdout_probs"]
+    if not (np.isfinite(records["train_losses"]).all() and np.isfinite(probs).all()):
         raise TrainingDiverged(
             f"training diverged in fold {job.fold + 1} (non-finite loss or predictions); "
             f"lower the learning rate (--lr, now {cfg.lr})")
     holdout_accuracy = float((probs.argmax(1) == job.labels[job.holdout_idx]).mean()) if len(probs) else math.nan
-    features = None
     if job.embed_all:
-        features = _features(model, data, torch.arange(len(images), device=device), cfg)
+        records["all_features"] = _features(model, data, torch.arange(len(images), device=device), cfg)
     return FoldResult(
         fold=job.fold, train_idx=np.asarray(job.train_idx), holdout_idx=np.asarray(job.holdout_idx),
-        **dynamics, holdout_probs=probs, holdout_probs_flip=probs_flip,
-        holdout_accuracy=holdout_accuracy, all_features=features,
+        holdout_accuracy=holdout_accuracy, records=records,
         timings={"train_s": trained - started, "predict_s": time.perf_counter() - trained},
     )
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
+def _fold_seed(cfg: ScanConfig, fold: int) -> int:
+    """Seed of one fold's initialisation and augmentation streams."""
+    return cfg.seed * 1009 + fold
+
+
+def _seeded_model(n_classes: int, cfg: ScanConfig, seed: int) -> torch.nn.Module:
+    """A fresh model, initialised on the CPU from ``seed`` without touching the global RNG state.
+
+    ``fork_rng`` saves and restores the CPU generator around the seeding, so the caller's
+    stream of random numbers is unchanged; no CUDA generator is seeded or consumed.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        return build_model(n_classes, width=cfg.width, depth=cfg.depth)
+
+
+@contextlib.contextmanager
+def _deterministic_cudnn() -> Iterator[None]:
+    """cuDNN without autotuning and with deterministic kernels inside, the caller's flags restored after.
+
+    Reproducible CUDA runs with ``--seed`` at some cost in speed; no effect on the CPU.
+    """
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
 
 
 class _DeviceData:
@@ -237,7 +260,9 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: int, report) -> dict[str, np.ndarray]:
+def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: int, fold: int,
+           report) -> dict[str, np.ndarray]:
+    """Train ``model`` in place; return the training records (see :func:`run_fold`)."""
     n_train = len(train_idx)
     batches = _batch_bounds(n_train, cfg.batch_size)
     total_steps = cfg.epochs * len(batches)
@@ -250,10 +275,7 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
         lambda step: (step + 1) / warmup_steps if step < warmup_steps
         else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
     )
-    generator = torch.Generator().manual_seed(cfg.seed * 1009 + fold)
-    if data.device.type == "cuda":  # reproducible with --seed, at some cost in speed
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    generator = torch.Generator().manual_seed(seed)
     late = late_epochs(cfg.epochs) if cfg.flip else []
     dev = train_idx.device
     margins = torch.zeros((cfg.epochs, n_train), device=dev)
@@ -288,14 +310,11 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, fold: i
             view_flip_losses.append(flip_loss)
             view_flip_agree.append(agree)
     margins, losses = margins.cpu().numpy(), losses.cpu().numpy()
-    correct = margins > 0
-    empty = np.zeros((0, n_train), np.float32)
-    return {
-        "train_margins": margins, "train_losses": losses, "train_correct": correct,
-        "view_losses": np.stack(view_losses) if view_losses else empty,
-        "view_flip_losses": np.stack(view_flip_losses) if view_flip_losses else empty,
-        "view_flip_agree": np.stack(view_flip_agree) if view_flip_agree else empty.astype(bool),
-    }
+    records = {"train_margins": margins, "train_losses": losses, "train_correct": margins > 0}
+    if late:  # mirror views only with flips on: absent otherwise, not empty
+        records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
+                       view_flip_agree=np.stack(view_flip_agree))
+    return records
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -334,11 +353,12 @@ def _in_sample_views(model, data, labels, train_idx, cfg) -> tuple[np.ndarray, n
     return loss.cpu().numpy(), flip_loss.cpu().numpy(), agree.cpu().numpy()
 
 
-def _predict_probs(model, data, idx, cfg) -> tuple[np.ndarray, np.ndarray | None]:
-    probs = _eval_logits(model, data, idx, cfg, flip=False).softmax(1).cpu().numpy()
-    if not cfg.flip:
-        return probs, None
-    return probs, _eval_logits(model, data, idx, cfg, flip=True).softmax(1).cpu().numpy()
+def _predict_probs(model, data, idx, cfg) -> dict[str, np.ndarray]:
+    """Held-out records: ``holdout_probs`` (n_holdout, C), and ``holdout_probs_flip`` with flips on."""
+    records = {"holdout_probs": _eval_logits(model, data, idx, cfg, flip=False).softmax(1).cpu().numpy()}
+    if cfg.flip:
+        records["holdout_probs_flip"] = _eval_logits(model, data, idx, cfg, flip=True).softmax(1).cpu().numpy()
+    return records
 
 
 @torch.no_grad()

@@ -1,0 +1,78 @@
+"""Confident-learning signals: cleanlab on the out-of-sample probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from labelaudit.signals.base import OutOfSampleSignal, Signal
+from labelaudit.signals.evidence import Evidence
+
+__all__ = ["confident_learning", "LabelQuality", "OosSelfConfidence", "ClLabelIssue"]
+
+
+def confident_learning(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, np.ndarray | int]:
+    """cleanlab's confident learning on out-of-sample probabilities.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray of int, shape (N,)
+    pred_probs : numpy.ndarray, shape (N, C)
+
+    Returns
+    -------
+    dict
+        ``label_quality`` (N,) self-confidence, lower = more likely mislabeled;
+        ``label_issue`` (N,) bool from ``find_label_issues``; ``noise_matrix`` (C, C);
+        ``n_label_issues`` calibrated count estimate (cleanlab's documented cut-off for a
+        custom ranking score).
+    """
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities, num_label_issues
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    _, noise_matrix, _, _ = estimate_py_and_noise_matrices_from_probabilities(labels, pred_probs)
+    return {
+        "label_quality": get_label_quality_scores(labels, pred_probs, method="self_confidence"),
+        "label_issue": find_label_issues(labels, pred_probs, n_jobs=1),
+        "noise_matrix": noise_matrix,
+        "n_label_issues": int(num_label_issues(labels, pred_probs, estimation_method="off_diagonal_calibrated")),
+    }
+
+
+class LabelQuality(Signal):
+    """cleanlab self-confidence on :attr:`Evidence.pred_probs` (image and mirror averaged when both exist)."""
+
+    name = "label_quality"
+    direction = -1
+    description = ("cleanlab self-confidence: out-of-sample probability of the given label "
+                   "(averaged over image and mirror when flips are on)")
+    requires = ("holdout_probs",)
+
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        return evidence.confident_learning["label_quality"]
+
+
+class OosSelfConfidence(OutOfSampleSignal):
+    """Out-of-sample probability of the given label, image only; lower = more likely mislabeled."""
+
+    name = "oos_self_confidence"
+    direction = -1
+    description = "out-of-sample probability of the given label, image only"
+    requires = ("holdout_probs",)
+
+    def per_sample(self, held_out: Mapping[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
+        return held_out["holdout_probs"][np.arange(len(labels)), labels]
+
+
+class ClLabelIssue(Signal):
+    """1.0 where ``cleanlab.filter.find_label_issues`` flags the sample, else 0.0."""
+
+    name = "cl_label_issue"
+    direction = +1
+    description = "1 if cleanlab.filter.find_label_issues flags the sample"
+    requires = ("holdout_probs",)
+
+    def compute(self, evidence: Evidence) -> np.ndarray:
+        return evidence.confident_learning["label_issue"].astype(float)
