@@ -165,11 +165,12 @@ def demo(out: Path, noise: str, rate: float, noise_seed: int, quiet: bool, **opt
 
 # --- review / export: webapp, labelaudit.export -------------------------------------
 
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
 def _is_loopback(host: str) -> bool:
-    return host in _LOOPBACK or host.startswith("127.")
+    """Whether ``--host`` may be served without a token: the app's own test, so that every
+    address served without a token is one whose ``Host`` the app accepts."""
+    from webapp.security import is_loopback
+
+    return is_loopback(host)
 
 
 @main.command(short_help="Serve the review web app for a scan (http://127.0.0.1:8000).")

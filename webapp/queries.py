@@ -19,6 +19,7 @@ from labelaudit.review.actions import IN_FORCE_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
 from labelaudit.review.decisions import DECISION_FIELDS, decision_history
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
+from labelaudit.scandir.database import read_unscored
 
 from .deps import Settings
 from .schemas import SampleFilters
@@ -365,25 +366,18 @@ def score_histogram(conn: sqlite3.Connection, cache: StatsCache, bins: int = 40)
 # ---------------------------------------------------------------------------- unscored
 
 
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
-
 def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
     """Images of the input the scan did not score: ``{"n", "by_reason", "items"}``.
 
     Empty for databases written before the scanner recorded them (no ``unscored`` table).
     """
     def compute():
-        if not _has_table(conn, "unscored"):
-            return {"n": 0, "by_reason": [], "items": []}
-        items = [dict(r) for r in conn.execute(
-            "SELECT path, given_label, reason, readable FROM unscored ORDER BY path")]
-        reasons: dict[str, int] = {}
-        for it in items:
-            it["readable"] = bool(it["readable"])
-            reasons[it["reason"]] = reasons.get(it["reason"], 0) + 1
-        by_reason = [{"reason": r, "n": n} for r, n in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
+        df = read_unscored(conn)
+        items = [{"path": p, "given_label": g, "reason": r, "readable": bool(x)}
+                 for p, g, r, x in zip(df["path"], df["given_label"], df["reason"], df["readable"])]
+        counts = df["reason"].value_counts()
+        by_reason = sorted(({"reason": str(r), "n": int(n)} for r, n in counts.items()),
+                           key=lambda d: (-d["n"], d["reason"]))
         return {"n": len(items), "by_reason": by_reason, "items": items}
 
     return cache.get("unscored", conn, compute)

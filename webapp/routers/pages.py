@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
 
 import jinja2
@@ -17,7 +17,7 @@ from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase
 
 from .. import charts, queries, shortcuts
 from ..deps import Db, Review, Settings, SettingsDep
-from ..schemas import SampleFilters
+from ..schemas import DecisionFilter, SampleFilters
 
 router = APIRouter(include_in_schema=False)
 
@@ -47,6 +47,10 @@ def _num(value: int | float) -> str:
 _env.filters["pct"] = _pct
 _env.filters["num"] = _num
 _env.globals["action_text"] = ACTION_TEXT
+#: The decision filter's options: every value SampleFilters.decision takes, with its text.
+FILTER_TEXT = {"accept": "kept given", "suggested": "took suggestion", "relabel": "other class",
+               "unusable": "unusable", "changed": "label changed"}
+_env.globals["decision_filters"] = [("", "any")] + [(v, FILTER_TEXT[v]) for v in get_args(DecisionFilter)]
 
 
 def qs(params: dict[str, Any], **overrides: Any) -> str:

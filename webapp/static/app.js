@@ -12,7 +12,7 @@
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
   const CLASS_OF_KEY = new Map(cfg.class_keys); // number key -> class: '1' the 1st, ..., '0' the 10th
   const keyOfClass = (i) => (i < cfg.class_keys.length ? cfg.class_keys[i][0] : '');
-  const ACTION_TEXT = { accept: 'kept', suggested: 'suggestion', relabel: 'relabeled', unusable: 'unusable' };
+  const ACTION_TEXT = cfg.action_text; // from labelaudit.review.ACTION_TEXT
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -32,13 +32,37 @@
   }
 
   // ------------------------------------------------------------------ API (serialised writes)
+  /* A fresh id for one user action: its request, and every retry of it, carry the id, so the
+     server stores the action once however often the connection drops. (crypto.randomUUID
+     needs a secure context; getRandomValues works on plain http too.) */
+  function newRequestId() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+  const RETRY_DELAYS_MS = [300, 1000, 3000];
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  /* fetch, retried after a network error or a gateway status when the request is idempotent
+     (it carries a request_id). */
+  async function send(url, opts, idempotent) {
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        const r = await fetch(url, opts);
+        if (!idempotent || ![502, 503, 504].includes(r.status) || attempt >= RETRY_DELAYS_MS.length) return r;
+      } catch (err) {
+        if (!idempotent || attempt >= RETRY_DELAYS_MS.length) throw err;
+      }
+      await sleep(RETRY_DELAYS_MS[attempt]);
+    }
+  }
+
   async function api(method, url, body) {
     const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
     }
-    const r = await fetch(url, opts);
+    const r = await send(url, opts, Boolean(body && body.request_id));
     if (!r.ok) {
       let detail = `HTTP ${r.status}`;
       try {
@@ -218,6 +242,7 @@
   function record(ids, spec, note) {
     const nodes = ids.map(nodeFor).filter(Boolean);
     nodes.forEach((n) => n.classList.add('saving'));
+    const requestId = newRequestId(); // one user action: one id, reused by every retry
     return enqueue(async () => {
       try {
         let res;
@@ -225,9 +250,9 @@
           const node = nodeFor(ids[0]);
           const kept = pendingNotes.has(ids[0]) ? pendingNotes.get(ids[0]) : (node && node.dataset.note) || '';
           const n = note !== undefined ? note : kept;
-          res = await api('POST', '/api/decisions', { sample_id: Number(ids[0]), action: spec.action, label: spec.label || null, note: n });
+          res = await api('POST', '/api/decisions', { sample_id: Number(ids[0]), action: spec.action, label: spec.label || null, note: n, request_id: requestId });
         } else {
-          res = await api('POST', '/api/decisions/batch', { sample_ids: ids.map(Number), action: spec.action, label: spec.label || null, note: note || '' });
+          res = await api('POST', '/api/decisions/batch', { sample_ids: ids.map(Number), action: spec.action, label: spec.label || null, note: note || '', request_id: requestId });
         }
         for (const r of res.recorded) {
           pendingNotes.delete(String(r.sample_id));
@@ -248,9 +273,10 @@
   }
 
   function undo(onUndone) {
+    const requestId = newRequestId();
     return enqueue(async () => {
       try {
-        const res = await api('POST', '/api/decisions/undo');
+        const res = await api('POST', '/api/decisions/undo', { request_id: requestId });
         if (!res.undone.length) { toast('Nothing to undo'); return res; }
         for (const r of res.undone) applyDecision(nodeFor(r.sample_id), r.decision);
         toast(res.undone.length > 1 ? `Undid ${res.undone.length} decisions` : `Undid · ${r0name(res.undone[0])}`);
