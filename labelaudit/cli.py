@@ -87,50 +87,77 @@ def scan(data_dir: Path, labels_csv: Path | None, out: Path | None, no_flip: boo
 
 @contextlib.contextmanager
 def _user_errors():
-    """Turn the errors a user can fix (bad data, settings, disk, no GPU) into one-line messages."""
-    from labelaudit.data import DatasetError
-    from labelaudit.scanner import ScanError
-    from labelaudit.folds.training import TrainingDiverged
+    """Turn the errors a user can fix (bad data or settings, disk, no GPU) into one-line messages.
+
+    Only by type: every :class:`~labelaudit.errors.LabelauditError` and ``OSError``.
+    """
+    from labelaudit.errors import LabelauditError
 
     try:
         yield
-    except (ScanError, DatasetError, TrainingDiverged, FileExistsError) as exc:
+    except LabelauditError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
-        raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from exc
-    except ValueError as exc:  # ScanConfig validation
-        if "invalid scan setting" not in str(exc):
-            raise
-        raise click.ClickException(str(exc)) from exc
-    except RuntimeError as exc:  # e.g. --device cuda without CUDA
-        if "CUDA" not in str(exc):
-            raise
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(_os_error_text(exc)) from exc
     except KeyboardInterrupt:
         raise click.ClickException("interrupted; run the same command again to resume from the finished folds")
 
 
-def print_summary(summary: dict, out: Path) -> None:
-    """The end-of-scan report: counts, estimated noise, where the results are."""
-    n = summary["n_samples"]
+def _os_error_text(exc: OSError) -> str:
+    """``exc`` as one line: its own message, or the system's reason and the file."""
+    if exc.strerror is None:
+        return str(exc)
+    return f"{exc.strerror}: {exc.filename or ''}".rstrip(": ")
+
+
+def print_summary(summary, out: Path) -> None:
+    """The end-of-scan report: counts, estimated noise, what was not scored, where the results are.
+
+    Parameters
+    ----------
+    summary : ScanSummary or dict
+        :class:`~labelaudit.scandir.ScanSummary` or its :meth:`~ScanSummary.to_dict`.
+    out : Path
+        The scan directory.
+    """
+    from labelaudit.scandir import ScanDir, ScanSummary
+
+    s = ScanSummary.from_dict(summary) if isinstance(summary, dict) else summary
+    files = ScanDir(out)
     lines = [
-        f"Scanned {n:,} images in {summary['n_classes']} classes on {summary['device']}.",
-        f"Skipped {summary['n_skipped']:,} file(s)" + (
-            f" (incl. {summary['n_dropped_small_classes']} in classes too small for the folds: "
-            f"{', '.join(summary['small_classes'])})" if summary["n_dropped_small_classes"] else "")
-        + (f"; see {out / 'skipped.csv'}" if summary["n_skipped"] else "") + ".",
-        f"Out-of-sample accuracy against the given labels: {summary['holdout_accuracy']:.1%} "
-        f"(always predicting the largest class: {summary['majority_rate']:.1%}).",
+        f"Scanned {s.n_samples:,} images in {s.n_classes} classes on {s.device}.",
+        *_not_scored_lines(s, files),
+        f"Out-of-sample accuracy against the given labels: {s.holdout_accuracy:.1%} "
+        f"(always predicting the largest class: {s.majority_rate:.1%}).",
         *(["Warning: the models are barely better than chance, so the scores and the noise estimate "
            "below are unreliable; train longer (--epochs), wider (--width) or on more images."]
-          if summary["weak_models"] else []),
-        f"Estimated noise rate: {summary['estimated_noise_rate']:.1%} "
-        f"({summary['n_estimated_label_issues']:,} samples, confident learning).",
-        f"Flagged for review: {summary['n_flagged']:,} ({summary['n_flagged'] / max(n, 1):.1%}).",
-        f"Results: {out / 'scores.csv'}  (database: {out / 'labelaudit.db'})",
+          if s.weak_models else []),
+        f"Estimated noise rate: {s.estimated_noise_rate:.1%} "
+        f"({s.n_estimated_label_issues:,} samples, confident learning).",
+        f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
+        f"Results: {files.scores}  (database: {files.database})",
         f"Next: labelaudit review {out}",
     ]
     click.echo("\n".join(lines))
+
+
+def _not_scored_lines(s, files) -> list[str]:
+    """What the scan left out: skipped files and rows, unscored images, empty class folders."""
+    lines = [
+        f"Skipped {s.n_skipped:,} file(s) or CSV row(s)" + (
+            f" (incl. {s.n_dropped_small_classes} in classes too small for the folds: "
+            f"{', '.join(s.small_classes)})" if s.n_dropped_small_classes else "")
+        + (f"; see {files.skipped}" if s.n_skipped else "") + "."
+    ]
+    if s.n_unscored:
+        n_unreadable = s.n_unscored - s.n_dropped_small_classes
+        lines.append(
+            f"Not scored: {s.n_unscored:,} labelled image(s): {s.n_dropped_small_classes:,} in classes too small "
+            f"for the folds (exported with their given label), {n_unreadable:,} that could not be decoded "
+            "(left out of the export).")
+    if s.empty_classes:
+        lines.append(f"Empty class folder(s), no image: {', '.join(s.empty_classes)}.")
+    return lines
 
 
 @main.command(short_help="Scan digits with known wrong labels; report what was caught.")
@@ -247,44 +274,82 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
 @click.option("--to-folder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also lay the cleaned dataset out as DIR/<label>/<file> (hard links; copies across devices).")
 @click.option("--force", is_flag=True, help="Overwrite an existing CSV / write into a non-empty --to-folder.")
+@click.option("--mkdir", "make_parents", is_flag=True, help="Create the output CSV's missing parent folders.")
 def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: float | None,
-           include_unusable: bool, to_folder: Path | None, force: bool) -> None:
+           include_unusable: bool, to_folder: Path | None, force: bool, make_parents: bool) -> None:
     """Write the cleaned labels of SCAN_DIR as CSV `path,label`: review decisions applied,
-    samples marked unusable dropped. Paths are relative to the scanned dataset folder."""
-    from labelaudit.scandir import database as storage
-    from labelaudit.export import (
-        check_folder_target, cleaned_labels, copy_to_folder, export_summary, to_csv_text, write_cleaned_labels,
-    )
+    samples marked unusable dropped, images the scan could not score kept with their given
+    label. Paths are relative to the scanned dataset folder."""
+    from labelaudit.export import check_folder_target, copy_to_folder, to_csv_text, write_cleaned_labels
+    from labelaudit.scandir import ScanDir
 
-    db_path = scan_dir / storage.DB_NAME
-    if not db_path.is_file():
-        raise click.ClickException(f"no {storage.DB_NAME} in {scan_dir}; run `labelaudit scan` first")
-    conn = storage.connect(db_path)
-    try:
-        df = cleaned_labels(conn, full=full, auto_accept_above=auto_accept_above, include_unusable=include_unusable)
-        counts = export_summary(conn, auto_accept_above=auto_accept_above)
-        dataset_root = storage.read_meta(conn).get("dataset_root")
-    finally:
-        conn.close()
+    files = ScanDir(scan_dir)
+    with _user_errors():
+        df, counts, dataset_root = _cleaned(files, full=full, auto_accept_above=auto_accept_above,
+                                            include_unusable=include_unusable)
     to_stdout = str(output) == "-"
-    out = None if to_stdout else (output or scan_dir / "cleaned_labels.csv")
+    out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
-    try:
+    with _user_errors():
         if to_folder is not None:  # refuse before writing anything
             check_folder_target(to_folder, force=force)
         if to_stdout:
             click.echo(to_csv_text(df), nl=False)
         else:
-            write_cleaned_labels(df, out, force=force)
+            write_cleaned_labels(df, out, force=force, parents=make_parents)
         copied = copy_to_folder(df, dataset_root, to_folder, force=force) if to_folder is not None else None
-    except FileExistsError as exc:
-        raise click.ClickException(str(exc)) from exc
-    report = (f"{counts['n_kept']:,} samples kept ({counts['n_relabeled']:,} relabeled, "
-              f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
-              f"{counts['n_reviewed']:,} reviewed.")
-    click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ") + report,
-               err=to_stdout)
+    click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
+               + _export_report(counts, files), err=to_stdout)
+    _report_copy(copied, to_stdout)
+
+
+def _cleaned(files, **options):
+    """The cleaned-labels table, its counts and the dataset folder of the scan in ``files``.
+
+    Raises
+    ------
+    ScanDirError
+        No database in the folder.
+    """
+    from labelaudit.export import cleaned_labels, export_summary
+    from labelaudit.scandir import database as storage
+
+    conn = storage.connect(files.require_database())
+    try:
+        df = cleaned_labels(conn, **options)
+        counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
+        legacy_root = storage.read_meta(conn).get("dataset_root")
+    finally:
+        conn.close()
+    return df, counts, _dataset_root(files, legacy_root)
+
+
+def _dataset_root(files, legacy_root: str | None) -> str | None:
+    """The scanned folder from the manifest (from the database for scans made before it held it)."""
+    from labelaudit.errors import ScanDirError
+
+    try:
+        return files.read_manifest().dataset_root
+    except ScanDirError:
+        return legacy_root
+
+
+def _export_report(counts: dict[str, int], files) -> str:
+    """One line: kept, relabeled, dropped, unscored and unreadable images."""
+    text = (f"{counts['n_kept']:,} samples kept ({counts['n_relabeled']:,} relabeled, "
+            f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
+            f"{counts['n_reviewed']:,} reviewed.")
+    if counts["n_unscored"]:
+        text += (f" {counts['n_unscored']:,} image(s) the scan did not score (classes too small for the folds) "
+                 "are kept with their given label.")
+    if counts["n_unreadable"]:
+        text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are left out; "
+                 f"see {files.skipped} (--full --include-unusable lists them).")
+    return text
+
+
+def _report_copy(copied, to_stdout: bool) -> None:
     if copied is not None:
         click.echo(f"Cleaned dataset in {copied.dest}: {copied.n_linked:,} hard links, {copied.n_copied:,} copies"
                    + (f"; {len(copied.missing):,} image(s) missing, e.g. {copied.missing[0]}" if copied.missing

@@ -1,7 +1,8 @@
 """The cleaned dataset: labels with the review's decisions applied.
 
 :func:`cleaned_labels` turns a scan database into a ``path,label`` table (corrected
-labels applied, samples marked unusable dropped); :func:`write_cleaned_labels` writes it
+labels applied, samples marked unusable dropped, images the scan could not score kept
+with their given label); :func:`write_cleaned_labels` writes it
 as CSV without ever replacing an existing file unless asked to, and
 :func:`copy_to_folder` lays the cleaned dataset out as ``<dest>/<label>/<file>`` with
 hard links (copies across devices). ``labelaudit export`` and the web app's download
@@ -15,27 +16,31 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
+from labelaudit.errors import UnsafePath
+from labelaudit.fsutil import atomic_write, resolve_inside
+from labelaudit.review import samples_with_decisions
 from labelaudit.scandir import database as storage
 
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
-    "safe_folder_name", "check_folder_target",
+    "safe_folder_name", "check_folder_target", "UNSCORED", "UNREADABLE",
 ]
 
 BASE_COLUMNS = ["path", "label"]
 FULL_COLUMNS = BASE_COLUMNS + ["original_label", "decision", "reviewer", "decided_at", "mislabel_score",
                                "suggested_label", "note"]
 
-
-class UnsafePath(ValueError):
-    """A sample path that leads outside the dataset root."""
+#: ``decision`` of an image the scan did not score (a class too small for the folds).
+UNSCORED = "unscored"
+#: ``decision`` of a labelled file that could not be decoded (only with ``include_unusable``).
+UNREADABLE = "unreadable"
 
 
 def cleaned_labels(
@@ -55,21 +60,36 @@ def cleaned_labels(
         Add the columns ``original_label, decision, reviewer, decided_at, mislabel_score,
         suggested_label, note``. ``decision`` is the action in force (``accept``,
         ``suggested``, ``relabel``, ``unusable``), ``auto`` for an applied unreviewed
-        suggestion, or empty for an unreviewed sample.
+        suggestion, empty for an unreviewed sample, ``unscored`` for an image the scan
+        did not score (``note`` says why) and ``unreadable`` for a file that could not be
+        decoded.
     auto_accept_above : float, optional
         Unreviewed samples whose ``mislabel_score`` is strictly above this value take
         their suggested label.
     include_unusable : bool
-        Keep the samples marked unusable, with an empty label (only sensible with
-        ``full``, for an audit trail). By default they are dropped.
+        Keep the samples marked unusable and the files that could not be decoded, with an
+        empty label (only sensible with ``full``, for an audit trail). By default they are
+        dropped.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``path, label`` (plus the full columns), ``path`` relative to the
-        dataset root with POSIX separators.
+        dataset root with POSIX separators: the scanned samples in scan order, then the
+        images the scan did not score (with their given label), by path.
     """
-    df = storage.samples_with_decisions(conn)
+    scanned = _scanned_labels(conn, full=full, auto_accept_above=auto_accept_above,
+                              include_unusable=include_unusable)
+    unscored = _unscored_labels(storage.read_unscored(conn), full=full, include_unreadable=include_unusable)
+    if unscored.empty:
+        return scanned
+    return pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
+
+
+def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: float | None,
+                    include_unusable: bool) -> pd.DataFrame:
+    """:func:`cleaned_labels` of the scanned samples."""
+    df = samples_with_decisions(conn)
     reviewed = df["action"].notna()
     decision = df["action"].where(reviewed, "")
     label = df["label"].where(df["label"].notna(), df["given_label"])
@@ -94,18 +114,47 @@ def cleaned_labels(
     return out.reset_index(drop=True)
 
 
+def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: bool) -> pd.DataFrame:
+    """Rows of the images the scan did not score: readable ones keep their given label."""
+    readable = unscored["readable"].astype(bool).to_numpy()
+    if not include_unreadable:
+        unscored, readable = unscored[readable], readable[readable]
+    out = pd.DataFrame({"path": unscored["path"].astype(str),
+                        "label": np.where(readable, unscored["given_label"], "").astype(str)})
+    if full:
+        out["original_label"] = unscored["given_label"].astype(str)
+        out["decision"] = np.where(readable, UNSCORED, UNREADABLE)
+        out["reviewer"] = ""
+        out["decided_at"] = ""
+        out["mislabel_score"] = np.nan
+        out["suggested_label"] = ""
+        out["note"] = unscored["reason"].astype(str)
+    return out.reset_index(drop=True)
+
+
 def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **options) -> dict[str, int]:
-    """Counts describing an export: kept, relabeled, dropped, auto-accepted, unreviewed."""
+    """Counts describing an export.
+
+    Returns
+    -------
+    dict
+        ``n_samples`` (rows incl. dropped ones), ``n_kept``, ``n_dropped`` (marked unusable),
+        ``n_relabeled``, ``n_auto``, ``n_reviewed``, ``n_unscored`` (kept with their given
+        label, not scored) and ``n_unreadable`` (files that could not be decoded, left out).
+    """
     full = cleaned_labels(conn, full=True, include_unusable=True, **options) if df is None else df
     dropped = full["decision"] == "unusable"
-    kept = full[~dropped]
+    unreadable = full["decision"] == UNREADABLE
+    kept = full[~dropped & ~unreadable]
     return {
-        "n_samples": int(len(full)),
+        "n_samples": int(len(full) - unreadable.sum()),
         "n_kept": int(len(kept)),
         "n_dropped": int(dropped.sum()),
         "n_relabeled": int((kept["label"] != kept["original_label"]).sum()),
         "n_auto": int((full["decision"] == "auto").sum()),
         "n_reviewed": int(full["decision"].isin(["accept", "suggested", "relabel", "unusable"]).sum()),
+        "n_unscored": int((full["decision"] == UNSCORED).sum()),
+        "n_unreadable": int(unreadable.sum()),
     }
 
 
@@ -113,42 +162,40 @@ def to_csv_text(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, lineterminator="\n")
 
 
-def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = False) -> Path:
-    """Write ``df`` as CSV to ``out``; an existing file is only replaced with ``force``.
+def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = False, parents: bool = False) -> Path:
+    """Write ``df`` as CSV to ``out`` atomically (never a truncated file).
 
-    The text goes to a temporary file beside ``out`` first, so ``out`` is either the old
-    file or the complete new one, never a truncated mix.
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        From :func:`cleaned_labels`.
+    out : path-like
+        The CSV file.
+    force : bool
+        Replace an existing ``out``; without it an existing file is never clobbered.
+    parents : bool
+        Create ``out``'s missing parent folders; without it a missing folder is an error.
+
+    Raises
+    ------
+    FileExistsError
+        ``out`` exists and not ``force``.
+    FileNotFoundError
+        ``out``'s folder does not exist and not ``parents``.
     """
     out = Path(out)
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} exists; use --force to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes owner-only files; a CSV gets the usual mode
+    if not out.parent.is_dir():
+        if not parents:
+            raise FileNotFoundError(f"folder {out.parent} does not exist; create it first or pass --mkdir")
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(to_csv_text(df))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if force:
-            os.replace(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)  # fails if `out` appeared meanwhile: never clobber
-            except FileExistsError:
-                raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
-            except OSError:  # file system without hard links
-                if out.exists():
-                    raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
-                os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+        return atomic_write(out, lambda fh: fh.write(to_csv_text(df)), replace=force)
+    except FileExistsError:
+        raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
 
 
 def resolve_image(root: str | Path, rel: str) -> Path:
-    """The real file of sample path ``rel`` under ``root``.
+    """The real file of sample path ``rel`` under ``root`` (:func:`labelaudit.fsutil.resolve_inside`).
 
     Raises
     ------
@@ -158,16 +205,7 @@ def resolve_image(root: str | Path, rel: str) -> Path:
     FileNotFoundError
         No regular file there.
     """
-    root = Path(os.path.realpath(root))
-    if not rel or "\x00" in rel or PurePosixPath(rel).is_absolute() or Path(rel).is_absolute() \
-            or re.match(r"^[A-Za-z]:", rel):
-        raise UnsafePath(f"unsafe sample path {rel!r}")
-    real = Path(os.path.realpath(root / rel))
-    if real != root and root not in real.parents:
-        raise UnsafePath(f"sample path {rel!r} leads outside the dataset root")
-    if not real.is_file():
-        raise FileNotFoundError(f"no image file at {root / rel}")
-    return real
+    return resolve_inside(root, rel)
 
 
 def safe_folder_name(label: str) -> str:
@@ -182,12 +220,6 @@ class FolderCopy:
     n_linked: int = 0
     n_copied: int = 0
     missing: list[str] | None = None
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def check_folder_target(dest: str | Path, *, force: bool = False) -> None:

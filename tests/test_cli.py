@@ -122,3 +122,52 @@ def test_export_refuses_a_busy_folder_before_writing_anything(scanned, tmp_path)
     finally:
         os.umask(old)
     assert result.exit_code == 0 and (out.stat().st_mode & 0o777) == 0o644
+
+
+def test_export_keeps_every_readable_image(tmp_path):
+    """Images of a class too small for the folds are not scored but exported with their label."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "rare").mkdir()
+    (folder.root / "rare" / "r.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
+    (folder.root / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder.root / "empty-class").mkdir()
+    out = tmp_path / "scan"
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(out), "-q", *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "Not scored: 2 labelled image(s): 1 in classes too small" in result.output
+    assert "1 that could not be decoded" in result.output
+    assert "Empty class folder(s), no image: empty-class." in result.output
+
+    result = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "labels.csv")])
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) the scan did not score" in result.output
+    assert "1 labelled file(s) that could not be decoded are left out" in result.output
+    assert str(out / "skipped.csv") in result.output
+    labels = pd.read_csv(tmp_path / "labels.csv", keep_default_na=False)
+    assert len(labels) == 81 and labels.set_index("path").label["rare/r.png"] == "rare"
+    assert "disc/broken.png" not in set(labels.path)
+
+    result = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "full.csv"), "--full",
+                                       "--include-unusable"])
+    assert result.exit_code == 0, result.output
+    full = pd.read_csv(tmp_path / "full.csv", keep_default_na=False).set_index("path")
+    assert len(full) == 82
+    assert (full.loc["rare/r.png", "decision"], full.loc["rare/r.png", "label"]) == ("unscored", "rare")
+    assert full.loc["rare/r.png", "note"].startswith("class 'rare' has only 1 sample")
+    assert (full.loc["disc/broken.png", "decision"], full.loc["disc/broken.png", "label"]) == ("unreadable", "")
+    assert full.loc["disc/broken.png", "original_label"] == "disc"
+
+
+def test_user_errors_are_matched_by_type_not_text():
+    import click
+    import pytest
+
+    from labelaudit.cli import _user_errors
+    from labelaudit.errors import DeviceUnavailable
+
+    with pytest.raises(click.ClickException, match="no GPU here"):
+        with _user_errors():
+            raise DeviceUnavailable("no GPU here")
+    with pytest.raises(RuntimeError, match="CUDA kernel crashed"):  # a bug, not a user error: not hidden
+        with _user_errors():
+            raise RuntimeError("CUDA kernel crashed")

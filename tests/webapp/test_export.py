@@ -11,9 +11,11 @@ import pytest
 from click.testing import CliRunner
 from fakescan import XSS_CLASS
 
+from labelaudit import review
+from labelaudit.errors import UnsafePath
 from labelaudit.scandir import database as storage
 from labelaudit.cli import main
-from labelaudit.export import cleaned_labels, copy_to_folder, safe_folder_name, write_cleaned_labels
+from labelaudit.export import cleaned_labels, copy_to_folder, resolve_image, safe_folder_name, write_cleaned_labels
 
 
 def decide_some(scan):
@@ -22,11 +24,11 @@ def decide_some(scan):
     ids = [int(i) for i in f.sample_id[:4]]
     conn = storage.connect(scan.db_path)
     p = scan.scores.path
-    storage.record_decision(conn, p[ids[0]], "suggested", label=scan.scores.suggested_label[ids[0]], reviewer="ann")
-    storage.record_decision(conn, p[ids[1]], "unusable", reviewer="ann", note="blurry")
-    storage.record_decision(conn, p[ids[2]], "relabel", label=XSS_CLASS, reviewer="bob")
-    storage.record_decision(conn, p[ids[3]], "accept", label=scan.scores.given_label[ids[3]], reviewer="ann")
-    storage.record_decision(conn, p[ids[3]], "clear", reviewer="ann")
+    review.record_decision(conn, p[ids[0]], "suggested", label=scan.scores.suggested_label[ids[0]], reviewer="ann")
+    review.record_decision(conn, p[ids[1]], "unusable", reviewer="ann", note="blurry")
+    review.record_decision(conn, p[ids[2]], "relabel", label=XSS_CLASS, reviewer="bob")
+    review.record_decision(conn, p[ids[3]], "accept", label=scan.scores.given_label[ids[3]], reviewer="ann")
+    review.record_decision(conn, p[ids[3]], "clear", reviewer="ann")
     conn.close()
     return ids
 
@@ -80,7 +82,7 @@ def test_auto_accept_above_only_touches_unreviewed(scan):
 def test_writer_never_overwrites_without_force(tmp_path):
     df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
     out = tmp_path / "sub" / "labels.csv"
-    write_cleaned_labels(df, out)
+    write_cleaned_labels(df, out, parents=True)
     assert out.read_text() == "path,label\na.png,x\n"
     with pytest.raises(FileExistsError):
         write_cleaned_labels(df.assign(label="y"), out)
@@ -176,3 +178,28 @@ def test_to_folder_name_clashes_and_missing_files(tmp_path):
     res = copy_to_folder(df, root, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "x").iterdir()) == ["1.png", "b__1.png"]
     assert res.missing == ["a/missing.png", "../etc/passwd"]
+
+
+def test_writer_never_creates_folders_unasked(tmp_path):
+    df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
+    with pytest.raises(FileNotFoundError, match="--mkdir"):
+        write_cleaned_labels(df, tmp_path / "missing" / "dir" / "x.csv")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_cli_export_refuses_a_missing_folder_unless_mkdir(scan, tmp_path):
+    out = tmp_path / "missing" / "dir" / "x.csv"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out)])
+    assert r.exit_code == 1 and "does not exist" in r.output and "--mkdir" in r.output
+    assert not (tmp_path / "missing").exists()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--mkdir"])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(out)) == len(scan.scores)
+
+
+def test_resolve_image_raises_the_typed_unsafe_path(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert resolve_image(tmp_path, "a.png") == (tmp_path / "a.png").resolve()
+    for bad in ["../etc/passwd", "/etc/passwd", "a\x00.png"]:
+        with pytest.raises(UnsafePath):
+            resolve_image(tmp_path, bad)
