@@ -153,6 +153,7 @@ def main(argv=None) -> dict:
         return result
     import torch
 
+    from labelaudit.scandir import ScanDir
     from labelaudit.scoring import RECIPES, combine
     from labelaudit.signals import SIGNALS
 
@@ -173,9 +174,10 @@ def main(argv=None) -> dict:
     classes = sorted(table.given_label_x.unique())
     labels = table.given_label_x.map({c: i for i, c in enumerate(classes)}).to_numpy()
     truth = table.true_label.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    probs_tta = np.load(out / "scan" / "pred_probs.npy")
+    scan_dir = ScanDir(out / "scan")
+    probs_tta = np.load(scan_dir.pred_probs)
     summary = scores.attrs["summary"]
-    scan_info = json.loads((out / "scan" / "scan.json").read_text())
+    manifest = scan_dir.read_manifest()
 
     result = {
         "benchmark": "detect",
@@ -184,16 +186,16 @@ def main(argv=None) -> dict:
         "noise": args.noise, "rate": args.rate, "actual_noise_rate": float(is_noisy.mean()),
         "estimated_noise_rate": summary["estimated_noise_rate"],
         "device": summary["device"], "torch_threads": torch.get_num_threads(),
-        "config": scan_info["config"], "score_components": scan_info["score_components"],
+        "config": manifest.config, "score_components": manifest.score_components,
         "wall_s": wall, "samples_per_s": len(table) / wall,
-        "train_images_per_s": scan_info["timings"]["train_images_per_s"],
+        "train_images_per_s": manifest.timings["train_images_per_s"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "cuda_peak_mb": (torch.cuda.max_memory_allocated(scan_info["config"]["device"].replace("auto", "cuda"))
+        "cuda_peak_mb": (torch.cuda.max_memory_allocated(manifest.config["device"].replace("auto", "cuda"))
                          / 2**20 if "cuda" in summary["device"] else None),
         "oos_accuracy_given": float((probs_tta.argmax(1) == labels).mean()),
         "oos_accuracy_true": float((probs_tta.argmax(1) == truth).mean()),
         "labelaudit": detection_figures(is_noisy, table.mislabel_score.to_numpy(), table.flagged.to_numpy()),
-        "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, np.load(out / "scan" / "pred_probs_image.npy"),
+        "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, np.load(scan_dir.pred_probs_image),
                                                          is_noisy),
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
                           for s in SIGNALS if s in table.columns},
@@ -204,7 +206,7 @@ def main(argv=None) -> dict:
         base_scores, base_wall = run_scan(root, labels_csv, out / "baseline", args, flip=False, flip_augment=True)
         base = base_scores.merge(subset, on="path", validate="one_to_one")
         assert (base.path == table.path).all()
-        result["cleanlab"] = {**cleanlab_recipe(labels, np.load(out / "baseline" / "pred_probs.npy"), is_noisy),
+        result["cleanlab"] = {**cleanlab_recipe(labels, np.load(ScanDir(out / "baseline").pred_probs), is_noisy),
                               "wall_s": base_wall}
     print(json.dumps(_rounded(result)))
     return result

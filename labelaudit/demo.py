@@ -17,6 +17,8 @@ from PIL import Image
 
 from labelaudit.config import ScanConfig
 from labelaudit.data.noise import inject_noise
+from labelaudit.fsutil import atomic_write
+from labelaudit.scandir import ScanDir
 
 __all__ = ["DIGIT_NAMES", "write_digits_dataset", "run_demo"]
 
@@ -74,16 +76,17 @@ def run_demo(out: Path, *, noise: str = "symmetric", rate: float = 0.1, noise_se
     from labelaudit.scanner import scan
 
     out = Path(out)
+    scan_dir = ScanDir(out / "scan")
     truth = write_digits_dataset(out / "data", noise=noise, rate=rate, seed=noise_seed)
-    truth.to_csv(out / "truth.csv", index=False)
-    scores = scan(out / "data", out=out / "scan", config=config or ScanConfig(flip=False, image_size=16),
+    atomic_write(out / "truth.csv", lambda fh: truth.to_csv(fh, index=False))
+    scores = scan(out / "data", out=scan_dir.path, config=config or ScanConfig(flip=False, image_size=16),
                   progress=progress)
     merged = scores.merge(truth[["path", "is_noisy"]], on="path", validate="one_to_one")
     caught = int((merged.flagged & merged.is_noisy).sum())
     n_flagged = int(merged.flagged.sum())
     n_injected = int(merged.is_noisy.sum())
     return {
-        "summary": scores.attrs["summary"], "scan_dir": out / "scan", "truth_csv": out / "truth.csv",
+        "summary": scores.attrs["summary"], "scan_dir": scan_dir.path, "truth_csv": out / "truth.csv",
         "n_injected": n_injected, "n_flagged": n_flagged, "n_caught": caught,
         "recall": caught / max(n_injected, 1), "precision": caught / max(n_flagged, 1),
         "auroc": (roc_auc_score(merged.is_noisy, merged.mislabel_score)
