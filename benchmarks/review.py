@@ -4,7 +4,7 @@ Builds a synthetic scan once (the generator of the web tests, ``tests/webapp/fak
 100,000 samples over 10 classes, 80 % flagged, 20,000 decisions of which 3,000 ``unusable``;
 no images) under ``--work`` and reuses it on later runs. Then times, best of ``--repeat``:
 
-* ``queries_ms``: one 50-row page of ``webapp.queries.list_samples`` per filter/cursor case
+* ``queries_ms``: one 50-row page of ``labelaudit.webapp.queries.list_samples`` per filter/cursor case
   (the cases of ``tests/webapp/test_api.py``), and ``count:*`` the counts shown above lists;
 * ``api_page_ms``: ``GET /api/samples?flagged=1&after=<70 %>&limit=50`` through the ASGI
   test client (routing, validation, JSON);
@@ -74,6 +74,7 @@ def n_samples(db: Path) -> int | None:
 
 def build_scan(work: Path, n: int, rebuild: bool) -> tuple[Path, float | None]:
     """The scan directory (built unless a matching one exists) and the build time in s."""
+    from labelaudit.scandir import ScanDir
     from labelaudit.scandir import database as storage
 
     scan_dir = work / "bigscan"
@@ -84,23 +85,18 @@ def build_scan(work: Path, n: int, rebuild: bool) -> tuple[Path, float | None]:
         shutil.rmtree(scan_dir)
     started = time.perf_counter()
     scan_dir = load_fakescan().make_big_scan(work, n=n)
-    # a noise matrix and a full summary, as a real scan stores them, so the overview draws everything
+    # a noise matrix and a full summary in scan.json, as a real scan writes them, so the overview
+    # draws everything
+    layout = ScanDir(scan_dir)
+    manifest = layout.read_manifest()
+    rng = np.random.default_rng(0)
+    k = len(manifest.classes)
+    matrix = np.eye(k) * 8 + rng.random((k, k))
+    manifest.noise_matrix = (matrix / matrix.sum(axis=0, keepdims=True)).tolist()
+    manifest.summary.estimated_noise_rate = 0.2
+    layout.write_manifest(manifest)
     conn = storage.connect(db)
     try:
-        rng = np.random.default_rng(0)
-        classes = storage.read_classes(conn)
-        k = len(classes)
-        matrix = np.eye(k) * 8 + rng.random((k, k))
-        matrix /= matrix.sum(axis=0, keepdims=True)
-        n_flagged = conn.execute("SELECT SUM(flagged) FROM samples").fetchone()[0]
-        summary = {"n_samples": n, "n_classes": k, "n_skipped": 0, "n_flagged": int(n_flagged),
-                   "estimated_noise_rate": 0.2}
-        with storage.transaction(conn):
-            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [
-                ("noise_matrix", storage.dumps({"classes": classes, "matrix": matrix.tolist()})),
-                ("summary", storage.dumps(summary)),
-                ("created_at", storage.dumps(storage.utc_now())),
-            ])
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
@@ -118,7 +114,7 @@ def best_ms(fn, repeat: int) -> float:
 
 
 def page_cases(n: int) -> dict:
-    from webapp.schemas import SampleFilters as F
+    from labelaudit.webapp.schemas import SampleFilters as F
 
     def at(share: float) -> str:
         return str(int(n * share))
@@ -163,17 +159,17 @@ def main(argv=None) -> dict:
 
     from labelaudit.scandir import database as storage
     from labelaudit.export import cleaned_labels, write_cleaned_labels
-    from webapp import create_app, queries
-    from webapp.deps import Settings
-    from webapp.schemas import SampleFilters as F
+    from labelaudit.review import ReviewDatabase
+    from labelaudit.webapp import create_app, queries
+    from labelaudit.webapp.schemas import SampleFilters as F
 
     scan_dir, build_s = build_scan(args.work.resolve(), args.n, args.rebuild)
     db = scan_dir / storage.DB_NAME
     r = args.repeat
 
     # the queries, on a pooled connection configured as the app configures it
-    settings = Settings(scan_dir=scan_dir, reviewer="bench")
-    conn = settings.pool.acquire()
+    review = ReviewDatabase(db)
+    conn = review.pool.acquire()
     n_flagged = queries.count_samples(conn, F(flagged="1"))
     n_decided = queries.count_samples(conn, F(reviewed="yes"))
     queries_ms = {}
@@ -183,8 +179,8 @@ def main(argv=None) -> dict:
     for name, f in {"flagged": F(flagged="1"), "flagged, unreviewed": F(flagged="1", reviewed="no"),
                     "unusable": F(decision="unusable")}.items():
         queries_ms[f"count: {name}"] = best_ms(lambda f=f: queries.count_samples(conn, f), r)
-    settings.pool.release(conn)
-    settings.pool.close()
+    review.pool.release(conn)
+    review.close()
 
     # the JSON API page
     after = str(int(args.n * 0.7))
@@ -197,7 +193,7 @@ def main(argv=None) -> dict:
     # the overview: first load of a fresh app (statistics computed), then cached
     first, cached = [], []
     for _ in range(max(2, r // 2)):
-        queries._stats_cache.clear()
+        # a new app: a new, empty statistics cache
         with TestClient(create_app(scan_dir, reviewer="bench"), base_url="http://127.0.0.1:8000") as c:
             t = time.perf_counter()
             assert c.get("/").status_code == 200

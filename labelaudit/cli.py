@@ -195,7 +195,7 @@ def demo(out: Path, noise: str, rate: float, noise_seed: int, quiet: bool, **opt
 def _is_loopback(host: str) -> bool:
     """Whether ``--host`` may be served without a token: the app's own test, so that every
     address served without a token is one whose ``Host`` the app accepts."""
-    from webapp.security import is_loopback
+    from labelaudit.webapp.security import is_loopback
 
     return is_loopback(host)
 
@@ -224,7 +224,7 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
 
     import uvicorn
 
-    from webapp.main import TOKEN_PATTERN, create_app, default_reviewer
+    from labelaudit.webapp.main import TOKEN_PATTERN, create_app, default_reviewer
 
     if token is not None and not TOKEN_PATTERN.match(token):
         raise click.BadParameter("use 8-256 characters from A-Z a-z 0-9 . _ ~ -", param_hint="--token")

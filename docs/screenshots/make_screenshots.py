@@ -30,8 +30,10 @@ import uvicorn  # noqa: E402
 from fakescan import make_scan  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from labelaudit.review import record_decision  # noqa: E402
+from labelaudit.review.database import StatsCache  # noqa: E402
 from labelaudit.scandir import database as storage  # noqa: E402
-from webapp import create_app, queries  # noqa: E402
+from labelaudit.webapp import create_app, queries  # noqa: E402
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -54,11 +56,11 @@ def generated_scan(base: Path) -> Path:
     flagged = fs.flagged()
     for k, row in enumerate(flagged.iloc[[0] + list(range(6, 19))].itertuples()):
         if k % 5 == 3:
-            storage.record_decision(conn, row.path, "accept", label=row.given_label, reviewer="ada")
+            record_decision(conn, row.path, "accept", label=row.given_label, reviewer="ada")
         elif k % 7 == 6:
-            storage.record_decision(conn, row.path, "unusable", reviewer="ada", note="two objects")
+            record_decision(conn, row.path, "unusable", reviewer="ada", note="two objects")
         else:
-            storage.record_decision(conn, row.path, "suggested", label=row.suggested_label, reviewer="ada")
+            record_decision(conn, row.path, "suggested", label=row.suggested_label, reviewer="ada")
     conn.close()
     return fs.scan_dir
 
@@ -66,7 +68,7 @@ def generated_scan(base: Path) -> Path:
 def copied_scan(scan: Path, base: Path) -> Path:
     """The database (a consistent copy, WAL included) and small files of ``scan`` under ``base``.
 
-    ``meta.dataset_root`` is kept, so the copy shows the scan's own images.
+    ``scan.json`` (and its ``dataset_root``) is kept, so the copy shows the scan's own images.
     """
     dest = base / "scan"
     dest.mkdir(parents=True)
@@ -106,7 +108,7 @@ def main() -> None:
     try:
         flagged_ids = [r[0] for r in conn.execute(
             "SELECT sample_id FROM samples WHERE flagged = 1 ORDER BY score_rank LIMIT 2")]
-        top_pair = queries.pair_counts(conn)[0]
+        top_pair = queries.pair_counts(conn, StatsCache())[0]
         classes = storage.read_classes(conn)
         if args.grid is None:
             # grid mode opens on the most frequent pair; with many classes that pair is a handful

@@ -12,8 +12,8 @@ from webapp_support import make_client
 from fakescan import SIGNALS, XSS_CLASS
 
 from labelaudit.scandir import database as storage
-from webapp import queries
-from webapp.schemas import SampleFilters
+from labelaudit.webapp import queries
+from labelaudit.webapp.schemas import SampleFilters
 
 
 def all_items(client, **params):

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from webapp_support import make_client
 from fakescan import SIGNALS, XSS_CLASS, make_scan
 
-from webapp import shortcuts
+from labelaudit.webapp import shortcuts
 
 #: 11 classes in a made-up order: the 10th ("ten") is key 0, the 11th has no number key.
 ELEVEN = tuple((name, name, shape) for name, shape in zip(

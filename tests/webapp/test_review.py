@@ -21,7 +21,7 @@ from labelaudit.review import ACTIONS, ReviewDatabase, in_force, samples_with_de
 from labelaudit.review.schema import CURRENT_DECISIONS_VIEW, SAMPLES_WITH_DECISIONS
 from labelaudit.scandir import ScanDir
 from labelaudit.scandir import database as storage
-from webapp.security import is_loopback
+from labelaudit.webapp.security import is_loopback
 
 BIG = 2**63
 
@@ -86,9 +86,9 @@ def test_stats_and_image_caches_belong_to_the_app(scan):
         assert a.get("/api/stats").status_code == b.get("/api/stats").status_code == 200
         assert a.app.state.review.stats is not b.app.state.review.stats
         assert a.app.state.images is not b.app.state.images
-    import webapp.queries
-    import webapp.routers.images
-    assert not hasattr(webapp.queries, "_stats_cache") and not hasattr(webapp.routers.images, "_converted")
+    from labelaudit.webapp import queries
+    from labelaudit.webapp.routers import images
+    assert not hasattr(queries, "_stats_cache") and not hasattr(images, "_converted")
 
 
 # ---------------------------------------------------------------------------- 5: idempotent writes

@@ -174,7 +174,7 @@ def test_cli_review_needs_a_token_beyond_loopback(scan, monkeypatch):
 def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     monkeypatch.setenv("USER", "osuser")
     monkeypatch.setenv("LOGNAME", "osuser")
-    from webapp import create_app
+    from labelaudit.webapp import create_app
 
     assert create_app(scan.scan_dir).state.settings.reviewer == "osuser"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from fastapi.testclient import TestClient
 
-from webapp import create_app
+from labelaudit.webapp import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_URL = "http://127.0.0.1:8000"
