@@ -39,6 +39,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
 
+from labelaudit.config import parse_setting, settings
+from labelaudit.errors import SettingsError
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-dev.tar.gz"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
@@ -56,12 +59,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--noise-seed", type=int, default=0)
     p.add_argument("--baseline", choices=["shared", "separate"], default="separate")
     p.add_argument("--tag", default="", help="suffix of the scan directory name")
-    for name, typ in [("folds", int), ("epochs", int), ("width", int), ("depth", int), ("batch-size", int),
-                      ("image-size", int), ("seed", int), ("lr", float)]:
-        p.add_argument(f"--{name}", type=typ, default=None, help="scan setting (default: labelaudit's)")
-    p.add_argument("--device", default="auto")
+    for name, (spec, default) in _settings().items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=_setting_type(name), default=None,
+                       metavar=spec.kind.__name__.upper(),
+                       help=f"{spec.help} ({spec.describe()}; default: labelaudit's, {default!r})")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
+
+
+def _settings() -> dict:
+    """The scan settings this benchmark offers: those of ``labelaudit scan`` (flips are set per run)."""
+    return {name: entry for name, entry in settings().items() if entry[0].cli}
+
+
+def _setting_type(name: str):
+    """argparse ``type=`` for setting ``name``: its declared kind and range (labelaudit.config)."""
+    def parse(text: str):
+        try:
+            return parse_setting(name, text)
+        except SettingsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def dataset_root(data: Path, work: Path) -> Path:
@@ -136,11 +155,9 @@ def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray)
 def run_scan(root: Path, labels_csv: Path, out: Path, args, **extra):
     from labelaudit import scan
 
-    settings = {k: getattr(args, k) for k in ("folds", "epochs", "width", "depth", "batch_size", "image_size",
-                                               "seed", "lr") if getattr(args, k) is not None}
+    chosen = {k: getattr(args, k) for k in _settings() if getattr(args, k) is not None}
     started = time.perf_counter()
-    scores = scan(root, labels_csv=labels_csv, out=out, device=args.device, progress=not args.no_progress,
-                  **settings, **extra)
+    scores = scan(root, labels_csv=labels_csv, out=out, progress=not args.no_progress, **chosen, **extra)
     return scores, time.perf_counter() - started
 
 

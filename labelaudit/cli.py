@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from labelaudit import __version__
-from labelaudit.config import ScanConfig
+from labelaudit.config import ScanConfig, Setting, settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,45 +20,47 @@ def main() -> None:
 
 # --- scan / demo: labelaudit.scanner, labelaudit.demo -------------------------------
 
-_DEFAULTS = ScanConfig()
+def _scan_options(func=None, **defaults):
+    """Options shared by ``scan`` and ``demo``: the ScanConfig fields declared ``cli=True``.
 
-
-def _scan_options(func=None, *, image_size: int = _DEFAULTS.image_size):
-    """Options shared by ``scan`` and ``demo``: the ScanConfig fields a user tunes."""
+    Types, ranges, defaults and help come from each field's :class:`~labelaudit.config.Setting`;
+    ``defaults`` overrides a default by field name (``demo`` scans at ``image_size=16``).
+    """
     if func is None:
-        return lambda f: _scan_options(f, image_size=image_size)
-    options = [
-        click.option("--image-size", type=click.IntRange(8, 512), default=image_size, show_default=True,
-                     help="Images are resized to this square size."),
-        click.option("--folds", type=click.IntRange(2, 50), default=_DEFAULTS.folds, show_default=True,
-                     help="Cross-validation folds."),
-        click.option("--epochs", type=click.IntRange(1, 1000), default=_DEFAULTS.epochs, show_default=True,
-                     help="Training epochs per fold."),
-        click.option("--batch-size", type=click.IntRange(2, 65536), default=_DEFAULTS.batch_size, show_default=True),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.lr, show_default=True,
-                     help="Peak learning rate."),
-        click.option("--width", type=click.IntRange(1, 512), default=_DEFAULTS.width, show_default=True,
-                     help="Model width (stem channels)."),
-        click.option("--depth", type=click.IntRange(0, 16), default=_DEFAULTS.depth, show_default=True,
-                     help="Residual blocks per stage."),
-        click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True),
-        click.option("--device", default="auto", show_default=True,
-                     help="auto (CUDA when present), cpu, cuda or cuda:N."),
-        click.option("--flag-threshold", type=click.FloatRange(0, 1), default=None,
-                     help="Flag samples with mislabel_score >= this instead of the confident-learning count."),
-        click.option("--recipe", default="default", show_default=True,
-                     help="Signals combined into mislabel_score (see README)."),
-        click.option("--workers", type=click.IntRange(0, 256), default=0, help="Decoding threads (0 = per core)."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
-    ]
+        return lambda f: _scan_options(f, **defaults)
+    options = [_setting_option(name, spec, defaults.get(name, default))
+               for name, (spec, default) in settings().items() if spec.cli]
+    options.append(click.option("--quiet", "-q", is_flag=True, help="No progress bars."))
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def _setting_option(name: str, spec: Setting, default):
+    """The ``--name`` click option of one ScanConfig field."""
+    return click.option(f"--{name.replace('_', '-')}", type=_click_type(spec), default=default,
+                        show_default=default is not None, help=spec.help)
+
+
+def _click_type(spec: Setting) -> click.ParamType:
+    """A click type enforcing ``spec``'s kind and range (patterns are checked by ScanConfig)."""
+    bounds = {"min": spec.min, "max": spec.max, "min_open": spec.min_open, "max_open": spec.max_open}
+    if spec.kind is int:
+        return click.IntRange(**bounds) if spec.min is not None or spec.max is not None else click.INT
+    if spec.kind is float:
+        return click.FloatRange(**bounds)
+    return {bool: click.BOOL, str: click.STRING}[spec.kind]
+
+
 def _config(flip: bool, **options) -> ScanConfig:
-    fields = set(ScanConfig.__dataclass_fields__)
-    return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in fields})
+    """The ScanConfig of a command's options (those that are not settings, like ``quiet``, are ignored).
+
+    Raises
+    ------
+    SettingsError
+        A value the option types let through but the settings refuse (e.g. ``--device gpu``).
+    """
+    return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in settings()})
 
 
 @main.command(short_help="Rank every image by how likely its label is wrong.")

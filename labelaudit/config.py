@@ -1,14 +1,107 @@
-"""The one block of scan settings: every hyper-parameter of a scan lives here."""
+"""The one block of scan settings: every hyper-parameter of a scan lives here, declared once.
+
+Each :class:`ScanConfig` field carries a :class:`Setting` in its metadata: the allowed
+range or choices, the help text, whether it is a command-line option, and whether it
+changes what a fold's training produces. From that one declaration come
+
+* the validation in :class:`ScanConfig` (:class:`~labelaudit.errors.SettingsError`),
+* the ``labelaudit scan`` / ``demo`` options (types, ranges, help: ``cli._scan_options``)
+  and the benchmark's command line,
+* the fold fingerprint (:meth:`ScanConfig.training_fingerprint`): *every* field, except
+  those explicitly declared with ``training=False``, so a new hyper-parameter can never
+  be left out of it and silently resume stale folds.
+
+This module imports nothing heavy (the CLI's ``--help`` loads it).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import numbers
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ScanConfig", "TRAINING_FIELDS"]
+from labelaudit.errors import SettingsError
+
+__all__ = ["Setting", "ScanConfig", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "settings", "parse_setting"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Declaration of one :class:`ScanConfig` field.
+
+    Attributes
+    ----------
+    kind : {int, float, bool, str}
+        Value type (float fields accept ints; ``None`` is allowed only when the default is None).
+    help : str
+        One line for ``--help`` and the docs.
+    min, max : float, optional
+        Inclusive bounds, unless ``min_open`` / ``max_open``.
+    min_open, max_open : bool
+        Exclude the bound itself.
+    pattern : str, optional
+        Regular expression a string value must match in full.
+    training : bool
+        The value changes what a fold's training produces, so it is part of the fold
+        fingerprint. False only for settings that are handled elsewhere (``device``: the
+        scan hashes the device kind) or act after training (flagging, scoring, decoding).
+    cli : bool
+        Offered as a ``labelaudit scan`` / ``demo`` option (``--name-with-dashes``).
+    """
+
+    kind: type
+    help: str
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    pattern: str | None = None
+    training: bool = True
+    cli: bool = True
+
+    def check(self, name: str, value: Any, default: Any) -> None:
+        """Raise :class:`SettingsError` unless ``value`` is allowed for field ``name``."""
+        if value is None and default is None:
+            return
+        if not (_has_kind(value, self.kind) and self._in_range(value)):
+            raise SettingsError(f"invalid scan setting(s): {name}={value!r} ({self.describe()})")
+
+    def _in_range(self, value: Any) -> bool:
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return False
+        low_ok = self.min is None or (value > self.min if self.min_open else value >= self.min)
+        high_ok = self.max is None or (value < self.max if self.max_open else value <= self.max)
+        return low_ok and high_ok
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. ``"an int in [2, 50]"``."""
+        text = f"{'an' if self.kind is int else 'a'} {self.kind.__name__}"
+        if self.min is not None or self.max is not None:
+            low = "(-inf" if self.min is None else f"{'(' if self.min_open else '['}{self.min:g}"
+            high = "inf)" if self.max is None else f"{self.max:g}{')' if self.max_open else ']'}"
+            text += f" in {low}, {high}"
+        if self.pattern is not None:
+            text += f" matching {self.pattern}"
+        return text
+
+
+def _has_kind(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _field(default: Any, kind: type, help: str, **spec: Any) -> Any:
+    """A dataclass field whose metadata declares it (see :class:`Setting`)."""
+    return dataclasses.field(default=default, metadata={"setting": Setting(kind=kind, help=help, **spec)})
 
 
 @dataclass(frozen=True)
@@ -18,6 +111,8 @@ class ScanConfig:
     The defaults are chosen for speed on a laptop CPU and need no ground truth:
     a width-16 ResNet-style net at 32x32 px reaches ~800 training images/s on two
     CPU cores, so 10,000 images x 5 folds x 12 epochs take about a quarter of an hour.
+    Allowed values are declared per field (:func:`settings`); an invalid value raises
+    :class:`~labelaudit.errors.SettingsError`.
 
     Attributes
     ----------
@@ -54,7 +149,7 @@ class ScanConfig:
     seed : int
         Seed of the fold split, initialisation and augmentation.
     device : str
-        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     flag_threshold : float or None
         Flag samples whose ``mislabel_score`` is at least this value. None (default):
         flag as many top-ranked samples as confident learning estimates to be
@@ -63,62 +158,81 @@ class ScanConfig:
         Image decoding workers (0 = one per CPU core).
     recipe : str
         Signals combined into ``mislabel_score`` (a key of
-        :data:`labelaudit.scoring.RECIPES`; ``"default"`` = the benchmarked default).
-        Changing it re-uses finished folds.
+        :data:`labelaudit.scoring.RECIPES`; ``"default"`` = the benchmarked default;
+        checked by the scan). Changing it re-uses finished folds.
     """
 
-    image_size: int = 32
-    folds: int = 5
-    epochs: int = 12
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup: float = 0.2
-    label_smoothing: float = 0.0
-    width: int = 16
-    depth: int = 1
-    crop_padding: int = 2
-    flip: bool = True
-    flip_augment: bool = False
-    seed: int = 0
-    device: str = "auto"
-    flag_threshold: float | None = None
-    workers: int = 0
-    recipe: str = "default"
+    image_size: int = _field(32, int, "Images are resized to this square size.", min=8, max=512)
+    folds: int = _field(5, int, "Cross-validation folds.", min=2, max=50)
+    epochs: int = _field(12, int, "Training epochs per fold.", min=1, max=1000)
+    batch_size: int = _field(128, int, "Training batch size.", min=2, max=65536)
+    lr: float = _field(0.1, float, "Peak learning rate.", min=0, min_open=True)
+    momentum: float = _field(0.9, float, "SGD (Nesterov) momentum.", min=0, max=1, max_open=True, cli=False)
+    weight_decay: float = _field(5e-4, float, "SGD weight decay.", min=0, cli=False)
+    warmup: float = _field(0.2, float, "Fraction of training warming the learning rate up.", min=0, max=1,
+                           max_open=True, cli=False)
+    label_smoothing: float = _field(0.0, float, "Cross-entropy label smoothing.", min=0, max=1, max_open=True,
+                                    cli=False)
+    width: int = _field(16, int, "Model width (stem channels).", min=1, max=512)
+    depth: int = _field(1, int, "Residual blocks per stage.", min=0, max=16)
+    crop_padding: int = _field(2, int, "Random translation of up to this many pixels.", min=0, cli=False)
+    flip: bool = _field(True, bool, "Mirror images as a held-out view (flip signals).", cli=False)
+    flip_augment: bool = _field(False, bool, "Mirror half of each training batch (only without flip).", cli=False)
+    seed: int = _field(0, int, "Seed of the fold split, initialisation and augmentation.")
+    device: str = _field("auto", str, "auto (CUDA when present), cpu, cuda or cuda:N.",
+                         pattern=r"auto|cpu|cuda(:\d+)?", training=False)
+    flag_threshold: float | None = _field(
+        None, float, "Flag samples with mislabel_score >= this instead of the confident-learning count.",
+        min=0, max=1, training=False)
+    workers: int = _field(0, int, "Decoding threads (0 = per core).", min=0, max=256, training=False)
+    recipe: str = _field("default", str, "Signals combined into mislabel_score (see README).", training=False)
 
     def __post_init__(self) -> None:
-        checks = {
-            "image_size": self.image_size >= 8,
-            "folds": self.folds >= 2,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 2,
-            "lr": self.lr > 0,
-            "width": self.width >= 1,
-            "depth": self.depth >= 0,
-            "crop_padding": self.crop_padding >= 0,
-            "warmup": 0 <= self.warmup < 1,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "device": self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:"),
-            "flag_threshold": self.flag_threshold is None or 0 <= self.flag_threshold <= 1,
-            "workers": self.workers >= 0,
-            "flip_augment": not (self.flip_augment and self.flip),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
-            raise ValueError(f"invalid scan setting(s): {values}")
+        for f in dataclasses.fields(self):
+            f.metadata["setting"].check(f.name, getattr(self, f.name), f.default)
+        if self.flip_augment and self.flip:
+            raise SettingsError("invalid scan setting(s): flip_augment=True needs flip=False "
+                                "(a mirror the model trains on is no held-out view)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def training_fingerprint(self) -> str:
-        """Hash of the settings that change what a fold's training produces."""
+        """Hash of every setting that changes what a fold's training produces (all but :data:`NOT_TRAINING_FIELDS`)."""
         payload = json.dumps({k: getattr(self, k) for k in TRAINING_FIELDS}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-TRAINING_FIELDS: tuple[str, ...] = (
-    "image_size", "folds", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-    "warmup", "label_smoothing", "width", "depth", "crop_padding", "flip", "flip_augment", "seed",
-)
+def settings() -> dict[str, tuple[Setting, Any]]:
+    """Every :class:`ScanConfig` field: name -> (its :class:`Setting`, its default), in field order."""
+    return {f.name: (f.metadata["setting"], f.default) for f in dataclasses.fields(ScanConfig)}
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """The value of setting ``name`` written as ``text`` (a command-line word), checked.
+
+    Raises
+    ------
+    SettingsError
+        ``text`` is not a valid value of ``name`` (a ValueError, as argparse expects).
+    """
+    spec, default = settings()[name]
+    try:
+        value = _parse_bool(text) if spec.kind is bool else spec.kind(text)
+    except ValueError:
+        raise SettingsError(f"invalid scan setting(s): {name}={text!r} ({spec.describe()})") from None
+    spec.check(name, value, default)
+    return value
+
+
+def _parse_bool(text: str) -> bool:
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise ValueError(text)
+    return words[text.lower()]
+
+
+#: Fields hashed into the fold fingerprint: all fields but :data:`NOT_TRAINING_FIELDS`.
+TRAINING_FIELDS: tuple[str, ...] = tuple(name for name, (spec, _) in settings().items() if spec.training)
+#: Fields explicitly declared ``training=False`` (not part of the fold fingerprint).
+NOT_TRAINING_FIELDS: tuple[str, ...] = tuple(name for name, (spec, _) in settings().items() if not spec.training)

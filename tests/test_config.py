@@ -1,0 +1,120 @@
+"""Scan settings are declared once: validation, CLI options, benchmark options and the fold fingerprint follow."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from labelaudit.cli import main
+from labelaudit.config import NOT_TRAINING_FIELDS, TRAINING_FIELDS, ScanConfig, parse_setting, settings
+from labelaudit.errors import SettingsError
+
+FIELDS = [f.name for f in dataclasses.fields(ScanConfig)]
+
+
+def _another_valid_value(name, base):
+    """A value of field ``name`` other than ``base``'s that the field's declaration allows."""
+    current = getattr(base, name)
+    spec, _ = settings()[name]
+    if spec.kind is str:
+        candidates = ["cpu", "cuda", "cleanlab"]
+    elif spec.kind is bool:
+        candidates = [not current]
+    elif current is None:
+        candidates = [0.1, 0.5]
+    else:
+        candidates = [current + 1, current - 1] if spec.kind is int else [current * 2, current / 2, 0.1, 0.5]
+    for value in candidates:
+        try:
+            if value != current:
+                return dataclasses.replace(base, **{name: value})
+        except SettingsError:
+            continue
+    raise AssertionError(f"no other valid value found for {name}")
+
+
+def test_the_fields_left_out_of_the_fingerprint_are_exactly_these():
+    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe"}
+    assert sorted(TRAINING_FIELDS + NOT_TRAINING_FIELDS) == sorted(FIELDS)  # every other field is hashed
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_changing_a_field_changes_the_fingerprint_unless_it_is_declared_not_training(name):
+    base = ScanConfig(flip=False) if name == "flip_augment" else ScanConfig()  # flip_augment needs flip off
+    changed = _another_valid_value(name, base)
+    if name in NOT_TRAINING_FIELDS:
+        assert changed.training_fingerprint() == base.training_fingerprint()
+    else:
+        assert changed.training_fingerprint() != base.training_fingerprint()
+
+
+def test_fingerprint_of_the_defaults_is_stable():
+    """Stored folds of earlier versions keep resuming: the hash of the same settings did not change."""
+    assert ScanConfig().training_fingerprint() == "2507d8d8ac8c600a"
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_declared_bounds_and_kinds_are_enforced(name):
+    spec, default = settings()[name]
+    bad = [object()]
+    if spec.min is not None:
+        bad.append(spec.min if spec.min_open else spec.min - 1)
+    if spec.max is not None:
+        bad.append(spec.max if spec.max_open else spec.max + 1)
+    if spec.kind in (int, float):
+        bad += ["3", True]
+    if spec.pattern is not None:
+        bad.append("gpu")
+    for value in bad:
+        with pytest.raises(SettingsError):
+            ScanConfig(**{name: value})
+    ScanConfig(**{name: default})
+
+
+def test_cross_field_rule_and_none_only_where_the_default_is_none():
+    with pytest.raises(SettingsError):
+        ScanConfig(flip=True, flip_augment=True)
+    ScanConfig(flip=False, flip_augment=True)
+    ScanConfig(flag_threshold=None)
+    with pytest.raises(SettingsError):
+        ScanConfig(epochs=None)
+    assert isinstance(SettingsError("x"), ValueError)  # callers catching ValueError still do
+
+
+def test_parse_setting_reads_command_line_words():
+    assert parse_setting("lr", "0.05") == 0.05 and parse_setting("epochs", "3") == 3
+    assert parse_setting("flip", "false") is False and parse_setting("device", "cuda:1") == "cuda:1"
+    for name, text in [("epochs", "0"), ("epochs", "three"), ("device", "gpu"), ("flip", "maybe")]:
+        with pytest.raises(SettingsError):
+            parse_setting(name, text)
+
+
+def test_cli_options_are_derived_from_the_declarations():
+    for command in ("scan", "demo"):
+        params = {p.name: p for p in main.commands[command].params}
+        for name, (spec, default) in settings().items():
+            if not spec.cli:
+                assert name not in params or name == "flip"
+                continue
+            option = params[name]
+            assert option.help == spec.help
+            assert option.default == (16 if (command, name) == ("demo", "image_size") else default)
+            if isinstance(option.type, (click.IntRange, click.FloatRange)):
+                assert (option.type.min, option.type.max) == (spec.min, spec.max)
+                assert (option.type.min_open, option.type.max_open) == (spec.min_open, spec.max_open)
+            else:
+                assert spec.min is None and spec.max is None
+
+
+def test_benchmark_options_are_derived_from_the_declarations():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import detect
+    finally:
+        sys.path.pop(0)
+    args = detect.parse_args(["--epochs", "3", "--lr", "0.05", "--device", "cpu"])
+    assert (args.epochs, args.lr, args.device, args.folds) == (3, 0.05, "cpu", None)
+    with pytest.raises(SystemExit):
+        detect.parse_args(["--folds", "1"])
