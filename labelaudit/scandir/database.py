@@ -18,15 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
+
+from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
     "DB_NAME", "SCHEMA", "connect", "transaction", "write_scan", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
-DB_NAME = "labelaudit.db"
+DB_NAME = ScanDir.DATABASE  # the one spelling lives in scandir.layout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -111,32 +112,9 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
 def dumps(value: Any) -> str:
-    """JSON text for a value that may hold numpy scalars/arrays; NaN becomes null."""
-    return json.dumps(json_safe(value), default=_json_default, allow_nan=False)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats (nested in dicts/lists too) replaced by None."""
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.floating) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+    """JSON text for a value that may hold numpy scalars/arrays or paths; NaN becomes null."""
+    return json.dumps(json_safe(value), allow_nan=False)
 
 
 def write_scan(
@@ -228,25 +206,3 @@ def read_unscored(conn: sqlite3.Connection) -> pd.DataFrame:
 def read_classes(conn: sqlite3.Connection) -> list[str]:
     """Class names in class-id order."""
     return [row["name"] for row in conn.execute("SELECT name FROM classes ORDER BY class_id")]
-
-
-#: Review names that used to live here, still importable from this module.
-_MOVED_TO_REVIEW = {
-    "DECISION_ACTIONS": "labelaudit.review.actions:ACTIONS",
-    "SAMPLES_WITH_DECISIONS": "labelaudit.review.schema:SAMPLES_WITH_DECISIONS",
-    "record_decision": "labelaudit.review.decisions:record_decision",
-    "record_decisions": "labelaudit.review.decisions:record_decisions",
-    "undo_last_decision": "labelaudit.review.decisions:undo_last_decision",
-    "decision_history": "labelaudit.review.decisions:decision_history",
-    "samples_with_decisions": "labelaudit.review.decisions:samples_with_decisions",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """The review's names that moved to :mod:`labelaudit.review` (imported on first use)."""
-    if name not in _MOVED_TO_REVIEW:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, _, attr = _MOVED_TO_REVIEW[name].partition(":")
-    return getattr(importlib.import_module(module), attr)

@@ -21,22 +21,22 @@ from typing import Any
 from labelaudit.errors import ScanDirError
 from labelaudit.fsutil import atomic_write
 
-__all__ = ["ScanDir", "ScanManifest", "ScanSummary", "MANIFEST_VERSION"]
+__all__ = ["ScanDir", "ScanManifest", "ScanSummary", "MANIFEST_VERSION", "json_safe"]
 
 #: Bump when the manifest's meaning changes; readers accept older versions they know.
 MANIFEST_VERSION = 1
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """``value`` with non-finite floats replaced by None and numpy scalars/arrays made plain."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
@@ -110,7 +110,7 @@ class ScanSummary:
     scan_dir: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _json_safe(dataclasses.asdict(self))
+        return json_safe(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScanSummary":
@@ -167,7 +167,7 @@ class ScanManifest:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["summary"] = self.summary.to_dict()
-        return _json_safe(data)
+        return json_safe(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScanManifest":

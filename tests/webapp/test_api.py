@@ -11,6 +11,7 @@ import pytest
 from webapp_support import make_client
 from fakescan import SIGNALS, XSS_CLASS
 
+from labelaudit.review import samples_with_decisions
 from labelaudit.scandir import database as storage
 from labelaudit.webapp import queries
 from labelaudit.webapp.schemas import SampleFilters
@@ -397,7 +398,7 @@ def big_conn(big_scan):
 @pytest.fixture(scope="module")
 def big_frame(big_conn):
     """Every sample with its decision in force: the reference the pages are checked against."""
-    return storage.samples_with_decisions(big_conn).set_index("sample_id", drop=False)
+    return samples_with_decisions(big_conn).set_index("sample_id", drop=False)
 
 
 def expected_order(df, f: SampleFilters) -> list:
