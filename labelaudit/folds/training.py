@@ -35,7 +35,7 @@ from labelaudit.folds.models import build_model
 from labelaudit.folds.records import FoldResult
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
-           "resolve_device", "late_epochs"]
+           "resolve_device", "late_epochs", "load_images"]
 
 #: Bump when a change to the training code changes what a fold produces; stored folds
 #: made by another version are retrained instead of resumed.
@@ -56,7 +56,8 @@ class FoldJob:
     train_idx, holdout_idx : numpy.ndarray of int64, shapes (n_train,) and (n_holdout,)
         Rows of ``images`` to train on and to predict out of sample.
     images_path : str
-        ``.npy`` file holding the uint8 images, shape (N, S, S, 3).
+        ``.npy`` file holding the uint8 images, shape (N, S, S, 3); memory-mapped by
+        :func:`load_images` unless ``images`` is given.
     labels : numpy.ndarray of int64, shape (N,)
         Given labels of all N samples.
     n_classes : int
@@ -66,6 +67,9 @@ class FoldJob:
     embed_all : bool
         Also return features of all N samples from this fold's model (one shared feature
         space for nearest-neighbour look-ups).
+    images : numpy.ndarray of uint8, shape (N, S, S, 3), optional
+        The images themselves, already in memory (e.g. a read-only view of Ray's object
+        store, see :mod:`labelaudit.folds.ray_executor`); ``images_path`` is then not read.
     """
 
     fold: int
@@ -76,6 +80,7 @@ class FoldJob:
     n_classes: int
     config: dict[str, Any]
     embed_all: bool = False
+    images: np.ndarray | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,6 +101,13 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceUnavailable("--device cuda was asked for but PyTorch sees no CUDA device")
     return torch.device(name)
+
+
+def load_images(job: FoldJob) -> np.ndarray:
+    """The uint8 images (N, S, S, 3) of ``job``: ``job.images`` when given, else ``job.images_path`` memory-mapped."""
+    if job.images is not None:
+        return job.images
+    return np.load(job.images_path, mmap_mode="r")
 
 
 def late_epochs(epochs: int) -> list[int]:
@@ -137,7 +149,7 @@ def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResul
 
 def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: ProgressReport | None) -> FoldResult:
     seed = _fold_seed(cfg, job.fold)
-    images = np.load(job.images_path, mmap_mode="r")
+    images = load_images(job)
     data = _DeviceData(images, device)
     labels = torch.as_tensor(np.asarray(job.labels), dtype=torch.long, device=device)
     train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=device)
