@@ -10,16 +10,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 
-def _nice_ticks(vmax: float, n: int = 4) -> list[float]:
+def _nice_ticks(vmax: float, n: int = 4, *, min_step: float = 0.0) -> list[float]:
+    """Round ticks from 0 up to the first one at or above ``vmax`` (the axis top: no bar is clipped)."""
     if vmax <= 0:
         return [0.0]
     raw = vmax / n
     mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    ticks, v = [], 0.0
-    while v <= vmax * 1.0001:
-        ticks.append(v)
-        v += step
+    step = max(next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), min_step)
+    ticks = [0.0]
+    while ticks[-1] < vmax * 0.9999:
+        ticks.append(ticks[-1] + step)
     return ticks
 
 
@@ -76,7 +76,7 @@ def histogram(bins: list[dict[str, Any]], width: int = 560, height: int = 220) -
     left, bottom, top = 44, 26, 10
     plot_w, plot_h = width - left - 8, height - bottom - top
     vmax = max((b["n_flagged"] + b["n_unflagged"] for b in bins), default=0)
-    ticks = _nice_ticks(vmax)
+    ticks = _nice_ticks(vmax, min_step=1.0)  # counts: whole ticks
     ymax = max(ticks[-1], 1)
     bw = plot_w / max(len(bins), 1)
     bars = []
