@@ -44,6 +44,7 @@ from labelaudit.errors import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-dev.tar.gz"
+DEFAULT_HUMAN = REPO.parent / "shared" / "datasets" / "cifar10n-dev-labels.csv.gz"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif"}
 
 
@@ -54,6 +55,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=REPO / "bench-out", help="where extracted data and scans go")
     p.add_argument("--per-class", type=int, default=1000, help="images per class (0 = all)")
     p.add_argument("--offset", type=int, default=0, help="skip this many images per class first (dev splits)")
+    p.add_argument("--min-index", type=int, default=None,
+                   help="only images whose file-name index is >= this (e.g. 30000: the report slice)")
+    p.add_argument("--max-index", type=int, default=None,
+                   help="only images whose file-name index is < this (e.g. 30000: the development slice)")
+    p.add_argument("--human", default=None, metavar="COLUMN",
+                   help="real human noise: take the given labels from this column of --human-labels "
+                        "(random1, random2, random3, aggre, worst); the truth is its 'original' column")
+    p.add_argument("--human-labels", type=Path, default=DEFAULT_HUMAN,
+                   help="CIFAR-10N style CSV: path,original,<annotator columns> (default: the shared one)")
     p.add_argument("--noise", choices=["symmetric", "asymmetric", "instance"], default="symmetric")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--noise-seed", type=int, default=0)
@@ -103,17 +113,37 @@ def _index(path: Path) -> tuple[int, str]:
     return (int(numbers[-1]) if numbers else -1, path.name)
 
 
-def select_subset(root: Path, per_class: int, offset: int) -> pd.DataFrame:
-    """Rows ``path, true_label``: the images ``offset .. offset + per_class`` of each class by index."""
+def select_subset(root: Path, per_class: int, offset: int, min_index: int | None = None,
+                  max_index: int | None = None) -> pd.DataFrame:
+    """Rows ``path, true_label``: the images ``offset .. offset + per_class`` of each class by index,
+    among those whose index lies in ``[min_index, max_index)``."""
     rows = []
+    lo, hi = (-1 if min_index is None else min_index), (np.inf if max_index is None else max_index)
     for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_index)
+        files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                        and lo <= _index(f)[0] < hi), key=_index)
         chosen = files[offset: offset + per_class] if per_class else files[offset:]
         rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in chosen]
     return pd.DataFrame(rows, columns=["path", "true_label"])
 
 
+def human_labels(subset: pd.DataFrame, args) -> np.ndarray:
+    """Given labels of ``subset`` from column ``args.human`` of the human-labels CSV (truth checked)."""
+    table = pd.read_csv(args.human_labels, dtype=str, keep_default_na=False).set_index("path")
+    if args.human not in table.columns:
+        raise SystemExit(f"--human {args.human!r}: columns are {', '.join(table.columns)}")
+    missing = set(subset.path) - set(table.index)
+    if missing:
+        raise SystemExit(f"{len(missing)} benchmark images have no human labels, e.g. {sorted(missing)[0]}")
+    rows = table.loc[subset.path]
+    if not (rows["original"].to_numpy() == subset.true_label.to_numpy()).all():
+        raise SystemExit("the human-labels CSV's 'original' column disagrees with the class folders")
+    return rows[args.human].to_numpy(dtype=object)
+
+
 def noisy_labels(subset: pd.DataFrame, root: Path, args, cache_dir: Path) -> np.ndarray:
+    if args.human:
+        return human_labels(subset, args)
     from labelaudit.data import load_dataset
     from labelaudit.data.noise import inject_noise
 
@@ -175,8 +205,10 @@ def main(argv=None) -> dict:
     from labelaudit.signals import SIGNALS
 
     root = dataset_root(args.data, args.work)
-    subset = select_subset(root, args.per_class, args.offset)
-    name = f"{args.noise}-{args.rate:g}-n{len(subset)}-o{args.offset}{'-' + args.tag if args.tag else ''}"
+    subset = select_subset(root, args.per_class, args.offset, args.min_index, args.max_index)
+    noise = f"human-{args.human}" if args.human else f"{args.noise}-{args.rate:g}"
+    first = "" if args.min_index is None else f"-i{args.min_index}"
+    name = f"{noise}-n{len(subset)}-o{args.offset}{first}{'-' + args.tag if args.tag else ''}"
     out = args.work / name
     for stale in ("scan", "baseline"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -200,7 +232,9 @@ def main(argv=None) -> dict:
         "benchmark": "detect",
         "command": command,
         "data": str(args.data), "n_samples": len(table), "n_classes": len(classes),
-        "noise": args.noise, "rate": args.rate, "actual_noise_rate": float(is_noisy.mean()),
+        "noise": f"human:{args.human}" if args.human else args.noise,
+        "rate": None if args.human else args.rate, "actual_noise_rate": float(is_noisy.mean()),
+        "index_range": [args.min_index, args.max_index], "offset": args.offset,
         "estimated_noise_rate": summary["estimated_noise_rate"],
         "device": summary["device"], "torch_threads": torch.get_num_threads(),
         "config": manifest.config, "score_components": manifest.score_components,
@@ -212,6 +246,7 @@ def main(argv=None) -> dict:
         "oos_accuracy_given": float((probs_tta.argmax(1) == labels).mean()),
         "oos_accuracy_true": float((probs_tta.argmax(1) == truth).mean()),
         "labelaudit": detection_figures(is_noisy, table.mislabel_score.to_numpy(), table.flagged.to_numpy()),
+        "suggestion_true_on_wrong": float((table.suggested_label[is_noisy] == table.true_label[is_noisy]).mean()),
         "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, np.load(scan_dir.pred_probs_image),
                                                          is_noisy),
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
