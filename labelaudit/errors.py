@@ -10,6 +10,7 @@ __all__ = [
     "LabelauditError", "DatasetError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor",
+    "ReviewSettingsError", "MapUnavailable",
 ]
 
 
@@ -59,3 +60,11 @@ class SampleNotFound(ReviewError, LookupError):
 
 class InvalidCursor(ReviewError, ValueError):
     """A paging cursor that does not fit the listing's order."""
+
+
+class ReviewSettingsError(ReviewError, ValueError):
+    """A review setting that cannot be stored (a class order naming an unknown class, a key used twice)."""
+
+
+class MapUnavailable(ReviewError, LookupError):
+    """The scan has no embeddings to draw a map of."""

@@ -24,7 +24,7 @@ import pandas as pd
 
 from labelaudit.errors import UnsafePath
 from labelaudit.fsutil import atomic_write, resolve_inside
-from labelaudit.review import samples_with_decisions
+from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions
 from labelaudit.scandir import database as storage
 
 __all__ = [
@@ -59,7 +59,8 @@ def cleaned_labels(
     full : bool
         Add the columns ``original_label, decision, reviewer, decided_at, mislabel_score,
         suggested_label, note``. ``decision`` is the action in force (``accept``,
-        ``suggested``, ``relabel``, ``unusable``), ``auto`` for an applied unreviewed
+        ``suggested``, ``relabel``, ``unusable``; ``unsure`` keeps the given label, as an
+        unreviewed sample, and is never auto-accepted), ``auto`` for an applied unreviewed
         suggestion, empty for an unreviewed sample, ``unscored`` for an image the scan
         did not score (``note`` says why) and ``unreadable`` for a file that could not be
         decoded.
@@ -90,9 +91,9 @@ def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: 
                     include_unusable: bool) -> pd.DataFrame:
     """:func:`cleaned_labels` of the scanned samples."""
     df = samples_with_decisions(conn)
-    reviewed = df["action"].notna()
+    reviewed = df["action"].notna()  # unsure too: it keeps the given label (its label is NULL)
     decision = df["action"].where(reviewed, "")
-    label = df["label"].where(df["label"].notna(), df["given_label"])
+    label = df["label"].where(df["label"].notna() & ~df["action"].isin(UNRESOLVED_ACTIONS), df["given_label"])
     if auto_accept_above is not None:
         auto = ~reviewed & (df["mislabel_score"] > float(auto_accept_above)) & (
             df["suggested_label"] != df["given_label"])
@@ -139,7 +140,8 @@ def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **o
     -------
     dict
         ``n_samples`` (rows incl. dropped ones), ``n_kept``, ``n_dropped`` (marked unusable),
-        ``n_relabeled``, ``n_auto``, ``n_reviewed``, ``n_unscored`` (kept with their given
+        ``n_relabeled``, ``n_auto``, ``n_reviewed``, ``n_unsure`` (waiting for a second
+        opinion: kept with their given label), ``n_unscored`` (kept with their given
         label, not scored) and ``n_unreadable`` (files that could not be decoded, left out).
     """
     full = cleaned_labels(conn, full=True, include_unusable=True, **options) if df is None else df
@@ -153,6 +155,7 @@ def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **o
         "n_relabeled": int((kept["label"] != kept["original_label"]).sum()),
         "n_auto": int((full["decision"] == "auto").sum()),
         "n_reviewed": int(full["decision"].isin(["accept", "suggested", "relabel", "unusable"]).sum()),
+        "n_unsure": int(full["decision"].isin(UNRESOLVED_ACTIONS).sum()),
         "n_unscored": int((full["decision"] == UNSCORED).sum()),
         "n_unreadable": int(unreadable.sum()),
     }

@@ -2,10 +2,21 @@
 history, request ids), the decision in force, and the one writer of the database.
 
 ``samples_with_decisions(conn)`` -- every sample with its decision in force, as a
-DataFrame -- is what the export reads.
+DataFrame -- is what the export reads. Besides decisions: free tags (:mod:`.tags`), the
+class order and keys (:mod:`.classorder`), map selections (:mod:`.selections`) and the 2-D
+map of the embeddings (:mod:`.projection`).
 """
 
-from labelaudit.review.actions import ACTION_TEXT, ACTIONS, IN_FORCE_ACTIONS, LABEL_ACTIONS, Action, resolve
+from labelaudit.review.actions import (
+    ACTION_TEXT,
+    ACTIONS,
+    IN_FORCE_ACTIONS,
+    LABEL_ACTIONS,
+    UNRESOLVED_ACTIONS,
+    Action,
+    resolve,
+)
+from labelaudit.review.classorder import ClassOrder, default_order, parse_class_order, read_class_order
 from labelaudit.review.database import ReviewDatabase
 from labelaudit.review.decisions import (
     decision_history,
@@ -17,7 +28,8 @@ from labelaudit.review.decisions import (
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
 
 __all__ = [
-    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "ACTION_TEXT", "resolve", "ReviewDatabase",
+    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
+    "ReviewDatabase", "ClassOrder", "default_order", "parse_class_order", "read_class_order",
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "samples_with_decisions",
     "SAMPLES_WITH_DECISIONS", "in_force",
 ]

@@ -12,7 +12,8 @@ from enum import Enum
 from labelaudit.errors import DecisionError
 
 __all__ = [
-    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "ACTION_TEXT", "resolve", "check_stored",
+    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
+    "check_stored",
 ]
 
 
@@ -21,13 +22,17 @@ class Action(str, Enum):
 
     The stored ``label`` of a decision is the label the sample ends up with: the given one
     (``accept``), the suggested one (``suggested``), another class (``relabel``) or none
-    (``unusable`` drops the sample; ``clear`` withdraws the decision in force).
+    (``unusable`` drops the sample; ``clear`` withdraws the decision in force). ``unsure``
+    asks for a second opinion: it is in force like a decision (listed, filterable, undone
+    like one) but resolves nothing -- the export treats the sample as unreviewed until a
+    later decision replaces it.
     """
 
     ACCEPT = "accept"
     SUGGESTED = "suggested"
     RELABEL = "relabel"
     UNUSABLE = "unusable"
+    UNSURE = "unsure"
     CLEAR = "clear"
 
     def __str__(self) -> str:
@@ -40,9 +45,11 @@ ACTIONS: tuple[str, ...] = tuple(a.value for a in Action)
 IN_FORCE_ACTIONS: tuple[str, ...] = tuple(a for a in ACTIONS if a != Action.CLEAR)
 #: Actions whose stored row carries a label.
 LABEL_ACTIONS: tuple[str, ...] = (Action.ACCEPT.value, Action.SUGGESTED.value, Action.RELABEL.value)
+#: Actions in force that leave the sample undecided (the export keeps its given label).
+UNRESOLVED_ACTIONS: tuple[str, ...] = (Action.UNSURE.value,)
 #: Short past-tense words the pages show for a decision in force.
 ACTION_TEXT: dict[str, str] = {"accept": "kept", "suggested": "suggestion", "relabel": "relabeled",
-                               "unusable": "unusable"}
+                               "unusable": "unusable", "unsure": "unsure"}
 
 
 def _kept_label(action: str, given: str, suggested: str, label: str | None, path: str) -> str:
@@ -72,7 +79,7 @@ def resolve(
         One of :data:`ACTIONS`.
     label : str or None
         Required for ``relabel``; optional for ``accept`` / ``suggested``, where it must be
-        the label the action keeps; ignored for ``unusable`` and ``clear``.
+        the label the action keeps; ignored for ``unusable``, ``unsure`` and ``clear``.
     given, suggested : str
         The sample's given and suggested labels.
     classes : collection of str
@@ -104,7 +111,7 @@ def resolve(
         if label == suggested:
             return Action.SUGGESTED.value, label
         return Action.RELABEL.value, label
-    if action in (Action.UNUSABLE, Action.CLEAR):
+    if action in (Action.UNUSABLE, Action.UNSURE, Action.CLEAR):
         return str(action), None
     raise DecisionError(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}")
 

@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 from labelaudit.errors import SampleNotFound
 from labelaudit.review import decisions
 from labelaudit.review.actions import resolve
+from labelaudit.review.classorder import ClassOrder, write_class_order
+from labelaudit.review.selections import create_selection_in
+from labelaudit.review.tags import change_tags_in
 from labelaudit.scandir.database import connect, transaction
 
 __all__ = ["ReviewDatabase", "ConnectionPool", "StatsCache", "MAX_SQLITE_INT", "valid_id"]
@@ -199,6 +202,32 @@ class ReviewDatabase:
             return decisions.recorded(conn, decisions.undo_last_decision_in(conn, reviewer, request_id=request_id))
 
         return self.execute_write_fn(write)
+
+    def change_tags(self, sample_id: int, *, add: Sequence[str] = (), remove: Sequence[str] = (),
+                    reviewer: str = "") -> tuple[str, list[str]]:
+        """Add / remove free tags of one sample (appended events); return ``(path, its tags)``.
+
+        Raises
+        ------
+        SampleNotFound, DecisionError
+            See :func:`labelaudit.review.tags.change_tags_in`.
+        """
+        def write(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+            row = conn.execute("SELECT path FROM samples WHERE sample_id = ?",
+                               (sample_id if valid_id(sample_id) else -1,)).fetchone()
+            if row is None:
+                raise SampleNotFound(f"no sample {sample_id}")
+            return row[0], change_tags_in(conn, row[0], add=add, remove=remove, reviewer=reviewer)
+
+        return self.execute_write_fn(write)
+
+    def set_class_order(self, order: ClassOrder | None, *, reviewer: str = "") -> None:
+        """Store the class order and keys (None: back to the natural default)."""
+        self.execute_write_fn(lambda conn: write_class_order(conn, order, reviewer=reviewer))
+
+    def create_selection(self, sample_ids: Sequence[int]) -> tuple[str, int]:
+        """Store a short-lived selection of samples; return ``(selection id, size)``."""
+        return self.execute_write_fn(lambda conn: create_selection_in(conn, sample_ids))
 
     def close(self) -> None:
         """Close every connection (the object must not be used afterwards)."""

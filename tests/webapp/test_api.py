@@ -286,7 +286,7 @@ def test_stats(client, scan):
     p = s["progress"]
     assert p["n_samples"] == len(scan.scores) and p["n_flagged"] == int(scan.scores.flagged.sum())
     assert p["n_reviewed"] == p["n_reviewed_flagged"] == 3
-    assert p["by_action"] == {"accept": 1, "suggested": 1, "relabel": 0, "unusable": 1}
+    assert p["by_action"] == {"accept": 1, "suggested": 1, "relabel": 0, "unusable": 1, "unsure": 0}
     assert sum(b["n_flagged"] + b["n_unflagged"] for b in s["histogram"]) == len(scan.scores)
     assert sum(b["n_flagged"] for b in s["histogram"]) == p["n_flagged"]
     assert [c["name"] for c in s["classes"]] == scan.classes

@@ -14,3 +14,137 @@ def test_histogram_axis_tops_at_or_above_the_tallest_bar():
     tallest, other = h["bars"][0]["hu"], h["bars"][1]["hu"] + h["bars"][1]["hf"]
     assert tallest <= h["plot_h"] and tallest > other  # the tallest bin looks tallest
     assert [t["text"] for t in charts.histogram([{"lo": 0, "hi": 1, "n_flagged": 1, "n_unflagged": 0}])["yticks"]] == ["0", "1"]
+
+
+# ---------------------------------------------------------------------------- review domain
+
+import sqlite3  # noqa: E402
+
+import pytest  # noqa: E402
+
+from labelaudit.errors import DecisionError, ReviewSettingsError  # noqa: E402
+from labelaudit.export import cleaned_labels, export_summary  # noqa: E402
+from labelaudit.review import ReviewDatabase, default_order, parse_class_order, read_class_order  # noqa: E402
+from labelaudit.review.tags import all_tags, tags_of  # noqa: E402
+from labelaudit.scandir.database import connect  # noqa: E402
+
+OLD_DECISIONS = """CREATE TABLE decisions (
+    decision_id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('accept', 'suggested', 'relabel', 'unusable', 'clear')),
+    label TEXT, note TEXT NOT NULL DEFAULT '', reviewer TEXT NOT NULL DEFAULT '', decided_at TEXT NOT NULL)"""
+
+
+def test_older_database_is_migrated_keeping_every_decision(scan):
+    path = scan.scores.path[0]
+    raw = sqlite3.connect(scan.db_path)
+    raw.executescript("DROP VIEW IF EXISTS current_decisions; DROP TABLE decisions;" + OLD_DECISIONS + ";"
+                      "DROP TABLE IF EXISTS tag_events; DROP TABLE IF EXISTS review_settings;")
+    raw.execute("INSERT INTO decisions VALUES (7, ?, 'accept', ?, 'n', 'old', '2024-01-01T00:00:00+00:00')",
+                (path, scan.scores.given_label[0]))
+    raw.commit()
+    with pytest.raises(sqlite3.IntegrityError):  # the old CHECK refuses the new action
+        raw.execute("INSERT INTO decisions VALUES (8, ?, 'unsure', NULL, '', '', 'x')", (path,))
+    raw.close()
+    review = ReviewDatabase(scan.db_path)
+    try:
+        review.decide([0], "unsure", reviewer="new")
+        with review.reader() as conn:
+            rows = [tuple(r) for r in conn.execute("SELECT decision_id, action, reviewer FROM decisions")]
+            assert rows == [(7, "accept", "old"), (8, "unsure", "new")]  # ids kept and continued
+            assert conn.execute("SELECT COUNT(*) FROM tag_events").fetchone()[0] == 0
+        assert review.undo("new")[0]["decision"]["action"] == "accept"
+    finally:
+        review.close()
+
+
+def test_unsure_keeps_the_given_label_in_the_export_until_resolved(scan):
+    flagged = scan.flagged()
+    sid = int(flagged.iloc[0].sample_id)
+    given, sugg = flagged.iloc[0].given_label, flagged.iloc[0].suggested_label
+    review = ReviewDatabase(scan.db_path)
+    try:
+        review.decide([sid], "unsure", note="ask Ada", reviewer="bo")
+        with review.reader() as conn:
+            df = cleaned_labels(conn, full=True, auto_accept_above=0.0).set_index("path")
+            row = df.loc[scan.scores.path[sid]]
+            assert (row.label, row.decision) == (given, "unsure")  # not even auto-accepted
+            summary = export_summary(conn)
+            assert summary["n_unsure"] == 1 and summary["n_reviewed"] == 0
+        review.decide([sid], "suggested", reviewer="ada")  # the second opinion resolves it
+        with review.reader() as conn:
+            assert cleaned_labels(conn).set_index("path").label[scan.scores.path[sid]] == sugg
+    finally:
+        review.close()
+
+
+def test_undo_is_kept_apart_per_reviewer(scan):
+    review = ReviewDatabase(scan.db_path)
+    try:
+        review.decide([0], "unusable", reviewer="ada")
+        review.decide([1], "unsure", reviewer="bo")
+        assert [r["sample_id"] for r in review.undo("ada")] == [0]
+        assert review.undo("ada") == []  # bo's decision is not ada's to undo
+        assert [r["sample_id"] for r in review.undo("bo")] == [1]
+    finally:
+        review.close()
+
+
+def test_tags_are_appended_and_cleaned(scan):
+    review = ReviewDatabase(scan.db_path)
+    try:
+        path, tags = review.change_tags(3, add=["Blurry", " two   objects ", "blurry"], reviewer="ada")
+        assert tags == ["blurry", "two objects"]
+        assert review.change_tags(3, remove=["blurry"], add=["crop"])[1] == ["crop", "two objects"]
+        with pytest.raises(DecisionError):
+            review.change_tags(3, add=["a,b"])
+        with review.reader() as conn:
+            assert tags_of(conn, path) == ["crop", "two objects"]
+            assert dict(all_tags(conn)) == {"crop": 1, "two objects": 1}
+            ops = [r[0] for r in conn.execute("SELECT op FROM tag_events ORDER BY event_id")]
+            assert ops == ["add", "add", "add", "remove"]  # nothing updated or deleted
+    finally:
+        review.close()
+
+
+DIGITS = ["eight", "five", "four", "nine", "one", "seven", "six", "three", "two", "zero"]  # alphabetical
+
+
+def test_natural_class_order_and_keys():
+    order = default_order(DIGITS)
+    assert order.order == ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    assert order.keys["four"] == "4" and order.keys["zero"] == "0" and order.keys["one"] == "1"
+    tens = default_order(["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
+    assert tens.keys["ten"] == "0" and tens.keys["one"] == "1"
+    assert default_order(["class_10", "class_2", "class_1"]).order == ("class_1", "class_2", "class_10")
+    assert default_order(["dog", "cat"]).order == ("dog", "cat")  # the dataset's own order
+    custom = parse_class_order(["cat", "7=dog"], ["dog", "cat", "eel"])
+    assert custom.order == ("cat", "dog", "eel") and custom.keys == {"cat": "1", "dog": "7", "eel": "2"}
+    for bad in (["cow"], ["cat", "cat"], ["x=cat"], ["1=cat", "1=dog"]):
+        with pytest.raises(ReviewSettingsError):
+            parse_class_order(bad, ["dog", "cat"])
+
+
+def test_class_order_is_stored_in_the_scan_database(scan):
+    review = ReviewDatabase(scan.db_path)
+    try:
+        wanted = parse_class_order(["triangle", "5=square"], scan.classes)
+        review.set_class_order(wanted, reviewer="ada")
+        conn = connect(scan.db_path)
+        assert read_class_order(conn, scan.classes) == wanted
+        conn.close()
+        review.set_class_order(None)
+        with review.reader() as conn:
+            assert read_class_order(conn, scan.classes) == default_order(scan.classes)
+    finally:
+        review.close()
+
+
+def test_selection_is_stored_and_checked(scan):
+    review = ReviewDatabase(scan.db_path)
+    try:
+        sel, n = review.create_selection([5, 3, 3, 9])
+        assert n == 3 and len(sel) >= 8
+        with pytest.raises(Exception):
+            review.create_selection([10_000])
+    finally:
+        review.close()

@@ -49,7 +49,7 @@ _env.filters["num"] = _num
 _env.globals["action_text"] = ACTION_TEXT
 #: The decision filter's options: every value SampleFilters.decision takes, with its text.
 FILTER_TEXT = {"accept": "kept given", "suggested": "took suggestion", "relabel": "other class",
-               "unusable": "unusable", "changed": "label changed"}
+               "unusable": "unusable", "unsure": "unsure (second opinion)", "changed": "label changed"}
 _env.globals["decision_filters"] = [("", "any")] + [(v, FILTER_TEXT[v]) for v in get_args(DecisionFilter)]
 
 
