@@ -63,6 +63,33 @@ def _config(flip: bool, **options) -> ScanConfig:
     return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in settings()})
 
 
+#: ``scan`` options that configure the Ray executor (``--ray-...``), by parameter name.
+_RAY_OPTIONS = ("ray_address", "gpus_per_fold", "cpus_per_fold", "fold_retries", "ray_images")
+
+
+def _executor_options(func):
+    """``--executor`` and the options of the Ray executor (see :class:`~labelaudit.folds.ray_executor.RayExecutor`)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Where folds train: this process, or Ray tasks (needs: pip install \"labelaudit[ray]\")."),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster to use, e.g. ray://HEAD:10001  [default: $RAY_ADDRESS, else a local Ray]"),
+        click.option("--gpus-per-fold", type=click.FloatRange(min=0), default=None,
+                     help="GPUs per fold task (0.5: two folds share a GPU)  [default: 1 if the cluster has GPUs]"),
+        click.option("--cpus-per-fold", type=click.FloatRange(min=0, min_open=True), default=1.0,
+                     show_default=True, help="CPUs per fold task (also its PyTorch threads)."),
+        click.option("--fold-retries", type=click.IntRange(min=0), default=3, show_default=True,
+                     help="Times a fold whose Ray worker died is run again."),
+        click.option("--ray-images", type=click.Choice(["object-store", "shared-path"]), default="object-store",
+                     show_default=True,
+                     help="Images to the folds through Ray's object store (put once), or read by every node "
+                          "from the scan directory (which must then be on a shared filesystem)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @main.command(short_help="Rank every image by how likely its label is wrong.")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -72,19 +99,47 @@ def _config(flip: bool, **options) -> ScanConfig:
 @click.option("--no-flip", is_flag=True,
               help="No mirror-image signals: for data whose meaning changes when mirrored (digits, text).")
 @_scan_options
+@_executor_options
 def scan(data_dir: Path, labels_csv: Path | None, out: Path | None, no_flip: bool, quiet: bool, **options) -> None:
     """Train cross-validated models on DATA_DIR and rank every image by how likely it is mislabeled.
 
     DATA_DIR holds one sub-folder per class, or images listed in a --labels CSV.
     Re-running with the same arguments resumes from the folds already trained.
+    With --executor ray the folds run as Ray tasks (this machine or a cluster).
     """
     from labelaudit.scanner import scan as run_scan
 
     out = out or Path.cwd() / f"{data_dir.resolve().name}-scan"
+    ray_options = {name: options.pop(name) for name in _RAY_OPTIONS}
     with _user_errors():
+        executor = _executor(options.pop("executor"), ray_options)
         scores = run_scan(data_dir, out=out, labels_csv=labels_csv, config=_config(not no_flip, **options),
-                          progress=not quiet)
+                          executor=executor, progress=not quiet)
     print_summary(scores.attrs["summary"], out)
+
+
+def _executor(name: str, ray_options: dict):
+    """The executor of the ``--executor`` options: None (in process) or a RayExecutor.
+
+    Raises
+    ------
+    click.UsageError
+        A Ray option given with ``--executor local``.
+    MissingExtra
+        ``--executor ray`` without Ray installed.
+    """
+    if name == "local":
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')}" for n in _RAY_OPTIONS
+                 if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply with --executor ray")
+        return None
+    from labelaudit.folds.ray_executor import RayExecutor
+
+    o = ray_options
+    return RayExecutor(address=o["ray_address"], gpus_per_fold=o["gpus_per_fold"], cpus_per_fold=o["cpus_per_fold"],
+                       retries=o["fold_retries"], images=o["ray_images"])
 
 
 @contextlib.contextmanager

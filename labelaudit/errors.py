@@ -68,3 +68,11 @@ class ReviewSettingsError(ReviewError, ValueError):
 
 class MapUnavailable(ReviewError, LookupError):
     """The scan has no embeddings to draw a map of."""
+
+
+class MissingExtra(LabelauditError, ImportError):
+    """An optional dependency is not installed (e.g. Ray for ``--executor ray``); the message says what to install."""
+
+
+class ClusterError(LabelauditError, RuntimeError):
+    """A fold could not be run on the cluster (no connection, worker died past its retries, data not visible)."""
