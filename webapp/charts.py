@@ -129,7 +129,7 @@ def class_bars(rows: list[dict[str, Any]], width: int = 560) -> dict[str, Any]:
 def decision_bar(by_action: dict[str, int], n_flagged: int, width: int = 560) -> dict[str, Any]:
     """One stacked bar of the flagged samples: each decision kind, then unreviewed."""
     order = [("accept", "kept"), ("suggested", "took suggestion"), ("relabel", "other class"),
-             ("unusable", "unusable")]
+             ("unusable", "unusable"), ("unsure", "unsure")]
     total = max(n_flagged, sum(by_action.values()), 1)
     x, parts = 0.0, []
     for key, text in order:

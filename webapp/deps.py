@@ -8,6 +8,8 @@ write. This module only hands them out.
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -18,12 +20,18 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
-from labelaudit.review import ReviewDatabase
+from labelaudit.review import ClassOrder, ReviewDatabase, read_class_order
 from labelaudit.scandir import ScanDir, ScanManifest
 from labelaudit.scandir.database import read_classes
 
 __all__ = ["Settings", "get_settings", "get_db", "get_review", "Db", "Review", "SettingsDep", "Embeddings",
-           "LOOPBACK_NAMES"]
+           "LOOPBACK_NAMES", "get_reviewer", "Reviewer", "REVIEWER_COOKIE", "REVIEWER_PATTERN", "SignalStats",
+           "class_order"]
+
+#: A reviewer name chosen in the browser (cookie) or sent by a script (header).
+REVIEWER_PATTERN = re.compile(r"^[\w .@+-]{1,64}$")
+REVIEWER_COOKIE = "la_reviewer"
+REVIEWER_HEADER = "x-labelaudit-reviewer"
 
 #: ``Host`` names always served without a token (IP literals of the loopback ranges too:
 #: see :func:`labelaudit.webapp.security.is_loopback`).
@@ -31,7 +39,11 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class Embeddings:
-    """``embeddings.npy`` of the scan, loaded on first use (float32, rows L2-normalised)."""
+    """``embeddings.npy`` of the scan, loaded on first use (float32, centred, rows L2-normalised).
+
+    The rows are centred on their mean before normalising: features after a ReLU all point
+    into one corner, where every cosine similarity reads 0.99; centred, they spread out.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -47,6 +59,7 @@ class Embeddings:
             with self._lock:
                 if self._array is None:
                     arr = np.load(self.path, mmap_mode="r").astype(np.float32)
+                    arr -= arr.mean(axis=0, keepdims=True)
                     norms = np.linalg.norm(arr, axis=1, keepdims=True)
                     arr /= np.where(norms > 0, norms, 1)
                     self._array = arr
@@ -65,6 +78,43 @@ class Embeddings:
         idx = np.argpartition(-sims, k - 1)[:k]
         idx = idx[np.argsort(-sims[idx])]
         return [(int(i), float(sims[i])) for i in idx]
+
+
+class SignalStats:
+    """Each signal's values over all scanned samples, sorted, to rank one sample among them."""
+
+    def __init__(self) -> None:
+        self._sorted: dict[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self, conn: sqlite3.Connection) -> dict[str, np.ndarray]:
+        if self._sorted is None:
+            with self._lock:
+                if self._sorted is None:
+                    values: dict[str, list[float]] = {}
+                    for (text,) in conn.execute("SELECT signals FROM samples"):
+                        for name, v in json.loads(text).items():
+                            if v is not None:
+                                values.setdefault(name, []).append(v)
+                    self._sorted = {k: np.sort(np.asarray(v, dtype=float)) for k, v in values.items()}
+        return self._sorted
+
+    def suspicion(self, conn: sqlite3.Connection, name: str, value: float | None, direction: int) -> float | None:
+        """Share of the scanned samples *less* suspicious than ``value`` (0-1), or None.
+
+        ``direction`` +1: a higher value is more suspicious; -1: a lower one is.
+        """
+        arr = self._load(conn).get(name)
+        if value is None or arr is None or not len(arr):
+            return None
+        if direction >= 0:
+            return float(np.searchsorted(arr, value, side="left")) / len(arr)
+        return float(len(arr) - np.searchsorted(arr, value, side="right")) / len(arr)
+
+
+def class_order(conn: sqlite3.Connection, settings: "Settings") -> ClassOrder:
+    """The class order and keys in force (stored in the database, else the natural default)."""
+    return read_class_order(conn, settings.classes)
 
 
 @dataclass
@@ -86,6 +136,7 @@ class Settings:
     dataset_root: Path = field(init=False)
     classes: list[str] = field(init=False)
     embeddings: Embeddings = field(init=False)
+    signal_stats: SignalStats = field(init=False)
 
     def __post_init__(self) -> None:
         self.scan_dir = Path(self.scan_dir).resolve()
@@ -96,6 +147,7 @@ class Settings:
         self.dataset_root = Path(root).resolve() if root else self.scan_dir
         self.classes = list(self.manifest.classes)
         self.embeddings = Embeddings(self.scan.embeddings)
+        self.signal_stats = SignalStats()
 
     def load_classes(self, review: ReviewDatabase) -> None:
         """Take the class names from the database when the manifest lists none."""
@@ -134,6 +186,16 @@ def get_db(request: Request) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
+def get_reviewer(request: Request) -> str:
+    """The reviewer of this request: a valid ``X-Labelaudit-Reviewer`` header, else the name
+    chosen in this browser (cookie), else the server's ``--reviewer``."""
+    for value in (request.headers.get(REVIEWER_HEADER), request.cookies.get(REVIEWER_COOKIE)):
+        if value and REVIEWER_PATTERN.match(value.strip()):
+            return value.strip()
+    return request.app.state.settings.reviewer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+Reviewer = Annotated[str, Depends(get_reviewer)]
 Db = Annotated[sqlite3.Connection, Depends(get_db)]
 Review = Annotated[ReviewDatabase, Depends(get_review)]

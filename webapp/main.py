@@ -14,11 +14,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from labelaudit import __version__
-from labelaudit.errors import DecisionError, InvalidCursor, SampleNotFound
+from labelaudit.errors import DecisionError, InvalidCursor, MapUnavailable, ReviewSettingsError, SampleNotFound
 from labelaudit.review import ReviewDatabase
+from labelaudit.review.projection import MapCache
 
 from .deps import Settings
-from .routers import decisions, export, images, pages, samples, stats
+from .routers import decisions, export, images, map, pages, samples, stats
 from .security import BodyLimitMiddleware, SecurityMiddleware
 
 __all__ = ["create_app", "default_reviewer", "TOKEN_PATTERN"]
@@ -35,7 +36,14 @@ JSON API of the labelaudit review app: everything the pages do.
   undo the reviewer's last one (`POST /api/decisions/undo`);
 * statistics and the noise matrix (`GET /api/stats`, `GET /api/noise-matrix`);
 * the cleaned labels as CSV (`GET /api/export.csv`);
-* the images the scan did not score (`GET /api/unscored`).
+* the images the scan did not score (`GET /api/unscored`);
+* tags (`POST /api/samples/{id}/tags`), the class order and keys (`GET`/`PUT /api/class-order`),
+  decisions per reviewer (`GET /api/reviewers`), per-class label quality (`GET /api/per-class`);
+* the map: a 2-D projection of the embeddings (`GET /api/map`, `GET /api/map/points`), and
+  selections of samples to open in the grid (`POST /api/selections`).
+
+The reviewer of a request is the server's `--reviewer`, or the name chosen in the browser
+(cookie), or a script's `X-Labelaudit-Reviewer` header.
 
 Decisions are appended to the scan's SQLite database (one committed transaction each) and
 are never updated or deleted. A decision or undo may carry a `request_id`: repeating the
@@ -110,9 +118,10 @@ def create_app(
     app.state.settings = settings
     app.state.review = review
     app.state.images = images.ImageCache()
+    app.state.map = MapCache(settings.scan)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (samples, images, decisions, stats, export, pages):
+    for module in (samples, images, decisions, stats, export, map, pages):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityMiddleware, token=token, allowed_hosts=settings.allowed_hosts)
@@ -145,6 +154,14 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DecisionError)
     async def bad_decision(request: Request, exc: DecisionError):
         return JSONResponse({"detail": _short(str(exc))}, status_code=422)
+
+    @app.exception_handler(ReviewSettingsError)
+    async def bad_setting(request: Request, exc: ReviewSettingsError):
+        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
+
+    @app.exception_handler(MapUnavailable)
+    async def no_map(request: Request, exc: MapUnavailable):
+        return JSONResponse({"detail": _short(str(exc))}, status_code=404)
 
     @app.exception_handler(InvalidCursor)
     async def bad_cursor(request: Request, exc: InvalidCursor):

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelaudit.errors import InvalidCursor, SampleNotFound
-from labelaudit.review.actions import IN_FORCE_ACTIONS
+import numpy as np
+
+from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
 from labelaudit.review.decisions import DECISION_FIELDS, decision_history
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
+from labelaudit.review.tags import tags_by_path
 from labelaudit.scandir.database import read_unscored
 
 from .deps import Settings
@@ -26,7 +29,8 @@ from .schemas import SampleFilters
 
 __all__ = [
     "Page", "list_samples", "count_samples", "get_sample", "get_samples", "neighbours", "history",
-    "progress", "class_counts", "pair_counts", "score_histogram", "cursor_of", "unscored",
+    "progress", "class_counts", "pair_counts", "score_histogram", "cursor_of", "unscored", "with_tags",
+    "reviewers", "per_class",
 ]
 
 MAX_LIMIT = 500
@@ -70,9 +74,18 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "top_classes": [{"label": c, "prob": p} for c, p in top],
         "signals": json.loads(row["signals"]),
         "decision": _decision(row),
+        "tags": [],
         "image_url": image_url(row["sample_id"], path),
         "thumb_url": image_url(row["sample_id"], path, thumb=True),
     }
+
+
+def with_tags(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with each one's ``tags`` filled in (one query for all)."""
+    tags = tags_by_path(conn, [it["path"] for it in items])
+    for it in items:
+        it["tags"] = tags.get(it["path"], [])
+    return items
 
 
 def cursor_of(item: dict[str, Any], sort: str | None) -> str:
@@ -108,6 +121,15 @@ def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
     if f.q:
         clauses.append("s.path LIKE :q ESCAPE '\\'")
         params["q"] = _like(f.q)
+    if f.tag:
+        clauses.append(_TAGGED)
+        params["tag"] = f.tag.strip().lower()
+    if f.selection:
+        clauses.append("s.sample_id IN (SELECT sel.sample_id FROM selections AS sel WHERE sel.selection_id = :selection)")
+        params["selection"] = f.selection
+    if f.reviewer:
+        clauses.append("d.reviewer = :reviewer")
+        params["reviewer"] = f.reviewer
     if f.reviewed == "yes":
         clauses.append("d.decision_id IS NOT NULL")
     elif f.reviewed == "no":
@@ -119,6 +141,10 @@ def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
         params["decision"] = f.decision
     return clauses, params
 
+
+#: The sample carries tag ``:tag`` (its latest event for that tag is an 'add').
+_TAGGED = ("EXISTS (SELECT 1 FROM tag_events AS t WHERE t.path = s.path AND t.tag = :tag AND t.op = 'add' "
+           "AND t.event_id = (SELECT MAX(x.event_id) FROM tag_events AS x WHERE x.path = s.path AND x.tag = :tag))")
 
 _KEYS = {  # sort -> (key column, ascending)
     "score": ("s.score_rank", True),
@@ -211,7 +237,7 @@ def list_samples(
         has_after, rows = len(rows) > limit, rows[:limit]
         has_before = after_v is not None and bool(rows) and bool(
             _fetch(conn, f, after=None, before=_parse_cursor(cursor_of(_item(rows[0]), sort), sort), limit=1))
-    items = [_item(r) for r in rows]
+    items = with_tags(conn, [_item(r) for r in rows])
     return Page(
         items=items,
         next_after=cursor_of(items[-1], sort) if items and has_after else None,
@@ -230,7 +256,7 @@ def count_samples(conn: sqlite3.Connection, f: SampleFilters) -> int:
     s_only = [c for c in clauses if "d." not in c]
     where_s = f"WHERE {' AND '.join(s_only)}" if s_only else ""
     n_all = conn.execute(f"SELECT COUNT(*) FROM samples AS s {where_s}", params).fetchone()[0]
-    if f.reviewed is None and f.decision is None:
+    if f.reviewed is None and f.decision is None and f.reviewer is None:
         return n_all
     d_clauses = [c for c in clauses if c != "d.decision_id IS NULL"]
     where_d = f"WHERE {' AND '.join(d_clauses)}" if d_clauses else ""
@@ -249,7 +275,7 @@ def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:
         row = conn.execute(f"{SAMPLES_WITH_DECISIONS} WHERE s.sample_id = ?", (sample_id,)).fetchone()
     if row is None:
         raise SampleNotFound(f"no sample {sample_id}")
-    return _item(row)
+    return with_tags(conn, [_item(row)])[0]
 
 
 def get_samples(conn: sqlite3.Connection, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -287,14 +313,16 @@ def progress(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
             "COUNT(*) AS n FROM current_decisions AS cd CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3"
         ).fetchall()
         by_action = {a: 0 for a in IN_FORCE_ACTIONS}
-        n_reviewed = n_reviewed_flagged = n_changed = 0
+        n_reviewed = n_reviewed_flagged = n_changed = n_unsure = 0
         for r in rows:
             by_action[r["action"]] = by_action.get(r["action"], 0) + r["n"]
             n_reviewed += r["n"]
             n_reviewed_flagged += r["n"] if r["flagged"] else 0
             n_changed += r["n"] if r["changed"] else 0
+            n_unsure += r["n"] if r["action"] in UNRESOLVED_ACTIONS else 0
         return {"n_samples": n, "n_flagged": n_flagged, "n_reviewed": n_reviewed,
-                "n_reviewed_flagged": n_reviewed_flagged, "n_changed": n_changed, "by_action": by_action}
+                "n_reviewed_flagged": n_reviewed_flagged, "n_changed": n_changed, "n_unsure": n_unsure,
+                "by_action": by_action}
 
     return cache.get("progress", conn, compute)
 
@@ -303,7 +331,7 @@ def class_counts(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, 
     """Per class: samples, flagged, suggested, relabeled from / to, unusable."""
     def compute():
         out = {r["name"]: {"name": r["name"], "n_samples": r["n_samples"], "n_flagged": 0, "n_suggested": 0,
-                           "n_relabeled_from": 0, "n_relabeled_to": 0, "n_unusable": 0}
+                           "n_relabeled_from": 0, "n_relabeled_to": 0, "n_unusable": 0, "n_reviewed": 0}
                for r in conn.execute("SELECT name, n_samples FROM classes ORDER BY class_id")}
         for r in conn.execute("SELECT given_label, suggested_label, COUNT(*) AS n FROM samples "
                               "WHERE flagged = 1 GROUP BY 1, 2"):
@@ -312,10 +340,12 @@ def class_counts(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, 
             if r["suggested_label"] in out and r["suggested_label"] != r["given_label"]:
                 out[r["suggested_label"]]["n_suggested"] += r["n"]
         for r in conn.execute(
-            "SELECT s.given_label, cd.action, cd.label, COUNT(*) AS n FROM current_decisions AS cd "
-            "CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3"
+            "SELECT s.given_label, cd.action, cd.label, s.flagged, COUNT(*) AS n FROM current_decisions AS cd "
+            "CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3, 4"
         ):
             given = out.get(r["given_label"])
+            if given and r["flagged"]:
+                given["n_reviewed"] += r["n"]
             if r["action"] == "unusable":
                 if given:
                     given["n_unusable"] += r["n"]
@@ -381,3 +411,85 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
         return {"n": len(items), "by_reason": by_reason, "items": items}
 
     return cache.get("unscored", conn, compute)
+
+
+# ---------------------------------------------------------------------------- reviewers, per class
+
+
+def reviewers(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
+    """Per reviewer name: decisions in force (and how many of them unsure), rows written, last time."""
+    def compute():
+        out: dict[str, dict[str, Any]] = {}
+        for name, n_rows, last in conn.execute(
+                "SELECT reviewer, COUNT(*), MAX(decided_at) FROM decisions GROUP BY reviewer"):
+            out[name] = {"reviewer": name, "n_rows": n_rows, "last": last, "n_in_force": 0, "n_unsure": 0,
+                         "n_changed": 0}
+        for name, action, changed, n in conn.execute(
+                "SELECT cd.reviewer, cd.action, (cd.label IS NOT NULL AND cd.label != s.given_label), COUNT(*) "
+                "FROM current_decisions AS cd CROSS JOIN samples AS s ON s.path = cd.path GROUP BY 1, 2, 3"):
+            r = out[name]
+            r["n_in_force"] += n
+            r["n_unsure"] += n if action in UNRESOLVED_ACTIONS else 0
+            r["n_changed"] += n if changed else 0
+        return sorted(out.values(), key=lambda r: (-r["n_in_force"], r["reviewer"]))
+
+    return cache.get("reviewers", conn, compute)
+
+
+def _true_prior(matrix: np.ndarray, given_share: np.ndarray) -> np.ndarray:
+    """P(true = j) such that ``matrix @ prior`` is closest to the given shares (non-negative, sums to 1)."""
+    prior, *_ = np.linalg.lstsq(matrix, given_share, rcond=None)
+    prior = np.clip(prior, 0, None)
+    return prior / prior.sum() if prior.sum() > 0 else given_share
+
+
+def per_class(order: list[str], counts: list[dict[str, Any]], pairs: list[dict[str, Any]],
+              noise: dict | None) -> list[dict[str, Any]]:
+    """Per class: estimated precision and recall of its labels, flagged, reviewed, worst confusion.
+
+    With the noise matrix ``M[i][j] = P(given i | true j)``: recall of class ``i``'s labels
+    is ``M[i][i]`` (the share of true ``i`` labelled ``i``), precision is
+    ``M[i][i] P(true i) / P(given i)`` (the share of ``i`` labels that are right), with the
+    true class shares solved from the given ones. The worst-confused class is the one whose
+    label swaps with ``i`` carry the most estimated mass (without a matrix: the most flagged
+    pairs either way).
+    """
+    by_name = {c["name"]: c for c in counts}
+    flagged_pairs: dict[tuple[str, str], int] = {(p["given"], p["suggested"]): p["n"] for p in pairs}
+    stats = _matrix_stats(noise, by_name)
+    rows = []
+    for name in order:
+        c = by_name.get(name)
+        if c is None:
+            continue
+        prec, rec, worst = stats.get(name, (None, None, None))
+        if worst is None:
+            worst = max((o for o in by_name if o != name), default=None,
+                        key=lambda o: flagged_pairs.get((name, o), 0) + flagged_pairs.get((o, name), 0))
+        rows.append({"name": name, "n_samples": c["n_samples"], "n_flagged": c["n_flagged"],
+                     "n_reviewed": c["n_reviewed"], "precision": prec, "recall": rec, "worst": worst,
+                     "n_worst": flagged_pairs.get((name, worst), 0) + flagged_pairs.get((worst, name), 0)
+                     if worst else 0, "n_worst_from": flagged_pairs.get((name, worst), 0) if worst else 0})
+    return rows
+
+
+def _matrix_stats(noise: dict | None, by_name: dict[str, dict]) -> dict[str, tuple]:
+    """``{class: (precision, recall, worst-confused class)}`` from the noise matrix."""
+    if not noise:
+        return {}
+    names = noise["classes"]
+    m = np.asarray(noise["matrix"], dtype=float)
+    given = np.asarray([by_name.get(c, {}).get("n_samples", 0) for c in names], dtype=float)
+    if given.sum() <= 0 or m.shape != (len(names), len(names)):
+        return {}
+    share = given / given.sum()
+    prior = _true_prior(m, share)
+    swaps = m * prior[None, :]  # P(given i, true j)
+    out = {}
+    for i, name in enumerate(names):
+        prec = float(np.clip(m[i, i] * prior[i] / share[i], 0, 1)) if share[i] > 0 else None
+        mass = swaps[i, :] + swaps[:, i]
+        mass[i] = -1
+        worst = names[int(np.argmax(mass))] if len(names) > 1 and mass.max() > 0 else None
+        out[name] = (prec, float(m[i, i]), worst)
+    return out

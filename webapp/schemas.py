@@ -42,6 +42,10 @@ class SampleFilters(BaseModel):
     score_min: float | None = Field(None, ge=0, le=1, description="mislabel_score >= score_min")
     score_max: float | None = Field(None, ge=0, le=1, description="mislabel_score <= score_max")
     q: str | None = Field(None, max_length=200, description="case-insensitive substring of the file path")
+    tag: str | None = Field(None, max_length=40, description="samples carrying this tag")
+    reviewer: str | None = Field(None, max_length=64, description="decision in force recorded by this reviewer")
+    selection: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{8,40}$",
+                                  description="a selection's id (`POST /api/selections`, the map's box)")
     sort: Literal["score", "score_asc", "path"] | None = Field(
         None, description="score (highest first, default), score_asc, or path")
 
@@ -91,6 +95,7 @@ class Sample(BaseModel):
     top_classes: list[TopClass]
     signals: dict[str, float | None]
     decision: DecisionOut | None = Field(None, description="decision in force; null when unreviewed")
+    tags: list[str] = Field(default_factory=list, description="free tags of the sample")
     image_url: str
     thumb_url: str
 
@@ -130,6 +135,38 @@ class BatchDecisionIn(BaseModel):
     request_id: RequestId | None = None
 
 
+class TagsIn(BaseModel):
+    add: list[str] = Field(default_factory=list, max_length=50)
+    remove: list[str] = Field(default_factory=list, max_length=50)
+
+
+class TagsOut(BaseModel):
+    sample_id: int
+    path: str
+    tags: list[str]
+
+
+class SelectionIn(BaseModel):
+    sample_ids: list[SampleId] = Field(..., min_length=1, max_length=200_000)
+
+
+class SelectionOut(BaseModel):
+    selection: str = Field(description="pass as `selection` to the listings, the grid and the queue")
+    n: int
+    grid_url: str
+
+
+class ClassOrderIn(BaseModel):
+    order: list[str] = Field(default_factory=list, max_length=10_000, description=(
+        "`NAME` or `KEY=NAME` (KEY one digit) in the wanted order; [] or [\"natural\"]: natural order, "
+        "[\"dataset\"]: the scan's order; classes not named follow in natural order"))
+
+
+class ClassOrderOut(BaseModel):
+    order: list[str]
+    keys: dict[str, str] = Field(description="{class: number key}")
+
+
 class UndoIn(BaseModel):
     request_id: RequestId | None = None
 
@@ -156,6 +193,7 @@ class Progress(BaseModel):
     n_reviewed: int
     n_reviewed_flagged: int
     n_changed: int
+    n_unsure: int = Field(0, description="samples waiting for a second opinion (counted in n_reviewed)")
     by_action: dict[str, int]
 
 
@@ -167,6 +205,7 @@ class ClassCount(BaseModel):
     n_relabeled_from: int
     n_relabeled_to: int
     n_unusable: int
+    n_reviewed: int = 0
 
 
 class PairCount(BaseModel):

@@ -194,6 +194,8 @@ class ScanDir:
     PRED_PROBS_IMAGE = "pred_probs_image.npy"
     EMBEDDINGS = "embeddings.npy"
     CLEANED_LABELS = "cleaned_labels.csv"
+    #: The review map: a 2-D projection of the embeddings (computed once, by the review app).
+    MAP = "map_2d.npz"
     CACHE = "cache"
     FOLDS = "folds"
 
@@ -215,6 +217,7 @@ class ScanDir:
     pred_probs_image = property(lambda self: self.path / self.PRED_PROBS_IMAGE)
     embeddings = property(lambda self: self.path / self.EMBEDDINGS)
     cleaned_labels = property(lambda self: self.path / self.CLEANED_LABELS)
+    map = property(lambda self: self.path / self.MAP)
     cache = property(lambda self: self.path / self.CACHE)
     folds = property(lambda self: self.path / self.FOLDS)
 

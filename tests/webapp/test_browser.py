@@ -196,8 +196,12 @@ def test_grid_selection_batch_and_undo(page, big_queue_scan):
         for sid in cells[:3]:
             d = httpx.get(f"{server.url}/api/samples/{sid}").json()["decision"]
             assert (d["action"], d["label"]) == ("suggested", pair["suggested"])
-        # * selects all, x marks them unusable, one z undoes the whole batch
+        # * selects the unreviewed tiles only, * again all of them; x marks them unusable, one z undoes the batch
         page.keyboard.press("*")
+        assert page.text_content("#selcount") == str(len(cells) - 3)
+        assert page.eval_on_selector_all("#cells .cell.selected.decided", "els => els.length") == 0
+        page.keyboard.press("*")
+        assert page.text_content("#selcount") == str(len(cells))
         page.keyboard.press("x")
         page.wait_for_function("n => document.querySelectorAll('#cells .cell.d-unusable').length === n", arg=len(cells))
         page.keyboard.press("z")

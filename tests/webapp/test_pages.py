@@ -236,8 +236,9 @@ def test_grid_cells_show_the_labels_the_filters_leave_open(client, scan):
 
 def test_header_names_the_dataset_folder(client, scan):
     html = client.get("/queue").text
-    m = re.search(r'<span class="scan-name" title="([^"]*)">([^<]*)</span>', html)
+    m = re.search(r'<span class="scan-name" title="([^"]*)"><small>dataset</small> ([^<]*)</span>', html)
     assert m.group(2) == scan.dataset_root.name == "dataset" and scan.scan_dir.name == "scan"
+    assert "<a" not in m.group(0)  # a label, not a link
     assert str(scan.scan_dir.resolve()) in m.group(1) and str(scan.dataset_root.resolve()) in m.group(1)
     assert "<title>Queue · labelaudit · dataset</title>" in html
 

@@ -9,14 +9,29 @@ from urllib.parse import urlencode
 import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+
+from labelaudit.errors import ReviewSettingsError
+from labelaudit.review import parse_class_order
 from fastapi.templating import Jinja2Templates
 
 from labelaudit.errors import DecisionError, InvalidCursor
 from labelaudit.export import export_summary
 from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase
+from labelaudit.review.selections import selection_size
+from labelaudit.review.tags import all_tags
 
 from .. import charts, queries, shortcuts
-from ..deps import Db, Review, Settings, SettingsDep
+from ..deps import (
+    REVIEWER_COOKIE,
+    REVIEWER_PATTERN,
+    Db,
+    Review,
+    Reviewer,
+    Settings,
+    SettingsDep,
+    class_order,
+    get_reviewer,
+)
 from ..schemas import DecisionFilter, SampleFilters
 
 router = APIRouter(include_in_schema=False)
@@ -32,6 +47,9 @@ _env = jinja2.Environment(
 templates = Jinja2Templates(env=_env)
 
 DECISION_PAGES = ("queue", "grid", "sample")  # the pages whose number keys relabel
+#: Cookies the pages read (set by app.js): queue row density and grid tile size.
+DENSITY_COOKIE, TILE_COOKIE = "la_density", "la_tiles"
+TILE_SIZES = ("s", "m", "l")
 QUEUE_PAGE = 40
 GRID_PAGE = 120
 
@@ -67,8 +85,10 @@ def _filters_dict(f: SampleFilters) -> dict[str, Any]:
 
 
 def _page_defaults(f: SampleFilters) -> SampleFilters:
-    """The pages list flagged samples unless told otherwise."""
-    return f if f.flagged is not None else f.model_copy(update={"flagged": "1"})
+    """The pages list flagged samples unless told otherwise (a map selection: all of it)."""
+    if f.flagged is not None:
+        return f
+    return f.model_copy(update={"flagged": "all" if f.selection else "1"})
 
 
 def _stats(request: Request):
@@ -77,13 +97,16 @@ def _stats(request: Request):
 
 def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> dict[str, Any]:
     progress = queries.progress(db, _stats(request))
+    order = class_order(db, settings)
+    keys = shortcuts.class_keys(order)  # [[key, class], ...] in display order
+    reviewer = get_reviewer(request)
     config = {
         "page": page,
         "actions": list(ACTIONS),
         "action_text": ACTION_TEXT,
-        "reviewer": settings.reviewer,
-        "classes": settings.classes,
-        "class_keys": shortcuts.class_keys(settings.classes),  # [[key, class], ...]
+        "reviewer": reviewer,
+        "classes": list(order.order),
+        "class_keys": keys,
         "keys": shortcuts.keymap(page),
         "progress": {"reviewed": progress["n_reviewed_flagged"], "flagged": progress["n_flagged"]},
     }
@@ -91,9 +114,13 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "request": request,
         "page": page,
         "settings": settings,
+        "reviewer": reviewer,
         "progress": progress,
-        "classes": settings.classes,
-        "class_keys": shortcuts.class_keys(settings.classes) if page in DECISION_PAGES else [],
+        "classes": list(order.order),
+        "key_of": order.keys,
+        "compact": request.cookies.get(DENSITY_COOKIE) == "compact",
+        "tiles": request.cookies.get(TILE_COOKIE) if request.cookies.get(TILE_COOKIE) in TILE_SIZES else "m",
+        "class_keys": keys if page in DECISION_PAGES else [],
         "help_rows": shortcuts.help_rows(page),
         "keys_bar": shortcuts.bar(page),
         "config": config,
@@ -138,6 +165,9 @@ def overview(request: Request, db: Db, settings: SettingsDep):
         pairs=pairs[:15],
         n_pairs=len(pairs),
         created_at=settings.manifest.created_at,
+        per_class=queries.per_class(list(class_order(db, settings).order), class_rows, pairs, nm),
+        reviewers=queries.reviewers(db, cache),
+        tags=all_tags(db)[:30],
     )
     return render(request, "overview.html", ctx)
 
@@ -165,11 +195,15 @@ def queue(
     f = _page_defaults(filters)
     page = _listing(db, f, after, before, QUEUE_PAGE, True)
     fd = _filters_dict(f)
-    ctx = _base(request, settings, db, "queue", filters=fd, items=page.items, page_=page,
+    ctx = _base(request, settings, db, "queue", filters=fd, items=page.items, page_=page, tag_names=_tag_names(db),
                 next_url=_next_url("/queue/rows", fd, page),
                 prev_url=("/queue?" + qs(fd, before=page.prev_before)) if page.prev_before else None,
                 sample_qs=qs(fd))
     return render(request, "queue.html", ctx)
+
+
+def _tag_names(db) -> list[str]:
+    return [t for t, _ in all_tags(db)]
 
 
 def _next_url(fragment: str, fd: dict, page) -> str | None:
@@ -183,9 +217,15 @@ def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query
     f = _page_defaults(filters)
     page = _listing(db, f, after, None, QUEUE_PAGE, False)
     fd = _filters_dict(f)
-    ctx = {"items": page.items, "sample_qs": qs(fd), "classes": request.app.state.settings.classes,
-           "next_url": _next_url("/queue/rows", fd, page)}
+    ctx = {"items": page.items, "sample_qs": qs(fd), "next_url": _next_url("/queue/rows", fd, page),
+           **_fragment(request, db)}
     return render(request, "_rows.html", ctx)
+
+
+def _fragment(request: Request, db) -> dict[str, Any]:
+    """What a fragment (more rows, more cells) needs of the page context."""
+    order = class_order(db, request.app.state.settings)
+    return {"key_of": order.keys, "compact": request.cookies.get(DENSITY_COOKIE) == "compact"}
 
 
 # ---------------------------------------------------------------------------- grid
@@ -208,16 +248,32 @@ def grid(
         return RedirectResponse("/grid?" + (request.query_params["pair"].lstrip("?/") or "all=1"), status_code=303)
     f = _page_defaults(filters)
     pairs = queries.pair_counts(db, _stats(request))
-    if f.given is None and f.suggested is None and pairs and "all" not in request.query_params:
+    selection_n = selection_size(db, f.selection) if f.selection else None
+    if f.selection and selection_n is None:
+        return error_page(request, 404, "This map selection has expired; draw the box again.")
+    if (f.given is None and f.suggested is None and pairs and "all" not in request.query_params
+            and not f.selection):
         # grid mode works on one confusion at a time: start with the most frequent pair
         f = f.model_copy(update={"given": pairs[0]["given"], "suggested": pairs[0]["suggested"]})
     page = _listing(db, f, after, None, GRID_PAGE, True)
     fd = _filters_dict(f)
     ctx = _base(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
-                **_cell_labels(f),
+                **_cell_labels(f), pair_nav=_pair_nav(pairs[:200], f), selection_n=selection_n,
                 next_url=_next_url("/grid/cells", fd, page),
                 sample_qs=qs(fd))
     return render(request, "grid.html", ctx)
+
+
+def _pair_nav(pairs: list[dict[str, Any]], f: SampleFilters) -> dict[str, str | None]:
+    """URLs of the previous and next pair of the pair menu (None at the ends)."""
+    keys = [(p["given"], p["suggested"]) for p in pairs]
+    try:
+        i = keys.index((f.given, f.suggested))
+    except ValueError:
+        i = -1
+    url = lambda k: "/grid?" + qs({"given": k[0], "suggested": k[1]})  # noqa: E731
+    return {"next": url(keys[i + 1]) if i + 1 < len(keys) else None,
+            "prev": url(keys[i - 1]) if i > 0 else None}
 
 
 @router.api_route("/grid/cells", methods=["GET", "HEAD"], response_class=HTMLResponse)
@@ -248,11 +304,10 @@ def sample_page(
     nxt = _listing(db, f, cursor, None, 1, False).items
     prv = _listing(db, f, None, cursor, 1, False).items
     nbrs = queries.neighbours(db, settings, sample_id, 12)
-    signals = [(k, v) for k, v in item["signals"].items()]
     ctx = _base(
         request, settings, db, "sample", item=item, filters=fd, sample_qs=qs(fd),
         history=list(reversed(queries.history(db, item["path"]))),
-        neighbours=nbrs, signals=signals,
+        neighbours=nbrs, signals=_signal_rows(db, settings, item),
         next_url=f"/samples/{nxt[0]['sample_id']}?{qs(fd)}" if nxt else None,
         prev_url=f"/samples/{prv[0]['sample_id']}?{qs(fd)}" if prv else None,
         queue_url=f"/queue?{qs(fd)}#s-{sample_id}",
@@ -261,12 +316,48 @@ def sample_page(
     return render(request, "sample.html", ctx)
 
 
-def _votes(nbrs, item) -> dict[str, int] | None:
+def current_label(s: dict[str, Any]) -> str:
+    """The label a sample has now: its decision's, else the given one (unusable, unsure: given)."""
+    d = s["decision"]
+    return d["label"] if d and d.get("label") is not None else s["given_label"]
+
+
+_env.globals["current_label"] = current_label
+
+
+def _votes(nbrs, item) -> list[dict[str, Any]] | None:
+    """Per candidate label (given, suggested, the top classes): how many neighbours carry it now."""
     if not nbrs:
         return None
-    given = sum(1 for s, _ in nbrs if (s["decision"] or {}).get("label", s["given_label"]) == item["given_label"])
-    sugg = sum(1 for s, _ in nbrs if (s["decision"] or {}).get("label", s["given_label"]) == item["suggested_label"])
-    return {"given": given, "suggested": sugg, "n": len(nbrs)}
+    labels = [current_label(s) for s, _ in nbrs]
+    candidates = list(dict.fromkeys([item["given_label"], item["suggested_label"]]
+                                    + [t["label"] for t in item["top_classes"][:3]]))
+    rows = [{"label": c, "n": labels.count(c), "k": len(nbrs),
+             "role": "given" if c == item["given_label"] else "suggested" if c == item["suggested_label"] else ""}
+            for c in candidates]
+    return sorted(rows, key=lambda r: -r["n"])
+
+
+def _signal_rows(db, settings: Settings, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each signal as its rank among the scanned samples, with its direction and meaning."""
+    declared = settings.manifest.signals
+    rows = []
+    for name, value in item["signals"].items():
+        info = declared.get(name) or {}
+        direction = int(info.get("direction", 1) or 1)
+        share = settings.signal_stats.suspicion(db, name, value, direction)
+        rows.append({"name": name, "value": value, "share": share, "meaning": str(info.get("description", "")),
+                     "direction": "higher" if direction > 0 else "lower",
+                     "text": _suspicion_text(share)})
+    return sorted(rows, key=lambda r: -(r["share"] if r["share"] is not None else -1))
+
+
+def _suspicion_text(share: float | None) -> str:
+    if share is None:
+        return "not computed for this sample"
+    if share >= 0.5:
+        return f"more suspicious than {100 * share:.0f}% of the scanned images"
+    return f"less suspicious than {100 * (1 - share):.0f}% of the scanned images"
 
 
 @router.post("/samples/{sample_id}/decision")
@@ -274,7 +365,7 @@ def sample_decision_form(
     sample_id: int,
     request: Request,
     review: Review,
-    settings: SettingsDep,
+    reviewer: Reviewer,
     action: Annotated[str, Form()],
     label: Annotated[str | None, Form()] = None,
     note: Annotated[str, Form(max_length=2000)] = "",
@@ -286,7 +377,7 @@ def sample_decision_form(
     elif action != "relabel":
         label = None  # the form's class select is sent with every button; only relabel reads it
     try:
-        review.decide([sample_id], action, label=label or None, note=note, reviewer=settings.reviewer)
+        review.decide([sample_id], action, label=label or None, note=note, reviewer=reviewer)
     except DecisionError as exc:
         return error_page(request, 422, str(exc))
     query = back if back and not back.startswith(("/", "\\")) and "://" not in back else ""
@@ -301,3 +392,60 @@ def export_page(request: Request, db: Db, settings: SettingsDep):
     summary = export_summary(db)
     ctx = _base(request, settings, db, "export", export=summary, scan_dir=str(settings.scan_dir))
     return render(request, "export.html", ctx)
+
+
+# ---------------------------------------------------------------------------- settings, reviewer
+
+
+@router.api_route("/settings", methods=["GET", "HEAD"], response_class=HTMLResponse)
+def settings_page(request: Request, db: Db, settings: SettingsDep, error: str | None = None):
+    order = class_order(db, settings)
+    ctx = _base(request, settings, db, "settings", order=list(order.order), keys=order.keys,
+                error=error[:200] if error else None, key_choices=list(shortcuts.CLASS_KEYS))
+    return render(request, "settings.html", ctx)
+
+
+@router.post("/settings/classes")
+async def settings_classes(request: Request, review: Review, reviewer: Reviewer, settings: SettingsDep):
+    """The settings form: ``pos:<i>`` (order) and ``key:<i>`` (a digit or empty) per class index,
+    or ``reset`` = natural / dataset."""
+    form = await request.form()
+    reset = str(form.get("reset", ""))
+    try:
+        if reset in ("natural", "dataset"):
+            order = parse_class_order([reset], settings.classes)
+        else:
+            order = parse_class_order(_form_order(form, settings.classes), settings.classes)
+    except ReviewSettingsError as exc:
+        return RedirectResponse("/settings?" + urlencode({"error": str(exc)}), status_code=303)
+    review.set_class_order(order, reviewer=reviewer)
+    return RedirectResponse("/settings?saved=1", status_code=303)
+
+
+def _form_order(form, classes: list[str]) -> list[str]:
+    """``KEY=NAME`` / ``NAME`` items in the order of the form's position fields."""
+    rows = []
+    for i, name in enumerate(classes):
+        try:
+            pos = float(str(form.get(f"pos:{i}", "")).strip() or i + 1)
+        except ValueError:
+            raise ReviewSettingsError(f"the position of {name[:80]!r} must be a number") from None
+        key = str(form.get(f"key:{i}", "")).strip()
+        rows.append((pos, i, f"{key}={name}" if key else name))
+    return [item for _, _, item in sorted(rows)]
+
+
+@router.post("/reviewer")
+async def set_reviewer(request: Request, name: Annotated[str, Form(max_length=64)] = "",
+                       back: Annotated[str, Form(max_length=2000)] = "/"):
+    """Record this browser's decisions under ``name`` (a cookie); empty: the server's reviewer."""
+    target = back if back.startswith("/") and not back.startswith("//") and "\\" not in back else "/"
+    response = RedirectResponse(target, status_code=303)
+    name = name.strip()
+    if not name:
+        response.delete_cookie(REVIEWER_COOKIE, path="/")
+    elif REVIEWER_PATTERN.match(name):
+        response.set_cookie(REVIEWER_COOKIE, name, max_age=365 * 86400, path="/", samesite="strict", httponly=True)
+    else:
+        return error_page(request, 422, "A reviewer name has 1-64 letters, digits, spaces or . _ @ + -")
+    return response

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from labelaudit.review.tags import all_tags
+
 from .. import queries
-from ..deps import Db, SettingsDep
-from ..schemas import SampleDetail, SampleFilters, SamplePage
+from ..deps import Db, Review, Reviewer, SettingsDep
+from ..schemas import SampleDetail, SampleFilters, SamplePage, SampleId, TagsIn, TagsOut
 
 router = APIRouter(prefix="/api", tags=["samples"])
 
@@ -47,3 +49,16 @@ def get_sample(
     nbrs = queries.neighbours(db, settings, sample_id, k)
     item["neighbours"] = None if nbrs is None else [{"sample": s, "similarity": sim} for s, sim in nbrs]
     return item
+
+
+@router.post("/samples/{sample_id}/tags", response_model=TagsOut, summary="Add or remove tags of a sample")
+def post_tags(sample_id: SampleId, body: TagsIn, review: Review, reviewer: Reviewer):
+    """Free tags (at most 40 characters, no comma; stored lower case). Each change is appended
+    to the tag log with the reviewer's name; nothing is overwritten."""
+    path, tags = review.change_tags(sample_id, add=body.add, remove=body.remove, reviewer=reviewer)
+    return {"sample_id": sample_id, "path": path, "tags": tags}
+
+
+@router.get("/tags", summary="Tags in use, most used first")
+def get_tags(db: Db) -> list[dict]:
+    return [{"tag": t, "n": n} for t, n in all_tags(db)]

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from labelaudit.review import parse_class_order
+
 from .. import queries
-from ..deps import Db, Review, SettingsDep
-from ..schemas import NoiseMatrix, Progress, Stats, UnscoredImage
+from ..deps import Db, Review, Reviewer, SettingsDep, class_order
+from ..schemas import ClassOrderIn, ClassOrderOut, NoiseMatrix, PairCount, Progress, Stats, UnscoredImage
 
 router = APIRouter(prefix="/api", tags=["stats"])
 
@@ -51,3 +53,39 @@ def get_unscored(db: Db, review: Review):
     for the folds, undecodable, ...), by path. The export keeps them with their given label.
     Empty for scans made before these were recorded."""
     return queries.unscored(db, review.stats)["items"]
+
+
+@router.get("/pairs", response_model=list[PairCount], summary="Flagged given -> suggested pairs")
+def get_pairs(db: Db, review: Review):
+    """Flagged pairs with a different suggestion, most frequent first, with how many are reviewed."""
+    return queries.pair_counts(db, review.stats)
+
+
+@router.get("/reviewers", summary="Decisions per reviewer")
+def get_reviewers(db: Db, review: Review) -> list[dict]:
+    """Per reviewer name: decisions in force (`n_in_force`, of them `n_unsure` and `n_changed`),
+    rows written (`n_rows`, undo rows included) and the time of the last one."""
+    return queries.reviewers(db, review.stats)
+
+
+@router.get("/per-class", summary="Per-class label quality")
+def get_per_class(db: Db, review: Review, settings: SettingsDep) -> list[dict]:
+    """Per class: estimated precision and recall of its labels (from the noise matrix), flagged and
+    reviewed counts, and the worst-confused class."""
+    counts = queries.class_counts(db, review.stats)
+    pairs = queries.pair_counts(db, review.stats)
+    return queries.per_class(list(class_order(db, settings).order), counts, pairs, settings.noise_matrix())
+
+
+@router.get("/class-order", response_model=ClassOrderOut, summary="Class order and number keys")
+def get_class_order(db: Db, settings: SettingsDep):
+    order = class_order(db, settings)
+    return {"order": list(order.order), "keys": order.keys}
+
+
+@router.put("/class-order", response_model=ClassOrderOut, summary="Set the class order and number keys")
+def put_class_order(body: ClassOrderIn, review: Review, reviewer: Reviewer, settings: SettingsDep):
+    """Stored in the scan database for every reviewer. An unknown class or a repeated key is a 422."""
+    order = parse_class_order(body.order, settings.classes)
+    review.set_class_order(order, reviewer=reviewer)
+    return {"order": list(order.order), "keys": order.keys}

@@ -10,8 +10,10 @@
   const cfg = JSON.parse(document.getElementById('la-config').textContent);
   const $ = (sel, root = document) => root.querySelector(sel);
   const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-  const CLASS_OF_KEY = new Map(cfg.class_keys); // number key -> class: '1' the 1st, ..., '0' the 10th
-  const keyOfClass = (i) => (i < cfg.class_keys.length ? cfg.class_keys[i][0] : '');
+  const CLASS_OF_KEY = new Map(cfg.class_keys); // number key -> class (the scan's class order and keys)
+  const KEY_OF_CLASS = new Map(cfg.class_keys.map(([k, c]) => [c, k]));
+  const keyOfClass = (c) => KEY_OF_CLASS.get(c) || '';
+  const setCookie = (name, value) => { document.cookie = `${name}=${encodeURIComponent(value)}; path=/; max-age=31536000; SameSite=Strict`; };
   const ACTION_TEXT = cfg.action_text; // from labelaudit.review.ACTION_TEXT
 
   function el(tag, cls, text) {
@@ -102,6 +104,7 @@
     box.replaceChildren();
     if (!d) { box.append(el('span', 'badge b-none', 'unreviewed')); return; }
     box.append(el('span', `badge b-${d.action}`, ACTION_TEXT[d.action] || d.action));
+    if (d.action === 'unsure') box.append(el('span', 'st-hint', ' second opinion wanted'));
     if (d.label !== null && d.label !== undefined) { box.append(' '); box.append(el('b', 'st-label', d.label)); }
     if (d.note) { box.append(' '); box.append(el('span', 'st-note', `“${d.note}”`)); }
     box.append(el('span', 'st-who', `${d.reviewer} · ${String(d.decided_at).slice(0, 16).replace('T', ' ')}`));
@@ -119,7 +122,7 @@
     node.dataset.note = d ? d.note : '';
     renderStatus($('.status', node), d);
     const badge = $('.cell-badge', node);
-    if (badge) badge.textContent = d ? (d.action === 'unusable' ? '✕' : d.label) : '';
+    if (badge) badge.textContent = d ? ({ unusable: '✕ unusable', unsure: '? unsure' }[d.action] || d.label) : '';
     if (node.dataset.flagged === '1') bumpProgress((d ? 1 : 0) - (was ? 1 : 0));
   }
 
@@ -152,21 +155,22 @@
     const given = node ? node.dataset.given : null;
     const sugg = node ? node.dataset.suggested : null;
     let items = [];
-    let sel = 0;
+    // opens on the suggested class (the likeliest pick), not on the first one
+    let sel = Math.max(cfg.classes.indexOf(sugg !== given ? sugg : ''), 0);
     return modal(dlg, (finish) => {
       function render() {
         const q = input.value.trim().toLowerCase();
         const all = cfg.classes.map((c, i) => ({ c, i }));
         items = q === '' ? all : all
-          .filter(({ c, i }) => c.toLowerCase().includes(q) || keyOfClass(i) === q)
+          .filter(({ c }) => c.toLowerCase().includes(q) || keyOfClass(c) === q)
           .sort((a, b) => (b.c.toLowerCase().startsWith(q) - a.c.toLowerCase().startsWith(q)) || a.i - b.i);
         sel = Math.min(sel, Math.max(items.length - 1, 0));
         list.replaceChildren();
-        items.forEach(({ c, i }, k) => {
+        items.forEach(({ c }, k) => {
           const li = el('li');
           li.setAttribute('role', 'option');
           li.setAttribute('aria-selected', k === sel ? 'true' : 'false');
-          li.append(el('span', 'num', keyOfClass(i)), el('span', 'name', c));
+          li.append(el('span', 'num', keyOfClass(c)), el('span', 'name', c));
           if (c === given) li.append(el('span', 'hint', 'given'));
           else if (c === sugg) li.append(el('span', 'hint', 'suggested'));
           li.addEventListener('click', () => finish(c));
@@ -202,6 +206,56 @@
     });
   }
 
+  function askTags(initial) {
+    const dlg = $('#tags-dialog');
+    const input = $('#tags-input');
+    return modal(dlg, (finish) => {
+      input.value = initial || '';
+      input.onkeydown = (e) => {
+        if (!dlg.open) return;
+        if (e.key === 'Enter') { e.preventDefault(); finish(input.value); }
+      };
+      fetch('/api/tags', { credentials: 'same-origin' }).then((r) => (r.ok ? r.json() : [])).then((tags) => {
+        $('#tag-names').replaceChildren(...tags.map((t) => { const o = el('option'); o.value = t.tag; return o; }));
+      }).catch(() => {});
+      input.focus();
+      input.select();
+    });
+  }
+
+  const splitTags = (text) => Array.from(new Set(String(text || '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean)));
+
+  function renderTags(node, tags) {
+    node.dataset.tags = tags.join(', ');
+    const box = $('.tags', node);
+    if (!box) return;
+    box.replaceChildren(...tags.map((t) => {
+      const a = el('a', 'tag', t);
+      a.href = '/queue?' + new URLSearchParams({ tag: t, flagged: 'all' }).toString();
+      return a;
+    }));
+  }
+
+  /* Ask for the tags of a sample and save the difference (tags added, tags removed). */
+  async function editTags(node) {
+    const before = splitTags(node.dataset.tags);
+    const text = await askTags(before.join(', '));
+    if (text === null) return;
+    const after = splitTags(text);
+    const add = after.filter((t) => !before.includes(t));
+    const remove = before.filter((t) => !after.includes(t));
+    if (!add.length && !remove.length) return;
+    await enqueue(async () => {
+      try {
+        const res = await api('POST', `/api/samples/${node.dataset.id}/tags`, { add, remove });
+        renderTags(node, res.tags);
+        toast(res.tags.length ? `Tags: ${res.tags.join(', ')}` : 'Tags removed');
+      } catch (err) {
+        toast(`Tags not saved: ${err.message}`, 'error');
+      }
+    });
+  }
+
   function toggleHelp() {
     const dlg = $('#help');
     if (dlg.open) dlg.close(); else dlg.showModal();
@@ -218,6 +272,7 @@
       case 'accept': return { action: 'accept' };
       case 'suggested': return { action: 'suggested' };
       case 'unusable': return { action: 'unusable' };
+      case 'unsure': return { action: 'unsure' };
       case 'clear': return { action: 'clear' };
       case 'class': {
         const label = CLASS_OF_KEY.get(key);
@@ -235,6 +290,7 @@
   function describe(d, name) {
     if (!d) return `${name}: cleared`;
     if (d.action === 'unusable') return `${name}: unusable`;
+    if (d.action === 'unsure') return `${name}: unsure (second opinion)`;
     return `${name}: ${ACTION_TEXT[d.action]} ${d.label}`;
   }
 
@@ -365,7 +421,11 @@
     });
   }
 
-  const DECISION_CMDS = ['accept', 'suggested', 'class', 'choose', 'unusable', 'clear'];
+  const DECISION_CMDS = ['accept', 'suggested', 'class', 'choose', 'unusable', 'unsure', 'clear'];
+
+  // ------------------------------------------------------------------ reviewer name (top bar)
+  const who = $('#reviewer-name');
+  if (who) who.addEventListener('change', () => who.form.submit());
 
   // ================================================================== queue
   function queuePage() {
@@ -375,7 +435,17 @@
     let cur = -1;
     const loadMore = setupMore(list);
 
-    function focusAt(i, scroll = true) {
+    /* Scroll only when the row is not wholly visible between the top bar and the key bar;
+       on load, a row that fits on the first screen keeps the page at the top (filters and
+       count in view) instead of following the #s-ID anchor. */
+    function reveal(r, initial) {
+      const top = parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--topbar-h')) || 52;
+      const bottom = window.innerHeight - (($('.keysbar') || {}).offsetHeight || 0);
+      const rect = r.getBoundingClientRect();
+      if (initial && rect.bottom + window.scrollY <= bottom) { window.scrollTo(0, 0); return; }
+      if (rect.top < top || rect.bottom > bottom) r.scrollIntoView({ block: 'center' });
+    }
+    function focusAt(i, scroll = true, initial = false) {
       const rs = rows();
       if (!rs.length) return;
       i = Math.max(0, Math.min(i, rs.length - 1));
@@ -383,7 +453,7 @@
       cur = i;
       const r = rs[cur];
       r.classList.add('focused');
-      if (scroll) r.scrollIntoView({ block: 'center' });
+      if (scroll) reveal(r, initial);
       history.replaceState(null, '', `#s-${r.dataset.id}`);
     }
     function focused() { return rows()[cur] || null; }
@@ -411,6 +481,7 @@
         if (i >= 0) focusAt(i);
       }),
       note: () => { const r = focused(); if (r) editNote(r); },
+      tags: () => { const r = focused(); if (r) editTags(r); },
       open: () => { const r = focused(); if (r) location.href = r.dataset.href; },
       grid: () => { const r = focused(); if (r) location.href = r.dataset.grid; },
       search: () => { const s = $('#search'); if (s) { s.focus(); s.select(); } },
@@ -427,12 +498,28 @@
       if (!btn) return;
       const cmd = btn.dataset.cmd;
       if (cmd === 'note') editNote(r);
+      else if (cmd === 'tags') editTags(r);
       else decide(cmd, null);
     });
 
+    // row density: comfortable cards or compact lines, remembered (cookie: the server renders it)
+    $$('[data-density]').forEach((b) => b.addEventListener('click', () => {
+      const compact = b.dataset.density === 'compact';
+      setCookie('la_density', compact ? 'compact' : 'comfortable');
+      list.classList.toggle('compact', compact);
+      document.body.classList.toggle('compact', compact);
+      $$('[data-density]').forEach((x) => {
+        const on = x.dataset.density === b.dataset.density;
+        x.classList.toggle('on', on);
+        x.setAttribute('aria-pressed', on ? 'true' : 'false');
+      });
+      const r = focused();
+      if (r) reveal(r, false);
+    }));
+
     const fromHash = location.hash.startsWith('#s-') ? rows().findIndex((r) => `#${r.id}` === location.hash) : -1;
     const firstOpen = rows().findIndex((r) => !r.classList.contains('decided'));
-    focusAt(fromHash >= 0 ? fromHash : Math.max(firstOpen, 0), fromHash >= 0 || firstOpen > 0);
+    focusAt(fromHash >= 0 ? fromHash : Math.max(firstOpen, 0), true, true);
   }
 
   // ================================================================== grid
@@ -448,6 +535,50 @@
     let cur = -1;
     let anchor = null;
     const loadMore = setupMore(box, () => paintSelection());
+
+    /* Pair mode fills the screen: a pair of few samples gets tiles as large as fit. */
+    function fitTiles() {
+      const total = Number(box.dataset.total || 0);
+      if (!total || total > 48 || $('.sentinel', box)) { box.style.gridTemplateColumns = ''; return; }
+      const gap = 8, caption = 24;
+      const width = box.clientWidth;
+      const height = window.innerHeight - box.getBoundingClientRect().top - window.scrollY
+        - (($('.keysbar') || {}).offsetHeight || 0) - 16;
+      let best = 0, bestCols = 1;
+      for (let cols = 1; cols <= total; cols += 1) {
+        const rowsN = Math.ceil(total / cols);
+        const side = Math.min((width - gap * (cols - 1)) / cols, (height - gap * (rowsN - 1)) / rowsN - caption);
+        if (side > best) { best = side; bestCols = cols; }
+      }
+      const side = Math.max(110, Math.min(360, Math.floor(best)));
+      box.style.gridTemplateColumns = `repeat(${bestCols}, ${side}px)`;
+    }
+    fitTiles();
+    window.addEventListener('resize', fitTiles);
+
+    $$('[data-tiles]').forEach((b) => b.addEventListener('click', () => {
+      setCookie('la_tiles', b.dataset.tiles);
+      box.classList.remove('tiles-s', 'tiles-m', 'tiles-l');
+      box.classList.add(`tiles-${b.dataset.tiles}`);
+      box.dataset.total = '0';  // a chosen size wins over the fit
+      box.style.gridTemplateColumns = '';
+      $$('[data-tiles]').forEach((x) => { x.classList.toggle('on', x === b); x.setAttribute('aria-pressed', x === b ? 'true' : 'false'); });
+    }));
+
+    /* The pair menu's "(reviewed/flagged)" counts, brought up to date after each decision. */
+    async function refreshPairs() {
+      if (!pick) return;
+      try {
+        const pairs = await api('GET', '/api/pairs');
+        const byKey = new Map(pairs.map((p) => [`${p.given}\u0000${p.suggested}`, p]));
+        for (const o of Array.from(pick.options)) {
+          if (!o.value) continue;
+          const q = new URLSearchParams(o.value);
+          const p = byKey.get(`${q.get('given')}\u0000${q.get('suggested')}`);
+          if (p) o.textContent = `${p.given} → ${p.suggested}  (${p.n_reviewed}/${p.n})`;
+        }
+      } catch (_) { /* the counts catch up on the next page load */ }
+    }
 
     function paintSelection() {
       for (const c of cells()) {
@@ -495,14 +626,25 @@
       if (!res) return;
       selected.clear();
       paintSelection();
+      refreshPairs();
       if (ids.length === 1) move(1);
     }
+    const goPair = (sel) => { const a = $(sel); if (a) location.href = a.href; else toast('No more pairs'); };
     const handlers = {
       ...base,
       right: () => move(1), left: () => move(-1), down: () => move(columns()), up: () => move(-columns()),
       toggle: () => { const c = cells()[cur]; if (c) toggle(c); },
       all: () => { cells().forEach((c) => selected.add(c.dataset.id)); paintSelection(); },
-      unreviewed: () => { cells().forEach((c) => { if (!c.classList.contains('decided')) selected.add(c.dataset.id); }); paintSelection(); },
+      /* '*': the unreviewed tiles only; pressed again (nothing left to add): every tile. */
+      unreviewed: () => {
+        const open = cells().filter((c) => !c.classList.contains('decided')).map((c) => c.dataset.id);
+        const same = open.length === selected.size && open.every((id) => selected.has(id));
+        if (same || !open.length) cells().forEach((c) => selected.add(c.dataset.id));
+        else { selected.clear(); open.forEach((id) => selected.add(id)); }
+        paintSelection();
+      },
+      next_pair: () => goPair('#next-pair'),
+      prev_pair: () => goPair('#prev-pair'),
       none: () => { selected.clear(); paintSelection(); },
       open: () => { const c = cells()[cur]; if (c) location.href = c.dataset.href; },
       undo: () => undo((undone) => {
@@ -554,6 +696,7 @@
       prev: () => go('#prev-link'),
       queue: () => go('.sample-nav a[data-cmd="queue"]'),
       undo: () => undo(() => location.reload()),
+      tags: () => editTags(node),
       note: async () => {
         const note = await askNote(noteField ? noteField.value : '');
         if (note === null) return;
@@ -569,6 +712,7 @@
     DECISION_CMDS.forEach((c) => { handlers[c] = (e) => decide(c, e.key); });
     bindKeys(handlers);
     // the form's class button: with JavaScript, relabel through the API like the keys do
+    $$('.tagline [data-cmd="tags"]').forEach((b) => b.addEventListener('click', () => editTags(node)));
     const form = $('form.decide');
     if (form) {
       form.addEventListener('submit', (e) => {
@@ -588,8 +732,10 @@
       help: toggleHelp,
       queue: () => { location.href = '/queue'; },
       grid: () => { location.href = '/grid'; },
+      map: () => { location.href = '/map'; },
     });
   }
 
-  ({ queue: queuePage, grid: gridPage, sample: samplePage }[cfg.page] || simplePage)();
+  window.labelaudit = { bindKeys, toggleHelp, toast, api, el };  // for map.js
+  ({ queue: queuePage, grid: gridPage, sample: samplePage, map: () => {} }[cfg.page] || simplePage)();
 })();
