@@ -383,16 +383,17 @@ class _FoldProgress:
 
     One fold at a time (in process) reads ``fold 2/5 epoch 3/12 640 img/s``; folds running
     at once (Ray) are listed side by side, ``f1 e3/12 610/s | f2 e3/12 598/s``. A fold's
-    images/s is its images so far over the time since its first report.
+    images/s counts the images reported after its first report (a remote fold's first
+    report may already carry many), over the time since then.
     """
 
     def __init__(self, bar, folds: int, epochs: int) -> None:
         self._bar, self._folds, self._epochs = bar, folds, epochs
-        self._running: dict[int, list[float]] = {}  # fold -> [epoch, images, first report, last report]
+        self._running: dict[int, list[float]] = {}  # fold -> [epoch, images since the first report, first, last]
 
     def __call__(self, n: int, fold: int, epoch: int, loss: float, acc: float) -> None:
         now = time.perf_counter()
-        state = self._running.setdefault(fold, [0, 0, now, now])
+        state = self._running.setdefault(fold, [0, -n, now, now])
         state[0], state[1], state[3] = epoch, state[1] + n, now
         self._bar.set_description(self._describe(), refresh=False)
         if loss == loss:  # NaN = no fresh figures this step

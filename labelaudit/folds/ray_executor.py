@@ -39,7 +39,7 @@ import torch
 
 from labelaudit.errors import ClusterError, DeviceUnavailable, LabelauditError, MissingExtra, SettingsError
 from labelaudit.folds.records import FoldResult
-from labelaudit.folds.training import FoldJob, ProgressReport, run_fold
+from labelaudit.folds.training import FoldJob, ProgressReport, resolve_precision, run_fold
 
 __all__ = ["RayExecutor", "IMAGES_MODES", "import_ray"]
 
@@ -216,7 +216,7 @@ class RayExecutor:
         images = self._images_ref(jobs)
         pending = {}
         for job in jobs:
-            job = replace(job, images_path=os.path.abspath(job.images_path), config={**job.config, "device": device})
+            job = replace(job, images_path=os.path.abspath(job.images_path), config=_task_config(job.config, device))
             pending[task.remote(self._run, job, images, board, threads)] = job.fold
         return pending
 
@@ -273,6 +273,16 @@ def _check_options(gpus_per_fold: float | None, cpus_per_fold: float, retries: i
         problems.append(f"images={images!r} (one of {', '.join(IMAGES_MODES)})")
     if problems:
         raise SettingsError(f"invalid Ray executor option(s): {'; '.join(problems)}")
+
+
+def _task_config(config: dict[str, Any], device: str) -> dict[str, Any]:
+    """``config`` with the task's device, and ``precision`` resolved here as the fold fingerprint resolves it.
+
+    A worker's CPU may differ from the driver's (native bfloat16 or not): the driver's
+    resolution is the one the stored folds are fingerprinted with, so every task uses it.
+    """
+    precision = resolve_precision(config.get("precision", "auto"), torch.device(device))
+    return {**config, "device": device, "precision": precision}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,69 @@
+"""Single-fold training throughput: the figure the README's cluster table is derived from.
+
+Trains one fold (:func:`labelaudit.folds.training.run_fold`) of seeded random 32 px images
+at the default settings (width 16, depth 1, batch 128) for ``--epochs`` epochs, with
+``--threads`` PyTorch threads (a Ray fold task with ``--cpus-per-fold N`` uses N), on
+``--device`` (``cpu`` or ``cuda``), and prints one JSON line: training images per second
+(training steps only; the in-sample evaluations of the last third of epochs, the held-out
+predictions and the features are timed apart in ``predict_s``) and the host.
+
+Random pixels train at the speed real images do (the same tensor shapes and steps); the
+figure says nothing about accuracy. Example::
+
+    python benchmarks/fold_throughput.py --images 2000 --epochs 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from labelaudit.config import ScanConfig  # noqa: E402
+from labelaudit.folds.training import FoldJob, run_fold  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print (and return) its JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000, help="dataset size N (the fold trains on N/2)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.images, args.image_size, args.image_size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, args.images).astype(np.int64)
+    cfg = ScanConfig(epochs=args.epochs, device=args.device, image_size=args.image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "images.npy")
+        np.save(path, images)
+        job = FoldJob(fold=0, train_idx=np.arange(0, args.images, 2), holdout_idx=np.arange(1, args.images, 2),
+                      images_path=path, labels=labels, n_classes=10, config=cfg.to_dict())
+        result = run_fold(job)
+    trained = len(job.train_idx) * args.epochs
+    line = {"benchmark": "fold_throughput", "images": args.images, "epochs": args.epochs, "threads": args.threads,
+            "device": args.device, "image_size": args.image_size, "train_s": round(result.timings["train_s"], 2),
+            "predict_s": round(result.timings["predict_s"], 2),
+            "train_images_per_s": round(trained / result.timings["train_s"], 1),
+            "host": f"{platform.machine()}, {os.cpu_count()} cpus", "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+    print(json.dumps(line))
+    return line
+
+
+if __name__ == "__main__":
+    main()
