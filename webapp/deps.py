@@ -100,16 +100,17 @@ class SignalStats:
         return self._sorted
 
     def suspicion(self, conn: sqlite3.Connection, name: str, value: float | None, direction: int) -> float | None:
-        """Share of the scanned samples *less* suspicious than ``value`` (0-1), or None.
+        """Share of the scanned samples *less* suspicious than ``value`` (0-1; ties count half), or None.
 
         ``direction`` +1: a higher value is more suspicious; -1: a lower one is.
         """
         arr = self._load(conn).get(name)
         if value is None or arr is None or not len(arr):
             return None
-        if direction >= 0:
-            return float(np.searchsorted(arr, value, side="left")) / len(arr)
-        return float(len(arr) - np.searchsorted(arr, value, side="right")) / len(arr)
+        below = np.searchsorted(arr, value, side="left")
+        ties = np.searchsorted(arr, value, side="right") - below
+        less_suspicious = below if direction >= 0 else len(arr) - below - ties
+        return float(less_suspicious + 0.5 * ties) / len(arr)  # mid-rank: a value most samples share is no outlier
 
 
 def class_order(conn: sqlite3.Connection, settings: "Settings") -> ClassOrder:

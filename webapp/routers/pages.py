@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, get_args
 from urllib.parse import urlencode
@@ -356,8 +357,8 @@ def _suspicion_text(share: float | None) -> str:
     if share is None:
         return "not computed for this sample"
     if share >= 0.5:
-        return f"more suspicious than {100 * share:.0f}% of the scanned images"
-    return f"less suspicious than {100 * (1 - share):.0f}% of the scanned images"
+        return f"more suspicious than {math.floor(100 * share)}% of the scanned images"
+    return f"less suspicious than {math.floor(100 * (1 - share))}% of the scanned images"
 
 
 @router.post("/samples/{sample_id}/decision")

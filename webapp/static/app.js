@@ -454,7 +454,8 @@
       const r = rs[cur];
       r.classList.add('focused');
       if (scroll) reveal(r, initial);
-      history.replaceState(null, '', `#s-${r.dataset.id}`);
+      // not on load: Chrome scrolls to a fragment set before the load event, under the top bar
+      if (!initial || location.hash) history.replaceState(null, '', `#s-${r.dataset.id}`);
     }
     function focused() { return rows()[cur] || null; }
     async function next() {

@@ -46,15 +46,17 @@
   // ------------------------------------------------------------------ geometry
   function size() {
     const dpr = window.devicePixelRatio || 1;
-    return { w: canvas.width, h: canvas.height, dpr, s: Math.min(canvas.width, canvas.height) - 2 * MARGIN * dpr };
+    const s = Math.min(canvas.width, canvas.height) - 2 * MARGIN * dpr;
+    // the unit square, centred: ox, oy are where data (0, 0) lands at zoom 1
+    return { w: canvas.width, h: canvas.height, dpr, s, ox: (canvas.width - s) / 2, oy: (canvas.height - s) / 2 };
   }
   function toScreen(x, y, g) {
     const v = state.view;
-    return [(x - v.x0) * v.k * g.s + MARGIN * g.dpr, (y - v.y0) * v.k * g.s + MARGIN * g.dpr];
+    return [(x - v.x0) * v.k * g.s + g.ox, (y - v.y0) * v.k * g.s + g.oy];
   }
   function toData(px, py, g) {
     const v = state.view;
-    return [(px - MARGIN * g.dpr) / (v.k * g.s) + v.x0, (py - MARGIN * g.dpr) / (v.k * g.s) + v.y0];
+    return [(px - g.ox) / (v.k * g.s) + v.x0, (py - g.oy) / (v.k * g.s) + v.y0];
   }
   function resize() {
     const dpr = window.devicePixelRatio || 1;
@@ -75,8 +77,9 @@
     const buf = new Uint32Array(img.data.buffer);
     const { xy, lab, flags, n, colors } = state;
     const v = state.view;
-    const ks = v.k * g.s, off = MARGIN * g.dpr;
-    const dot = Math.max(1, Math.min(4, Math.round((1.5 + Math.log2(v.k)) * g.dpr)));
+    const ks = v.k * g.s, ox = g.ox, oy = g.oy;
+    const base = n < 3000 ? 4 : n < 30000 ? 3 : 2; // css px: fewer points, bigger dots
+    const dot = Math.max(1, Math.min(8, Math.round((base + Math.log2(v.k)) * g.dpr)));
     const ring = rgba32(getComputedStyle(document.body).color);
     const sel = rgba32('#f59f00');
     const put = (cx, cy, half, color) => {
@@ -92,8 +95,8 @@
       for (let i = 0; i < n; i += 1) {
         const f = flags[i] & FLAGGED;
         if ((pass === 0) === Boolean(f) || !visible(i)) continue;
-        const px = ((xy[2 * i] - v.x0) * ks + off) | 0;
-        const py = ((xy[2 * i + 1] - v.y0) * ks + off) | 0;
+        const px = ((xy[2 * i] - v.x0) * ks + ox) | 0;
+        const py = ((xy[2 * i + 1] - v.y0) * ks + oy) | 0;
         if (px < -4 || py < -4 || px >= g.w + 4 || py >= g.h + 4) continue;
         const half = dot >> 1;
         if (f) put(px, py, half + 1, ring);
@@ -103,8 +106,8 @@
     if (state.selected) {
       for (let i = 0; i < n; i += 1) {
         if (!state.selected[i] || !visible(i)) continue;
-        const px = ((xy[2 * i] - v.x0) * ks + off) | 0;
-        const py = ((xy[2 * i + 1] - v.y0) * ks + off) | 0;
+        const px = ((xy[2 * i] - v.x0) * ks + ox) | 0;
+        const py = ((xy[2 * i + 1] - v.y0) * ks + oy) | 0;
         put(px, py, (dot >> 1) + 1, sel);
       }
     }
@@ -277,8 +280,8 @@
     const [dx, dy] = toData(px, py, g);
     const k = Math.min(400, Math.max(0.5, state.view.k * Math.exp(-e.deltaY * 0.0015)));
     state.view.k = k;
-    state.view.x0 = dx - (px - MARGIN * g.dpr) / (k * g.s);
-    state.view.y0 = dy - (py - MARGIN * g.dpr) / (k * g.s);
+    state.view.x0 = dx - (px - g.ox) / (k * g.s);
+    state.view.y0 = dy - (py - g.oy) / (k * g.s);
     redraw();
   }, { passive: false });
 
