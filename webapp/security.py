@@ -159,10 +159,14 @@ def _same_origin(headers: Headers, scope: Scope) -> bool:
     either come from non-browser clients (curl, scripts), which no web page can forge.
     """
     origin = headers.get("origin")
+    site = headers.get("sec-fetch-site")
+    if origin == "null" and site is not None:
+        # a form POST from a page served with "Referrer-Policy: no-referrer" carries
+        # "Origin: null"; the browser's own Sec-Fetch-Site (no page can set it) decides
+        return site == "same-origin"
     if origin is not None:
         scheme = scope.get("scheme", "http")
         return origin.lower() == f"{scheme}://{headers.get('host', '')}".lower()
-    site = headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
     return True

@@ -98,6 +98,7 @@ def test_security_headers(client):
 def test_cross_origin_posts_are_refused(client):
     body = {"sample_id": 0, "action": "unusable"}
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                    {"Origin": "null", "Sec-Fetch-Site": "cross-site"}, {"Origin": "null", "Sec-Fetch-Site": "same-site"},
                     {"Origin": "http://127.0.0.1:9999"}, {"Sec-Fetch-Site": "cross-site"}):
         r = client.post("/api/decisions", json=body, headers=headers)
         assert r.status_code == 403, headers
@@ -107,6 +108,10 @@ def test_cross_origin_posts_are_refused(client):
     assert client.get("/api/decisions").json() == []
     ok = client.post("/api/decisions", json=body, headers={"Origin": BASE_URL, "Sec-Fetch-Site": "same-origin"})
     assert ok.status_code == 200
+    # a form of the app's own pages: "Origin: null" (no-referrer policy), Sec-Fetch-Site same-origin
+    form = client.post("/samples/0/decision", data={"action": "accept"},
+                       headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}, follow_redirects=False)
+    assert form.status_code == 303
     # GET stays open to links from elsewhere (it changes nothing)
     assert client.get("/queue", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
 
