@@ -111,6 +111,30 @@ def flag(scores: np.ndarray, *, n_estimated: int, threshold: float | None = None
     return flagged
 
 
-def suggest(pred_probs: np.ndarray) -> np.ndarray:
-    """Suggested class id per sample: the out-of-sample most likely class, shape (N,)."""
-    return pred_probs.argmax(axis=1)
+def suggest(pred_probs: np.ndarray, labels: np.ndarray | None = None,
+            flagged: np.ndarray | None = None) -> np.ndarray:
+    """Suggested class id per sample, shape (N,).
+
+    Parameters
+    ----------
+    pred_probs : numpy.ndarray, shape (N, C)
+        Out-of-sample probabilities.
+    labels : numpy.ndarray of int, shape (N,), optional
+        Given labels.
+    flagged : numpy.ndarray of bool, shape (N,), optional
+        Samples proposed for review.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (N,)
+        The most likely class out of sample; for a flagged sample, the most likely class
+        *other than its given label*. A flag says the given label is probably wrong, so the
+        suggestion must be an alternative: when the model still ranks the given label
+        first, its runner-up is the class most likely to be right.
+    """
+    best = pred_probs.argmax(axis=1)
+    if labels is None or flagged is None:
+        return best
+    others = pred_probs.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    return np.where(flagged, others.argmax(axis=1), best)

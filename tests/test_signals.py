@@ -79,6 +79,14 @@ def test_suggest_is_argmax():
     np.testing.assert_array_equal(suggest(np.array([[0.2, 0.8], [0.6, 0.4]])), [1, 0])
 
 
+def test_suggestion_of_a_flagged_sample_is_never_its_given_label():
+    probs = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    labels = np.array([0, 0, 1])
+    flagged = np.array([True, False, True])
+    # flagged and the model still prefers the given class: the runner-up; unflagged: the argmax
+    np.testing.assert_array_equal(suggest(probs, labels, flagged), [1, 0, 2])
+
+
 def _fold(train_idx, holdout_idx, n_classes=2, epochs=3, flip=True):
     n_train, n_hold = len(train_idx), len(holdout_idx)
     probs = np.full((n_hold, n_classes), 1 / n_classes, np.float32)

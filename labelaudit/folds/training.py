@@ -317,6 +317,8 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
     margins = torch.zeros((cfg.epochs, n_train), device=dev)
     losses = torch.zeros((cfg.epochs, n_train), device=dev)
     view_losses, view_flip_losses, view_flip_agree = [], [], []
+    weights = torch.ones(n_train, device=dev)  # 1 = in the gradient, 0 = left out as probably mislabeled
+    select_from = _selection_epoch(cfg)
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(dev)
@@ -331,7 +333,8 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
                 logits = model(data.normalised(x))
             sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            sample_loss.mean().backward()
+            w = weights[positions]
+            (sample_loss * w).sum().div(w.sum().clamp_min(1.0)).backward()
             optimizer.step()
             schedule.step()
             margins[epoch, positions] = _margin(logits.detach().float(), y)
@@ -340,6 +343,8 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
                 stats = (float(sample_loss.detach().mean()), float((margins[epoch, positions] > 0).float().mean())) \
                     if step % 16 == 0 else (math.nan, math.nan)
                 report(len(positions), fold, epoch, *stats)
+        if select_from is not None and epoch + 1 >= select_from:
+            weights = _small_loss_selection(losses[max(0, epoch - 1): epoch + 1].mean(0), seed)
         if epoch in late:
             loss, flip_loss, agree = _in_sample_views(model, data, labels, train_idx, cfg)
             view_losses.append(loss)
@@ -351,6 +356,34 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
                        view_flip_agree=np.stack(view_flip_agree))
     return records
+
+
+def _selection_epoch(cfg: ScanConfig) -> int | None:
+    """Number of epochs after which small-loss selection starts (None: never)."""
+    if cfg.select_clean_after is None:
+        return None
+    return max(1, math.ceil(cfg.select_clean_after * cfg.epochs))
+
+
+def _small_loss_selection(loss: torch.Tensor, seed: int) -> torch.Tensor:
+    """Weights (n,) of 1.0 for the samples a 2-component mixture of ``loss`` calls clean, else 0.0.
+
+    The training loss of each sample (mean of the last epochs, shape (n,)) is fitted by a
+    two-component Gaussian mixture, as DivideMix does (Li et al. 2020); a sample is kept
+    when the low-loss component is the more probable one. No noise rate is assumed or
+    tuned: when the losses are not bimodal the mixture keeps almost everything.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    values = loss.float().cpu().numpy().astype(np.float64)
+    span = values.max() - values.min()
+    if not np.isfinite(span) or span <= 0:
+        return torch.ones_like(loss)
+    scaled = ((values - values.min()) / span).reshape(-1, 1)
+    gmm = GaussianMixture(2, max_iter=20, tol=1e-3, reg_covar=5e-4, random_state=seed).fit(scaled)
+    clean = int(np.argmin(gmm.means_.ravel()))
+    keep = gmm.predict_proba(scaled)[:, clean] >= 0.5
+    return torch.as_tensor(keep, dtype=loss.dtype, device=loss.device)
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -369,14 +402,38 @@ def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _eval_logits(model, data: _DeviceData, idx: torch.Tensor, cfg: ScanConfig, *, flip: bool) -> torch.Tensor:
+def _eval_logits(model, data: _DeviceData, idx: torch.Tensor, cfg: ScanConfig, *, flip: bool,
+                 shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Eval-mode logits (n, C) of ``idx``, mirrored and/or translated by ``shift`` = (dy, dx) pixels."""
     model.eval()
     out = []
     for start in range(0, len(idx), 4 * cfg.batch_size):
-        x = data.normalised(data.batch(idx[start : start + 4 * cfg.batch_size], flip=flip))
+        x = _translate(data.batch(idx[start : start + 4 * cfg.batch_size], flip=flip), shift)
         with _autocast(data.device, data.precision):
-            out.append(model(x).float())
+            out.append(model(data.normalised(x)).float())
     return torch.cat(out) if out else torch.zeros(0, model.head.out_features, device=data.device)
+
+
+def _translate(x: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
+    """``x`` (B, C, S, S) moved by ``shift`` = (dy, dx) pixels, edges reflected."""
+    dy, dx = shift
+    if dy == 0 and dx == 0:
+        return x
+    pad = max(abs(dy), abs(dx))
+    s = x.shape[-1]
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    return padded[..., pad - dy: pad - dy + s, pad - dx: pad - dx + s]
+
+
+#: Views averaged by test-time augmentation: the image and its four one-pixel translations.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def _holdout_probs(model, data, idx, cfg, *, flip: bool) -> np.ndarray:
+    """Held-out softmax (n, C), averaged over :data:`TTA_SHIFTS` when ``cfg.tta``."""
+    shifts = TTA_SHIFTS if cfg.tta else TTA_SHIFTS[:1]
+    probs = sum(_eval_logits(model, data, idx, cfg, flip=flip, shift=s).softmax(1) for s in shifts)
+    return (probs / len(shifts)).cpu().numpy()
 
 
 def _in_sample_views(model, data, labels, train_idx, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -391,9 +448,9 @@ def _in_sample_views(model, data, labels, train_idx, cfg) -> tuple[np.ndarray, n
 
 def _predict_probs(model, data, idx, cfg) -> dict[str, np.ndarray]:
     """Held-out records: ``holdout_probs`` (n_holdout, C), and ``holdout_probs_flip`` with flips on."""
-    records = {"holdout_probs": _eval_logits(model, data, idx, cfg, flip=False).softmax(1).cpu().numpy()}
+    records = {"holdout_probs": _holdout_probs(model, data, idx, cfg, flip=False)}
     if cfg.flip:
-        records["holdout_probs_flip"] = _eval_logits(model, data, idx, cfg, flip=True).softmax(1).cpu().numpy()
+        records["holdout_probs_flip"] = _holdout_probs(model, data, idx, cfg, flip=True)
     return records
 
 
