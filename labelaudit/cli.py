@@ -16,6 +16,11 @@ from labelaudit.config import ScanConfig, Setting, settings
 @click.version_option(__version__, prog_name="labelaudit")
 def main() -> None:
     """Find mislabeled images in a dataset and fix them in a local web app."""
+    import warnings
+
+    from labelaudit.errors import WeakModelsWarning
+
+    warnings.simplefilter("ignore", WeakModelsWarning)  # the CLI's summary says it in its own words
 
 
 # --- scan / demo: labelaudit.scanner, labelaudit.demo -------------------------------
@@ -219,7 +224,8 @@ def _not_scored_lines(s, files) -> list[str]:
 
 @main.command(short_help="Scan digits with known wrong labels; report what was caught.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("labelaudit-demo"),
-              show_default=True, help="Where the demo dataset and its scan are written.")
+              show_default=True, help="Where the demo dataset and its scan are written (relative to the current "
+                                      "folder; a labelaudit clone's .gitignore lists labelaudit-demo/).")
 @click.option("--noise", type=click.Choice(["symmetric", "asymmetric", "instance"]), default="symmetric",
               show_default=True, help="Kind of label noise injected.")
 @click.option("--rate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
@@ -268,8 +274,12 @@ def _is_loopback(host: str) -> bool:
 @click.option("--reviewer", default=None, help="Name stored with each decision  [default: your OS user name]")
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True,
               help="Open the review page in the default web browser.")
+@click.option("--class-order", default=None, metavar="ORDER",
+              help="Class order and number keys, stored in the scan for every reviewer: comma-separated "
+                   "NAME or KEY=NAME (KEY a digit), e.g. 'cat,dog,7=bird'; 'natural' (numbers and number "
+                   "words in numeric order, the default), 'dataset', or @FILE with one item per line.")
 def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: str | None,
-           open_browser: bool) -> None:
+           open_browser: bool, class_order: str | None) -> None:
     """Serve the review web app for SCAN_DIR (made by `labelaudit scan`) and print its URL.
 
     Every decision is written to SCAN_DIR/labelaudit.db as soon as it is made. Stop the
@@ -291,6 +301,8 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
         app = create_app(scan_dir, token=token, reviewer=reviewer or default_reviewer())
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
+    if class_order is not None:
+        _store_class_order(app, class_order)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:  # fail early, with a clear message
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -316,6 +328,27 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
     if open_browser:
         webbrowser.open(url)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _store_class_order(app, spec: str) -> None:
+    """Parse ``--class-order`` and store it in the scan database (BadParameter when it does not fit)."""
+    from labelaudit.errors import ReviewSettingsError
+    from labelaudit.review import parse_class_order
+
+    if spec.startswith("@"):
+        try:
+            items = Path(spec[1:]).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {spec[1:]}: {exc.strerror or exc}", param_hint="--class-order")
+    else:
+        items = spec.split(",")
+    settings = app.state.settings
+    try:
+        order = parse_class_order(items, settings.classes)
+    except ReviewSettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--class-order") from exc
+    app.state.review.set_class_order(order, reviewer=settings.reviewer)
+    click.echo("Class keys: " + "  ".join(f"{k}={c}" for k, c in order.key_list()))
 
 
 @main.command(short_help="Write the cleaned labels (decisions applied) as CSV.")

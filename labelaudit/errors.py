@@ -10,7 +10,7 @@ __all__ = [
     "LabelauditError", "DatasetError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor",
-    "ReviewSettingsError", "MapUnavailable",
+    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
 
 
@@ -68,6 +68,10 @@ class ReviewSettingsError(ReviewError, ValueError):
 
 class MapUnavailable(ReviewError, LookupError):
     """The scan has no embeddings to draw a map of."""
+
+
+class WeakModelsWarning(UserWarning):
+    """The scan's models are barely better than chance: its ranking of the images is unreliable."""
 
 
 class MissingExtra(LabelauditError, ImportError):

@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import ScanError, SettingsError
+from labelaudit.errors import ScanError, SettingsError, WeakModelsWarning
 from labelaudit.fsutil import atomic_write
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
@@ -203,12 +204,18 @@ def scan(
     components = _recipe_components(cfg.recipe, cfg.flip)
     executor = resolve_executor(executor)
     scan_dir = ScanDir(out)
+    created = not scan_dir.path.exists()
     scan_dir.path.mkdir(parents=True, exist_ok=True)
     device = executor.device(cfg.device)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress)
+    try:
+        prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress)
+    except BaseException:
+        if created:  # a scan that could not even load its data leaves no empty folder behind
+            _remove_empty_tree(scan_dir.path)
+        raise
     timings["load_s"] = time.perf_counter() - started
     phase = time.perf_counter()
     run = train(prepared, scan_dir, cfg=cfg, device=device, executor=executor, progress=progress)
@@ -220,10 +227,29 @@ def scan(
     timings["train_images_per_s"] = run.images_trained / timings["train_s"] if run.images_trained else float("nan")
 
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
+    if summary.weak_models:
+        warnings.warn(_weak_message(summary), WeakModelsWarning, stacklevel=2)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv)
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
+
+
+def _weak_message(summary: ScanSummary) -> str:
+    return (f"the models are barely better than chance (held-out accuracy {summary.holdout_accuracy:.1%}, "
+            f"always guessing the largest class: {summary.majority_rate:.1%}): the ranking is unreliable; "
+            "train longer (epochs), use larger images or more data")
+
+
+def _remove_empty_tree(path: Path) -> None:
+    """Remove ``path`` and its sub-folders if no file is in them (anything else stays)."""
+    for folder, _, files in os.walk(path, topdown=False):
+        if files:
+            return
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def _settings(config: ScanConfig | None, settings: dict[str, Any]) -> ScanConfig:

@@ -10,7 +10,7 @@ from noisy_data import FAST, make_noisy_folder
 
 from labelaudit import scan
 from labelaudit.errors import ScanError as TypedScanError
-from labelaudit.errors import SettingsError
+from labelaudit.errors import DatasetError, SettingsError, WeakModelsWarning
 from labelaudit.review import record_decision
 from labelaudit.scandir import ScanDir
 from labelaudit.scandir import database as storage
@@ -212,8 +212,20 @@ def test_one_class_error_says_what_to_do(tmp_path):
 def test_models_that_learned_nothing_are_reported_as_weak(tmp_path, scanned):
     assert scanned[2].attrs["summary"]["weak_models"] is False
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
-    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "lr": 1e-7, "epochs": 1})
+    with pytest.warns(WeakModelsWarning, match="barely better than chance"):  # the Python API says it too
+        scores = scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "lr": 1e-7, "epochs": 1})
     assert scores.attrs["summary"]["weak_models"] is True
+
+
+def test_images_without_class_folders_are_named_and_leave_no_folder(tmp_path):
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=4)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for i, path in enumerate(folder.truth.path[:5]):
+        (loose / f"img_{i}.png").write_bytes((folder.root / path).read_bytes())
+    with pytest.raises(DatasetError, match="5 image files in .* but no class folders"):
+        scan(loose, out=tmp_path / "out" / "scan", progress=False, **FAST)
+    assert not (tmp_path / "out" / "scan").exists()  # the failed scan removed the folder it made
 
 
 def test_decoded_images_are_stored_once(scanned, tmp_path):

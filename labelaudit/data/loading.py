@@ -745,6 +745,11 @@ def _nothing_found(root: Path, labels_csv, skipped: Sequence[tuple[str, str]]) -
     if labels_csv is not None:
         message = f"no usable rows in labels CSV {labels_csv} (paths relative to {root})"
     else:
+        loose = sum(1 for _, reason in skipped if reason == "not inside a class folder")
+        if loose:
+            return (f"{loose} image file{'s' if loose != 1 else ''} in {root} but no class folders: "
+                    f"put each image in '<root>/<class name>/' (the folder name is its label) or pass a "
+                    f"labels CSV with columns path,label; e.g. {_examples(skipped)}")
         message = (
             f"no image files found in {root}; expected class folders "
             f"'<root>/<class name>/<image>' or pass a labels CSV"
