@@ -3,6 +3,11 @@ signal percentiles, the map's projection and selections -- without a browser."""
 
 from __future__ import annotations
 
+import re
+import time
+
+import numpy as np
+
 from labelaudit.webapp import charts
 
 
@@ -148,3 +153,114 @@ def test_selection_is_stored_and_checked(scan):
             review.create_selection([10_000])
     finally:
         review.close()
+
+
+# ---------------------------------------------------------------------------- the app's API and pages
+
+from webapp_support import make_client  # noqa: E402
+
+from labelaudit.review.projection import compute_map, load_map  # noqa: E402
+from labelaudit.scandir import ScanDir  # noqa: E402
+
+
+def test_unsure_tags_and_filters_through_the_api(client, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    r = client.post("/api/decisions", json={"sample_id": sid, "action": "unsure", "note": "ask ada"})
+    assert r.json()["recorded"][0]["decision"]["action"] == "unsure"
+    r = client.post(f"/api/samples/{sid}/tags", json={"add": ["Blurry", "two objects"]})
+    assert r.status_code == 200 and r.json()["tags"] == ["blurry", "two objects"]
+    assert client.post(f"/api/samples/{sid}/tags", json={"add": ["a,b"]}).status_code == 422
+    assert client.post("/api/samples/999999/tags", json={"add": ["x"]}).status_code == 404
+    listed = client.get("/api/samples", params={"tag": "blurry", "with_total": 1}).json()
+    assert listed["total"] == 1 and listed["items"][0]["tags"] == ["blurry", "two objects"]
+    assert client.get("/api/samples", params={"decision": "unsure", "with_total": 1}).json()["total"] == 1
+    assert client.get("/api/stats/progress").json()["n_unsure"] == 1
+    html = client.get("/queue", params={"decision": "unsure"}).text
+    assert 'data-tags="blurry, two objects"' in html and "b-unsure" in html
+    assert '<option value="blurry"' in client.get("/queue").text  # the tag filter lists it
+
+
+def test_reviewers_each_have_their_name_and_undo(scan):
+    a, b = (int(i) for i in scan.flagged().sample_id[:2])
+    with make_client(scan.scan_dir) as c:
+        c.post("/api/decisions", json={"sample_id": a, "action": "accept"}, headers={"X-Labelaudit-Reviewer": "ada"})
+        r = c.post("/reviewer", data={"name": "bo", "back": "/queue"}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/queue"
+        c.post("/api/decisions", json={"sample_id": b, "action": "unusable"})  # the cookie: bo
+        assert 'value="bo"' in c.get("/queue").text
+        assert c.post("/api/decisions/undo").json()["undone"][0]["sample_id"] == b  # bo's, not ada's
+        assert c.post("/api/decisions/undo").json()["undone"] == []
+        who = {r["reviewer"]: r for r in c.get("/api/reviewers").json()}
+        assert who["ada"]["n_in_force"] == 1 and who["bo"]["n_in_force"] == 0 and who["bo"]["n_rows"] == 2
+        assert "Reviewers" in c.get("/").text
+        assert c.post("/reviewer", data={"name": "<x>"}).status_code == 422
+        assert c.get("/api/samples", params={"reviewer": "ada", "with_total": 1}).json()["total"] == 1
+
+
+def test_per_class_quality(client, scan):
+    rows = {r["name"]: r for r in client.get("/api/per-class").json()}
+    assert set(rows) == set(scan.classes)
+    for r in rows.values():
+        assert 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 and r["worst"] in scan.classes
+        assert r["worst"] != r["name"] and r["n_reviewed"] == 0
+    html = client.get("/").text
+    assert "Per class" in html and "worst confused with" in html
+
+
+def test_class_order_api_and_settings_form(client, scan):
+    assert client.get("/api/class-order").json()["order"] == scan.classes  # no numbers: the dataset's order
+    r = client.put("/api/class-order", json={"order": ["triangle", "5=circle"]})
+    assert r.status_code == 200 and r.json()["keys"]["circle"] == "5"
+    assert client.put("/api/class-order", json={"order": ["nope"]}).status_code == 422
+    cfg = client.get("/queue").text
+    assert '"triangle"' in cfg and '["5", "circle"]' in cfg
+    form = {f"pos:{i}": str(len(scan.classes) - i) for i in range(len(scan.classes))}  # reversed
+    r = client.post("/settings/classes", data=form, follow_redirects=False)
+    assert r.status_code == 303 and "saved" in r.headers["location"]
+    assert client.get("/api/class-order").json()["order"] == scan.classes[::-1]
+    assert "position of" in client.get("/settings").text
+
+
+def test_signals_read_as_percentiles_and_neighbours_as_ranks(client, scan):
+    sid = int(scan.flagged().iloc[0].sample_id)
+    html = client.get(f"/samples/{sid}").text
+    assert "suspicious than" in html and "% of the scanned images" in html
+    assert "#1 · sim" in html and "Labels of the 12 nearest samples" in html
+
+
+def test_map_is_computed_once_and_cached(client, scan):
+    r = client.get("/api/map").json()
+    for _ in range(300):
+        if r["status"] == "ready":
+            break
+        time.sleep(0.1)
+        r = client.get("/api/map").json()
+    assert r["status"] == "ready" and r["n"] == len(scan.scores)
+    body = client.get("/api/map/points").content
+    n = r["n"]
+    assert len(body) == 8 * n + 2 * n + n
+    xy = np.frombuffer(body[:8 * n], dtype="<f4").reshape(n, 2)
+    assert xy.min() >= 0 and xy.max() <= 1
+    flags = np.frombuffer(body[10 * n:], dtype=np.uint8)
+    assert (flags & 1).sum() == scan.scores.flagged.sum()
+    cached = load_map(ScanDir(scan.scan_dir))
+    assert cached is not None and np.allclose(cached.xy, xy)
+    sel = client.post("/api/selections", json={"sample_ids": [3, 1, 2]}).json()
+    assert sel["n"] == 3 and sel["grid_url"] == f"/grid?selection={sel['selection']}"
+    grid = client.get(sel["grid_url"]).text
+    assert "Map selection" in grid and len(re.findall(r'<li class="cell', grid)) == 3
+    assert client.get("/grid?selection=unknownsel1").status_code == 404
+    assert client.post("/api/selections", json={"sample_ids": [10 ** 6]}).status_code == 404
+
+
+def test_map_of_many_points_fits_a_subset_and_places_the_rest():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (3, 8))
+    labels = rng.integers(3, size=900)
+    emb = centres[labels] + rng.normal(0, 0.1, (900, 8))
+    xy, method = compute_map(emb, fit_max=300)
+    assert xy.shape == (900, 2) and "300 samples" in method
+    # placed points land with their own cluster: nearest centroid in the map is their class's
+    cent = np.stack([xy[labels == k].mean(axis=0) for k in range(3)])
+    nearest = np.argmin(((xy[:, None, :] - cent[None]) ** 2).sum(-1), axis=1)
+    assert (nearest == labels).mean() > 0.95
