@@ -11,7 +11,13 @@ no images) under ``--work`` and reuses it on later runs. Then times, best of ``-
 * ``overview_first_ms``: ``GET /`` of a freshly created app (statistics computed), and
   ``overview_cached_ms``: the same page again (statistics cached until the next decision);
 * ``export_ms``: ``labelaudit export -o cleaned.csv``'s work (cleaned labels of every
-  sample, written as CSV), ``export_full_ms`` with ``--full``.
+  sample, written as CSV), ``export_full_ms`` with ``--full``;
+* the map (synthetic 128-d embeddings, clustered by class): ``map_compute_s``, the one-off
+  projection (:func:`labelaudit.review.projection.compute_map`, cached in the scan folder);
+  ``map_points_ms``, ``GET /api/map/points`` (1.3 MB for 100,000 points); and, when Playwright
+  and /usr/bin/chromium are there, ``map_browser``: ``load_ms`` from navigating to ``/map`` until
+  every point is drawn (best of ``--repeat``), and ``redraw_ms`` (median and max of a
+  zoom/pan redraw of all points).
 
 Prints one JSON line. Example (the figures in the README)::
 
@@ -101,6 +107,83 @@ def build_scan(work: Path, n: int, rebuild: bool) -> tuple[Path, float | None]:
     finally:
         conn.close()
     return scan_dir, time.perf_counter() - started
+
+
+def ensure_map(scan_dir: Path, rebuild: bool) -> float:
+    """Embeddings (clustered by given class) and the cached map of the scan; the projection's seconds."""
+    from labelaudit.review.projection import compute_map, load_map, write_map
+    from labelaudit.scandir import ScanDir
+
+    layout = ScanDir(scan_dir)
+    cached = None if rebuild or not layout.embeddings.is_file() else load_map(layout)
+    if cached is not None:
+        return cached.seconds
+    conn = sqlite3.connect(f"file:{layout.database}?mode=ro", uri=True)
+    try:
+        given = [r[0] for r in conn.execute("SELECT given_label FROM samples ORDER BY sample_id")]
+    finally:
+        conn.close()
+    names = sorted(set(given))
+    codes = np.array([names.index(g) for g in given])
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (len(names), 128))
+    emb = np.abs(centres[codes] + rng.normal(0, 0.9, (len(codes), 128))).astype(np.float16)  # ReLU-like
+    np.save(layout.embeddings, emb)
+    t = time.perf_counter()
+    xy, method = compute_map(emb)
+    seconds = time.perf_counter() - t
+    write_map(layout, xy, method, seconds)
+    return seconds
+
+
+def browser_map(scan_dir: Path, repeat: int) -> dict | None:
+    """Load time of ``/map`` in headless Chromium and its redraw times (None without a browser)."""
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if not chromium.exists():
+        return None
+    import socket
+    import threading
+
+    import uvicorn
+
+    from labelaudit.webapp import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(scan_dir, reviewer="bench"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"]
+    loads, draws = [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=args)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            for _ in range(max(1, repeat)):
+                t = time.perf_counter()
+                page.goto(f"http://127.0.0.1:{port}/map")
+                page.wait_for_selector("#map[data-ready=true]", timeout=120_000)
+                loads.append(time.perf_counter() - t)
+            box = page.locator("#map").bounding_box()
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            for dy in (-300, -300, 300, 300, -200, 200) * 2:
+                page.mouse.wheel(0, dy)
+                page.wait_for_timeout(40)
+            draws = page.evaluate("window.__labelauditMap.drawMs")
+            browser.close()
+    finally:
+        server.should_exit = True
+    draws = sorted(draws)
+    return {"load_ms": round(min(loads) * 1000, 1), "redraw_ms_median": round(draws[len(draws) // 2], 1),
+            "redraw_ms_max": round(draws[-1], 1), "n_redraws": len(draws)}
 
 
 def best_ms(fn, repeat: int) -> float:
@@ -217,6 +300,13 @@ def main(argv=None) -> dict:
     n_rows = len(cleaned_labels(conn))
     conn.close()
 
+    # the map: the one-off projection (cached), the points endpoint, the page in a browser
+    map_compute_s = ensure_map(scan_dir, args.rebuild)
+    with TestClient(create_app(scan_dir, reviewer="bench"), base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/map").json()["status"] == "ready"
+        map_points_ms = best_ms(lambda: c.get("/api/map/points").raise_for_status(), r)
+    map_browser = browser_map(scan_dir, r)
+
     result = {
         "benchmark": "review",
         "command": command,
@@ -233,6 +323,9 @@ def main(argv=None) -> dict:
         "export_ms": export_ms,
         "export_full_ms": export_full_ms,
         "export_rows": n_rows,
+        "map_compute_s": round(map_compute_s, 2),
+        "map_points_ms": map_points_ms,
+        "map_browser": map_browser,
         "db_mb": round(os.path.getsize(db) / 2**20, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

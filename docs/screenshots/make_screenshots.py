@@ -79,7 +79,8 @@ def copied_scan(scan: Path, base: Path) -> Path:
     finally:
         src.close()
         dst.close()
-    for name in ("embeddings.npy", "pred_probs.npy", "scan.json", "scores.csv", "skipped.csv", "noise_matrix.csv"):
+    for name in ("embeddings.npy", "pred_probs.npy", "scan.json", "scores.csv", "skipped.csv", "noise_matrix.csv",
+                 "map_2d.npz"):  # the map's projection, when the scan's app has computed it
         if (scan / name).is_file():
             shutil.copy2(scan / name, dest / name)
     return dest
@@ -140,19 +141,31 @@ def main() -> None:
                                 color_scheme="dark" if args.dark else "light")
         shots = [
             ("queue", f"{url}/queue", None),
+            ("queue-compact", f"{url}/queue", None),
             ("grid", f"{url}/grid?{urlencode(grid_query)}", None),
             ("overview", f"{url}/", None),
             ("sample", f"{url}/samples/{sample_id}", None),
+            ("map", f"{url}/map", None),
         ]
         for name, target, _ in shots:
+            page.context.add_cookies([{"name": "la_density", "value": "compact" if name == "queue-compact"
+                                       else "comfortable", "url": url}])
             page.goto(target)
             page.wait_for_load_state("networkidle")
+            if name == "map":  # computed on first use (about 10 s for 100,000 images), then cached
+                page.wait_for_selector("#map[data-ready=true]", timeout=300_000)
+                box = page.locator("#map").bounding_box()
+                page.mouse.move(box["x"] + box["width"] * 0.42, box["y"] + box["height"] * 0.30)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * 0.58, box["y"] + box["height"] * 0.52, steps=4)
+                page.mouse.up()
+                page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.7)
             if name == "grid":
                 page.keyboard.press("s")  # decide the first one, then select three
                 page.wait_for_timeout(300)
                 for key in (" ", "ArrowRight", " ", "ArrowRight", "ArrowRight", " "):
                     page.keyboard.press(key)
-            if name == "queue":  # the focus starts at the first unreviewed sample
+            if name.startswith("queue"):  # the focus starts at the first unreviewed sample
                 page.evaluate("window.scrollTo(0, 0)")
             page.wait_for_timeout(250)
             out = args.out / f"{name}{suffix}.png"
@@ -160,7 +173,7 @@ def main() -> None:
                 bottom = page.evaluate(
                     "(() => { const s = document.querySelector('svg.heatmap')?.closest('section'); "
                     "return s ? s.getBoundingClientRect().bottom + window.scrollY : 0; })()")
-                height = max(900, min(1400, int(bottom) + 16))
+                height = max(900, min(1700, int(bottom) + 16))
                 page.set_viewport_size({"width": 1400, "height": height})
                 page.wait_for_timeout(150)
             page.screenshot(path=str(out))

@@ -148,11 +148,13 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 
 @router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def overview(request: Request, db: Db, settings: SettingsDep):
-    nm = settings.noise_matrix()
+    order = list(class_order(db, settings).order)
+    nm = _in_order(settings.noise_matrix(), order)
     cache = _stats(request)
     pairs = queries.pair_counts(db, cache)
     progress = queries.progress(db, cache)
-    class_rows = queries.class_counts(db, cache)
+    rank = {c: i for i, c in enumerate(order)}
+    class_rows = sorted(queries.class_counts(db, cache), key=lambda r: rank.get(r["name"], len(rank)))
     summary = settings.manifest.summary
     ctx = _base(
         request, settings, db, "overview",
@@ -166,11 +168,19 @@ def overview(request: Request, db: Db, settings: SettingsDep):
         pairs=pairs[:15],
         n_pairs=len(pairs),
         created_at=settings.manifest.created_at,
-        per_class=queries.per_class(list(class_order(db, settings).order), class_rows, pairs, nm),
+        per_class=queries.per_class(order, class_rows, pairs, nm),
         reviewers=queries.reviewers(db, cache),
         tags=all_tags(db)[:30],
     )
     return render(request, "overview.html", ctx)
+
+
+def _in_order(nm: dict | None, order: list[str]) -> dict | None:
+    """The noise matrix with its rows and columns in the display order of the classes."""
+    if not nm:
+        return nm
+    idx = [nm["classes"].index(c) for c in order if c in nm["classes"]]
+    return {"classes": [nm["classes"][i] for i in idx], "matrix": [[nm["matrix"][i][j] for j in idx] for i in idx]}
 
 
 # ---------------------------------------------------------------------------- queue
