@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LabelauditError", "DatasetError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
-    "InvalidCursor",
+    "InvalidCursor", "MissingExtra", "ClusterError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
 

@@ -462,7 +462,7 @@ def _score_table(prepared: PreparedData, signals: Signals, components: tuple[str
     table = pd.DataFrame({
         "path": prepared.paths,
         "given_label": names[prepared.labels],
-        "suggested_label": names[suggest(signals.pred_probs)],
+        "suggested_label": names[suggest(signals.pred_probs, prepared.labels, flagged)],
         "mislabel_score": scores,
         "flagged": flagged,
     })
