@@ -178,10 +178,6 @@ class ScanConfig:
     crop_padding: int = _field(2, int, "Random translation of up to this many pixels.", min=0, cli=False)
     flip: bool = _field(True, bool, "Mirror images as a held-out view (flip signals).", cli=False)
     flip_augment: bool = _field(False, bool, "Mirror half of each training batch (only without flip).", cli=False)
-    select_clean_after: float | None = _field(
-        None, float, "Noise-robust training: from this fraction of the epochs on, fit only the samples a "
-        "2-component mixture of their recent training loss calls clean (small-loss selection); "
-        "off when unset.", min=0, max=1, max_open=True)
     tta: bool = _field(False, bool, "Held-out predictions averaged over the image and its four one-pixel "
                        "translations (test-time augmentation).")
     precision: str = _field("auto", str, "Arithmetic of the forward passes: auto (bfloat16 on CUDA and on CPUs "

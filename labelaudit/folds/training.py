@@ -317,8 +317,6 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
     margins = torch.zeros((cfg.epochs, n_train), device=dev)
     losses = torch.zeros((cfg.epochs, n_train), device=dev)
     view_losses, view_flip_losses, view_flip_agree = [], [], []
-    weights = torch.ones(n_train, device=dev)  # 1 = in the gradient, 0 = left out as probably mislabeled
-    select_from = _selection_epoch(cfg)
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(n_train, generator=generator).to(dev)
@@ -333,8 +331,7 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
                 logits = model(data.normalised(x))
             sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            w = weights[positions]
-            (sample_loss * w).sum().div(w.sum().clamp_min(1.0)).backward()
+            sample_loss.mean().backward()
             optimizer.step()
             schedule.step()
             margins[epoch, positions] = _margin(logits.detach().float(), y)
@@ -343,8 +340,6 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
                 stats = (float(sample_loss.detach().mean()), float((margins[epoch, positions] > 0).float().mean())) \
                     if step % 16 == 0 else (math.nan, math.nan)
                 report(len(positions), fold, epoch, *stats)
-        if select_from is not None and epoch + 1 >= select_from:
-            weights = _small_loss_selection(losses[max(0, epoch - 1): epoch + 1].mean(0), seed)
         if epoch in late:
             loss, flip_loss, agree = _in_sample_views(model, data, labels, train_idx, cfg)
             view_losses.append(loss)
@@ -356,34 +351,6 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
                        view_flip_agree=np.stack(view_flip_agree))
     return records
-
-
-def _selection_epoch(cfg: ScanConfig) -> int | None:
-    """Number of epochs after which small-loss selection starts (None: never)."""
-    if cfg.select_clean_after is None:
-        return None
-    return max(1, math.ceil(cfg.select_clean_after * cfg.epochs))
-
-
-def _small_loss_selection(loss: torch.Tensor, seed: int) -> torch.Tensor:
-    """Weights (n,) of 1.0 for the samples a 2-component mixture of ``loss`` calls clean, else 0.0.
-
-    The training loss of each sample (mean of the last epochs, shape (n,)) is fitted by a
-    two-component Gaussian mixture, as DivideMix does (Li et al. 2020); a sample is kept
-    when the low-loss component is the more probable one. No noise rate is assumed or
-    tuned: when the losses are not bimodal the mixture keeps almost everything.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    values = loss.float().cpu().numpy().astype(np.float64)
-    span = values.max() - values.min()
-    if not np.isfinite(span) or span <= 0:
-        return torch.ones_like(loss)
-    scaled = ((values - values.min()) / span).reshape(-1, 1)
-    gmm = GaussianMixture(2, max_iter=20, tol=1e-3, reg_covar=5e-4, random_state=seed).fit(scaled)
-    clean = int(np.argmin(gmm.means_.ravel()))
-    keep = gmm.predict_proba(scaled)[:, clean] >= 0.5
-    return torch.as_tensor(keep, dtype=loss.dtype, device=loss.device)
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

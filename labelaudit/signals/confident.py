@@ -25,8 +25,8 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, 
     dict
         ``label_quality`` (N,) self-confidence, lower = more likely mislabeled;
         ``label_issue`` (N,) bool from ``find_label_issues``; ``noise_matrix`` (C, C);
-        ``n_label_issues`` calibrated count estimate (cleanlab's documented cut-off for a
-        custom ranking score).
+        ``n_label_issues``: the number of off-diagonal entries of the confident joint
+        (``num_label_issues(..., estimation_method="off_diagonal")``), the flag count.
     """
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities, num_label_issues
     from cleanlab.filter import find_label_issues
@@ -37,7 +37,7 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, 
         "label_quality": get_label_quality_scores(labels, pred_probs, method="self_confidence"),
         "label_issue": find_label_issues(labels, pred_probs, n_jobs=1),
         "noise_matrix": noise_matrix,
-        "n_label_issues": int(num_label_issues(labels, pred_probs, estimation_method="off_diagonal_calibrated")),
+        "n_label_issues": int(num_label_issues(labels, pred_probs, estimation_method="off_diagonal")),
     }
 
 
