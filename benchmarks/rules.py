@@ -1,0 +1,99 @@
+"""Flag-count and suggestion rules compared on finished benchmark scans (no training).
+
+``benchmarks/detect.py --human COLUMN`` leaves its scan in ``--work``; this script reads
+that scan's ``scores.csv`` and ``pred_probs.npy``, takes the truth from the human-labels
+CSV's ``original`` column, and prints one JSON line per scan with:
+
+* the flag F1 of every candidate count rule (the top-N of ``mislabel_score``, N from
+  cleanlab's ``num_label_issues`` estimation methods, ``find_label_issues`` filters, the
+  number of samples whose out-of-sample argmax differs from the given label, or a
+  2-component mixture on the score);
+* the share of truly wrong labels whose suggestion is the true class, for the plain
+  argmax and for "the most likely class other than the given label".
+
+It was used to choose labelaudit's flag count and suggestion rule on the development
+slice (images of index < 30000); see the README, "Choosing the default".
+
+Example::
+
+    python benchmarks/detect.py --per-class 500 --max-index 30000 --human random1 --baseline shared
+    python benchmarks/rules.py bench-out/human-random1-n5000-o0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, precision_recall_fscore_support, roc_auc_score
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_HUMAN = REPO.parent / "shared" / "datasets" / "cifar10n-dev-labels.csv.gz"
+COUNT_RULES = ("off_diagonal_calibrated", "off_diagonal", "prune_by_noise_rate", "both")
+
+
+def flag_figures(is_noisy: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    p, r, f1, _ = precision_recall_fscore_support(is_noisy, flagged, average="binary", zero_division=0)
+    return {"n": int(flagged.sum()), "precision": round(float(p), 4), "recall": round(float(r), 4),
+            "f1": round(float(f1), 4)}
+
+
+def top(score: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(len(score), bool)
+    mask[np.argsort(-score, kind="stable")[:n]] = True
+    return mask
+
+
+def count(rule: str, labels: np.ndarray, probs: np.ndarray) -> int:
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    if rule.startswith("off_diagonal"):
+        return int(num_label_issues(labels, probs, estimation_method=rule))
+    return int(find_label_issues(labels, probs, filter_by=rule, n_jobs=1).sum())
+
+
+def evaluate(run: Path, human: pd.DataFrame) -> dict:
+    scan = run / "scan"
+    scores = pd.read_csv(scan / "scores.csv", dtype={"given_label": str, "suggested_label": str})
+    classes = sorted(scores.given_label.unique())
+    index = {c: i for i, c in enumerate(classes)}
+    labels = scores.given_label.map(index).to_numpy()
+    truth = human.loc[scores.path, "original"].map(index).to_numpy()
+    is_noisy = labels != truth
+    probs = np.load(scan / "pred_probs.npy")
+    score = scores.mislabel_score.to_numpy()
+    flags = {rule: flag_figures(is_noisy, top(score, count(rule, labels, probs))) for rule in COUNT_RULES}
+    flags["argmax_differs"] = flag_figures(is_noisy, top(score, int((probs.argmax(1) != labels).sum())))
+    others = probs.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    return {
+        "benchmark": "rules", "run": run.name, "n_samples": len(scores), "actual_noise_rate": float(is_noisy.mean()),
+        "oos_accuracy_true": float((probs.argmax(1) == truth).mean()),
+        "auroc": float(roc_auc_score(is_noisy, score)), "ap": float(average_precision_score(is_noisy, score)),
+        "flag_rules": flags,
+        "suggestion_true_on_wrong": {
+            "argmax": float((probs.argmax(1) == truth)[is_noisy].mean()),
+            "most_likely_other_class": float((others.argmax(1) == truth)[is_noisy].mean()),
+        },
+    }
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="run folders of benchmarks/detect.py (holding scan/)")
+    p.add_argument("--human-labels", type=Path, default=DEFAULT_HUMAN)
+    args = p.parse_args(argv)
+    if not args.human_labels.exists():
+        print(json.dumps({"benchmark": "rules", "skipped": f"no human labels at {args.human_labels}"}))
+        return
+    human = pd.read_csv(args.human_labels, dtype=str, keep_default_na=False).set_index("path")
+    for run in args.runs:
+        print(json.dumps(evaluate(run, human)))
+
+
+if __name__ == "__main__":
+    main()
