@@ -1,0 +1,82 @@
+"""The benchmark scripts' data handling, on tiny generated data (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def cifar_like(tmp_path):
+    """Class folders of empty 'train_<index>.jpg' files (indexes 10..59) and a CIFAR-10N style CSV."""
+    root = tmp_path / "data"
+    rows = []
+    for k, cls in enumerate(["cat", "dog"]):
+        (root / cls).mkdir(parents=True)
+        for index in range(10 + k, 60, 2):
+            (root / cls / f"train_{index}.jpg").write_bytes(b"")
+            wrong = "dog" if cls == "cat" else "cat"
+            rows.append((f"{cls}/train_{index}.jpg", cls, wrong if index % 5 == 0 else cls))
+    csv = tmp_path / "human.csv"
+    pd.DataFrame(rows, columns=["path", "original", "random1"]).to_csv(csv, index=False)
+    return root, csv
+
+
+def test_subset_by_index_range(cifar_like):
+    detect = _load("detect")
+    root, _ = cifar_like
+    subset = detect.select_subset(root, 3, 0, min_index=30, max_index=None)
+    indexes = subset.path.str.extract(r"(\d+)")[0].astype(int)
+    assert (indexes >= 30).all() and len(subset) == 6
+    assert list(subset.path[:3]) == ["cat/train_30.jpg", "cat/train_32.jpg", "cat/train_34.jpg"]
+    dev = detect.select_subset(root, 0, 0, min_index=None, max_index=30)
+    assert (dev.path.str.extract(r"(\d+)")[0].astype(int) < 30).all() and len(dev) == 20
+
+
+def test_human_labels_come_from_the_named_column(cifar_like):
+    detect = _load("detect")
+    root, csv = cifar_like
+    subset = detect.select_subset(root, 0, 0)
+    args = detect.parse_args(["--human", "random1", "--human-labels", str(csv)])
+    given = detect.human_labels(subset, args)
+    expected = pd.read_csv(csv).set_index("path").loc[subset.path, "random1"].to_numpy()
+    assert list(given) == list(expected) and (given != subset.true_label.to_numpy()).sum() == 10
+    with pytest.raises(SystemExit, match="columns"):
+        detect.human_labels(subset, detect.parse_args(["--human", "nobody", "--human-labels", str(csv)]))
+    bad = subset.assign(true_label=subset.true_label[::-1].to_numpy())
+    with pytest.raises(SystemExit, match="disagrees"):
+        detect.human_labels(bad, args)
+
+
+def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
+    rules = _load("rules")
+    paths = [f"c/{i}.jpg" for i in range(6)]
+    human = pd.DataFrame({"path": paths, "original": ["a", "a", "b", "b", "c", "c"]}).set_index("path")
+    scan = tmp_path / "run" / "scan"
+    scan.mkdir(parents=True)
+    given = ["a", "b", "b", "b", "c", "a"]  # rows 1 and 5 are wrong (their truth: a and c)
+    pd.DataFrame({"path": paths, "given_label": given, "mislabel_score": [0.1, 0.9, 0.2, 0.3, 0.1, 0.8]}
+                 ).to_csv(scan / "scores.csv", index=False)
+    probs = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .8, .1], [.1, .1, .8], [.6, .1, .3]])
+    np.save(scan / "pred_probs.npy", probs)
+    out = rules.evaluate(tmp_path / "run", human)
+    assert out["actual_noise_rate"] == pytest.approx(2 / 6)
+    assert out["auroc"] == 1.0  # the two wrong labels have the two highest scores
+    # row 1: given b, truth a; argmax b (wrong), best other class a (right);
+    # row 5: given a, truth c; argmax a (wrong), best other class c (right)
+    assert out["suggestion_true_on_wrong"] == {"argmax": 0.0, "most_likely_other_class": 1.0}
+    assert out["flag_rules"]["argmax_differs"]["n"] == 0  # every argmax equals the given label here
+    assert set(out["flag_rules"]) >= set(rules.COUNT_RULES)
