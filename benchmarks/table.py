@@ -21,6 +21,13 @@ def _normalise(run: dict) -> dict:
     return run
 
 
+def _noise(r: dict) -> str:
+    """``symmetric 20%`` for injected noise, ``human: random1`` for real human labels."""
+    if r.get("rate") is None:
+        return str(r["noise"]).replace("human:", "human: ")
+    return f"{r['noise']} {r['rate']:.0%}"
+
+
 def _fmt(value, digits=3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -29,7 +36,7 @@ def detection_table(runs: list[dict]) -> str:
     rows = ["| noise | method | AUROC | AP | precision | recall | F1 | flagged |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        noise = f"{r['noise']} {r['rate']:.0%} (actual {r['actual_noise_rate']:.1%})"
+        noise = f"{_noise(r)} (actual {r['actual_noise_rate']:.1%})"
         methods = [("**labelaudit** `mislabel_score` / `flagged`", r["labelaudit"])]
         if "cleanlab" in r:
             methods.append(("cleanlab recipe, own training (flip augmentation)", r["cleanlab"]))
@@ -42,21 +49,21 @@ def detection_table(runs: list[dict]) -> str:
 
 def run_table(runs: list[dict]) -> str:
     rows = ["| noise | images | device | wall (s) | scan images/s | train images/s | peak RSS (MB) | "
-            "OOS acc. (given / true) | est. noise | baseline wall (s) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "OOS acc. (given / true) | est. noise | suggestion = truth on wrong labels | baseline wall (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         base = r.get("cleanlab", {}).get("wall_s")
         rows.append(
-            f"| {r['noise']} {r['rate']:.0%} | {r['n_samples']:,} | {r['device']} | {r['wall_s']:.0f} | "
+            f"| {_noise(r)} | {r['n_samples']:,} | {r['device']} | {r['wall_s']:.0f} | "
             f"{r['samples_per_s']:.1f} | {r['train_images_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
             f"{r['oos_accuracy_given']:.3f} / {r['oos_accuracy_true']:.3f} | {r['estimated_noise_rate']:.1%} | "
-            f"{'n/a' if base is None else f'{base:.0f}'} |")
+            f"{_fmt(r.get('suggestion_true_on_wrong'))} | {'n/a' if base is None else f'{base:.0f}'} |")
     return "\n".join(rows)
 
 
 def signal_table(runs: list[dict]) -> str:
     names = list(runs[0]["signals_auroc"])
-    head = "| signal | " + " | ".join(f"{r['noise']} {r['rate']:.0%}" for r in runs) + " |"
+    head = "| signal | " + " | ".join(_noise(r) for r in runs) + " |"
     rows = [head, "| --- |" + " --- |" * len(runs)]
     for n in names:
         rows.append(f"| `{n}` | " + " | ".join(_fmt(r["signals_auroc"].get(n)) for r in runs) + " |")
