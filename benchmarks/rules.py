@@ -9,7 +9,8 @@ CSV's ``original`` column, and prints one JSON line per scan with:
   number of samples whose out-of-sample argmax differs from the given label, or a
   2-component mixture on the score);
 * the share of truly wrong labels whose suggestion is the true class, for the plain
-  argmax and for "the most likely class other than the given label".
+  argmax, for "the most likely class other than the given label" (every sample), and for
+  that rule applied to the scan's flagged samples only (the argmax elsewhere).
 
 It was used to choose labelaudit's flag count and suggestion rule on the development
 slice (images of index < 30000); see the README, "Choosing the default".
@@ -70,6 +71,8 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
     flags["argmax_differs"] = flag_figures(is_noisy, top(score, int((probs.argmax(1) != labels).sum())))
     others = probs.copy()
     others[np.arange(len(labels)), labels] = -np.inf
+    flagged = scores.flagged.to_numpy().astype(bool)
+    flagged_other = np.where(flagged, others.argmax(1), probs.argmax(1))
     return {
         "benchmark": "rules", "run": run.name, "n_samples": len(scores), "actual_noise_rate": float(is_noisy.mean()),
         "oos_accuracy_true": float((probs.argmax(1) == truth).mean()),
@@ -78,6 +81,7 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
         "suggestion_true_on_wrong": {
             "argmax": float((probs.argmax(1) == truth)[is_noisy].mean()),
             "most_likely_other_class": float((others.argmax(1) == truth)[is_noisy].mean()),
+            "other_class_if_flagged": float((flagged_other == truth)[is_noisy].mean()),
         },
     }
 

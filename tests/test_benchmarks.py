@@ -68,8 +68,8 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
     scan = tmp_path / "run" / "scan"
     scan.mkdir(parents=True)
     given = ["a", "b", "b", "b", "c", "a"]  # rows 1 and 5 are wrong (their truth: a and c)
-    pd.DataFrame({"path": paths, "given_label": given, "mislabel_score": [0.1, 0.9, 0.2, 0.3, 0.1, 0.8]}
-                 ).to_csv(scan / "scores.csv", index=False)
+    pd.DataFrame({"path": paths, "given_label": given, "mislabel_score": [0.1, 0.9, 0.2, 0.3, 0.1, 0.8],
+                  "flagged": [False, True, False, False, False, False]}).to_csv(scan / "scores.csv", index=False)
     probs = np.array([[.8, .1, .1], [.2, .7, .1], [.1, .8, .1], [.1, .8, .1], [.1, .1, .8], [.6, .1, .3]])
     np.save(scan / "pred_probs.npy", probs)
     out = rules.evaluate(tmp_path / "run", human)
@@ -77,6 +77,7 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
     assert out["auroc"] == 1.0  # the two wrong labels have the two highest scores
     # row 1: given b, truth a; argmax b (wrong), best other class a (right);
     # row 5: given a, truth c; argmax a (wrong), best other class c (right)
-    assert out["suggestion_true_on_wrong"] == {"argmax": 0.0, "most_likely_other_class": 1.0}
+    assert out["suggestion_true_on_wrong"] == {"argmax": 0.0, "most_likely_other_class": 1.0,
+                                               "other_class_if_flagged": 0.5}  # only row 1 is flagged
     assert out["flag_rules"]["argmax_differs"]["n"] == 0  # every argmax equals the given label here
     assert set(out["flag_rules"]) >= set(rules.COUNT_RULES)
