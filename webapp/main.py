@@ -142,6 +142,18 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
     return out
 
 
+#: Typed review errors answered as a short JSON ``detail`` with this status.
+_ERROR_STATUS = {DecisionError: 422, ReviewSettingsError: 422, InvalidCursor: 422, MapUnavailable: 404}
+
+
+def _short_json(status: int):
+    """An exception handler answering ``{"detail": <short message>}`` with ``status``."""
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": _short(str(exc))}, status_code=status)
+
+    return handler
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Typed review errors to HTTP: unknown sample 404, bad decision or cursor 422."""
 
@@ -151,21 +163,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": _short(str(exc))}, status_code=404)
         return pages.error_page(request, 404, f"{_short(str(exc)).capitalize()} in this scan.")
 
-    @app.exception_handler(DecisionError)
-    async def bad_decision(request: Request, exc: DecisionError):
-        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
-
-    @app.exception_handler(ReviewSettingsError)
-    async def bad_setting(request: Request, exc: ReviewSettingsError):
-        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
-
-    @app.exception_handler(MapUnavailable)
-    async def no_map(request: Request, exc: MapUnavailable):
-        return JSONResponse({"detail": _short(str(exc))}, status_code=404)
-
-    @app.exception_handler(InvalidCursor)
-    async def bad_cursor(request: Request, exc: InvalidCursor):
-        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
+    for error, status in _ERROR_STATUS.items():
+        app.add_exception_handler(error, _short_json(status))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

@@ -13,27 +13,22 @@ import httpx
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from webapp_support import free_port, running_server, start_server
+from webapp_support import CHROMIUM, chromium, free_port, running_server, start_server
 from fakescan import XSS_CLASS, make_scan
 
 from labelaudit.cli import main
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium(sync_api) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -13,29 +13,24 @@ import httpx
 import numpy as np
 import pytest
 from fakescan import make_big_scan, make_scan
-from webapp_support import running_server
+from webapp_support import CHROMIUM, chromium, running_server
 
 from labelaudit.review.projection import write_map
 from labelaudit.scandir import ScanDir
 
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "bars", "circle", "square")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium(sync_api) as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -82,3 +82,20 @@ def running_server(scan_dir: Path, *extra: str, port: int | None = None):
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait(timeout=10)
+
+
+#: Debian's Chromium and the flags it needs in this sandbox (playwright's own browsers cannot be downloaded).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+@contextmanager
+def chromium(sync_api):
+    """A headless Chromium from ``playwright.sync_api``, closed afterwards."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
