@@ -99,16 +99,22 @@ def _executor_options(func):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CSV with columns path,label (paths relative to DATA_DIR) instead of class folders.")
+@click.option("--annotations", "annotations_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Several annotators per image: CSV path,annotator,label (one row per annotation) or "
+                   "path,<annotator 1>,<annotator 2>,... (empty cell = no label); the given label becomes "
+                   "their consensus.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scan directory  [default: ./<DATA_DIR name>-scan]")
 @click.option("--no-flip", is_flag=True,
               help="No mirror-image signals: for data whose meaning changes when mirrored (digits, text).")
 @_scan_options
 @_executor_options
-def scan(data_dir: Path, labels_csv: Path | None, out: Path | None, no_flip: bool, quiet: bool, **options) -> None:
+def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, out: Path | None, no_flip: bool,
+         quiet: bool, **options) -> None:
     """Train cross-validated models on DATA_DIR and rank every image by how likely it is mislabeled.
 
-    DATA_DIR holds one sub-folder per class, or images listed in a --labels CSV.
+    DATA_DIR holds one sub-folder per class, or images listed in a --labels CSV, or images
+    labelled by several annotators in an --annotations CSV.
     Re-running with the same arguments resumes from the folds already trained.
     With --executor ray the folds run as Ray tasks (this machine or a cluster).
     """
@@ -118,7 +124,7 @@ def scan(data_dir: Path, labels_csv: Path | None, out: Path | None, no_flip: boo
     ray_options = {name: options.pop(name) for name in _RAY_OPTIONS}
     with _user_errors():
         executor = _executor(options.pop("executor"), ray_options)
-        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, config=_config(not no_flip, **options),
+        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv, config=_config(not no_flip, **options),
                           executor=executor, progress=not quiet)
     print_summary(scores.attrs["summary"], out)
 
@@ -197,10 +203,22 @@ def print_summary(summary, out: Path) -> None:
         f"Estimated noise rate: {s.estimated_noise_rate:.1%} "
         f"({s.n_estimated_label_issues:,} samples, confident learning).",
         f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
+        *_consensus_lines(s, files),
         f"Results: {files.scores}  (database: {files.database})",
         f"Next: labelaudit review {out}",
     ]
     click.echo("\n".join(lines))
+
+
+def _consensus_lines(s, files) -> list[str]:
+    """Several annotators per image: annotations, disputed images, consensus changes, where annotators.csv is."""
+    c = s.consensus
+    if not c:
+        return []
+    return [f"Annotations: {c['n_annotations']:,} by {c['n_annotators']} annotators; annotators disagree on "
+            f"{c['n_disputed']:,} images; the consensus differs from the majority vote on "
+            f"{c['n_changed_from_majority']:,}; estimated wrong consensus labels: {c['estimated_wrong_consensus']:,}. "
+            f"Per annotator: {files.annotators}"]
 
 
 def _not_scored_lines(s, files) -> list[str]:

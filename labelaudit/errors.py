@@ -7,7 +7,7 @@ one line that says what is wrong and how to fix it.
 from __future__ import annotations
 
 __all__ = [
-    "LabelauditError", "DatasetError", "ScanError", "SettingsError", "DeviceUnavailable",
+    "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "MissingExtra", "ClusterError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
@@ -20,6 +20,11 @@ class LabelauditError(Exception):
 
 class DatasetError(LabelauditError, ValueError):
     """The dataset cannot be loaded at all (missing root, bad CSV, no usable image)."""
+
+
+class AnnotationsError(DatasetError):
+    """An annotations CSV (several annotators per image) that cannot be used as a whole: unknown
+    paths, empty labels, an annotator twice for one image; the message names the CSV lines."""
 
 
 class ScanError(LabelauditError, ValueError):

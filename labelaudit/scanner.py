@@ -40,6 +40,8 @@ from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
 from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
+from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
+from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
 from labelaudit.folds.executor import FoldExecutor, resolve_executor
 from labelaudit.folds.store import FoldStore
 from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest
@@ -83,6 +85,9 @@ class PreparedData:
     small_classes: list[str]
     too_small: pd.DataFrame
     images_path: Path | None = None
+    #: Several annotators per image (``--annotations``): every annotation; ``labels`` is then
+    #: their majority vote, the provisional labels the folds train on.
+    annotations: Annotations | None = None
 
     @property
     def paths(self) -> np.ndarray:
@@ -148,6 +153,8 @@ class ScoredTable:
     scores: pd.DataFrame
     signals: Signals
     components: tuple[str, ...]
+    #: Several annotators per image: the consensus, its figures and the annotators' (None otherwise).
+    consensus: ConsensusScores | None = None
 
 
 def scan(
@@ -155,6 +162,7 @@ def scan(
     *,
     out: str | os.PathLike,
     labels_csv: str | os.PathLike | None = None,
+    annotations_csv: str | os.PathLike | None = None,
     config: ScanConfig | None = None,
     executor: FoldExecutor | str | None = None,
     progress: bool = True,
@@ -170,6 +178,11 @@ def scan(
         Scan directory to write (created; finished folds in it are re-used).
     labels_csv : path, optional
         CSV with columns ``path,label``; without it the class-folder layout is read.
+    annotations_csv : path, optional
+        Several annotators per image: ``path,annotator,label`` (one row per annotation) or
+        ``path,<annotator 1>,...`` (one row per image, empty = no label); see
+        :mod:`labelaudit.data.annotations`. The given label is then the consensus
+        (:mod:`labelaudit.consensus`). Not together with ``labels_csv``.
     config : ScanConfig, optional
         All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields.
     executor : FoldExecutor or {"local", "ray"}, optional
@@ -211,7 +224,8 @@ def scan(
     started = time.perf_counter()
 
     try:
-        prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress)
+        prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress,
+                           annotations_csv=annotations_csv)
     except BaseException:
         if created:  # a scan that could not even load its data leaves no empty folder behind
             _remove_empty_tree(scan_dir.path)
@@ -229,7 +243,7 @@ def scan(
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
         warnings.warn(_weak_message(summary), WeakModelsWarning, stacklevel=2)
-    manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv)
+    manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
@@ -278,7 +292,7 @@ def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
 
 
 def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str | os.PathLike | None,
-            cfg: ScanConfig, progress: bool) -> PreparedData:
+            cfg: ScanConfig, progress: bool, annotations_csv: str | os.PathLike | None = None) -> PreparedData:
     """Load the dataset (through the decode cache in ``scan_dir``) and keep the trainable classes.
 
     Raises
@@ -288,10 +302,17 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
     ScanError
         Fewer than two classes with at least ``cfg.folds`` images.
     """
+    annotations = None
+    if annotations_csv is not None:
+        if labels_csv is not None:
+            raise SettingsError("give either a labels CSV or an annotations CSV, not both")
+        annotations = read_annotations(annotations_csv, data_dir)
+        labels_csv = write_provisional_labels(annotations, scan_dir.provisional_labels)
     dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
                            cache_dir=scan_dir.cache, exclude=scan_dir.path, progress=progress)
     prepared = _keep_trainable_classes(dataset, cfg.folds)
     prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
+    prepared.annotations = annotations
     return prepared
 
 
@@ -448,6 +469,8 @@ class _FoldProgress:
 def score(prepared: PreparedData, run: FoldRun, *, cfg: ScanConfig, components: tuple[str, ...]) -> ScoredTable:
     """Signals from the folds' records, combined into ``mislabel_score``, suggestion and flag."""
     results, labels, classes = run.results, prepared.labels, prepared.classes
+    if prepared.annotations is not None:
+        return _score_consensus(prepared, run, cfg, components)
     signals = compute_signals(results, labels, len(classes))  # flip signals only where flip records exist
     components = tuple(name for name in components if name in signals.table.columns)  # flip signals may be off
     return ScoredTable(scores=_score_table(prepared, signals, components, cfg), signals=signals,
@@ -467,6 +490,16 @@ def _score_table(prepared: PreparedData, signals: Signals, components: tuple[str
         "flagged": flagged,
     })
     return pd.concat([table, signals.table], axis=1)
+
+
+def _score_consensus(prepared: PreparedData, run: FoldRun, cfg: ScanConfig, components: tuple[str, ...]
+                     ) -> ScoredTable:
+    """Several annotators per image: the consensus becomes the given label (:mod:`labelaudit.consensus`)."""
+    annotations, paths = prepared.annotations, list(prepared.paths)
+    found = score_consensus(run.results, prepared.labels, annotations.votes(paths, prepared.classes), paths,
+                            prepared.classes, annotations.annotators, components, cfg.flag_threshold)
+    return ScoredTable(scores=found.scores, signals=found.signals,
+                       components=tuple(found.summary["score_components"]), consensus=found)
 
 
 # ------------------------------------------------------------------ summary, manifest
@@ -496,6 +529,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         folds_resumed=run.resumed,
         device=device_name,
         scan_dir=str(scan_dir.path.resolve()),
+        consensus=scored.consensus.summary if scored.consensus is not None else None,
     )
 
 
@@ -511,8 +545,10 @@ def _versions() -> dict[str, str]:
 
 def _signal_info(signals: Signals) -> dict[str, dict[str, Any]]:
     """Direction and description of every signal stored."""
-    return {name: {"direction": s.direction, "description": s.description}
+    info = {name: {"direction": s.direction, "description": s.description}
             for name, s in SIGNALS.items() if name in signals.table.columns}
+    return {**{name: {"direction": d, "description": text} for name, (d, text) in CONSENSUS_SIGNALS.items()
+               if name in signals.table.columns}, **info}
 
 
 def _manifest(prepared: PreparedData, scored: ScoredTable, summary: ScanSummary, cfg: ScanConfig,
@@ -557,6 +593,10 @@ def write_outputs(scan_dir: ScanDir, prepared: PreparedData, run: FoldRun, score
     atomic_write(scan_dir.pred_probs_image, lambda fh: np.save(fh, signals.pred_probs_image), binary=True)
     if (embeddings := run.embeddings) is not None:
         atomic_write(scan_dir.embeddings, lambda fh: np.save(fh, embeddings), binary=True)
+    if scored.consensus is not None:
+        atomic_write(scan_dir.annotators, lambda fh: scored.consensus.annotators.to_csv(fh, index=False))
+    else:
+        scan_dir.annotators.unlink(missing_ok=True)
     _write_database(scan_dir, prepared, scored, manifest)
     scan_dir.write_manifest(manifest)
 
@@ -572,6 +612,8 @@ def _write_database(scan_dir: ScanDir, prepared: PreparedData, scored: ScoredTab
             top_classes=_top_classes(signals.pred_probs, classes),
             signal_columns=list(signals.table.columns),
             unscored=prepared.unscored(),
+            votes=prepared.annotations.table if prepared.annotations is not None else None,
+            annotators=scored.consensus.annotators if scored.consensus is not None else None,
             meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns)},
         )
     finally:

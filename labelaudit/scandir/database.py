@@ -61,6 +61,22 @@ CREATE TABLE IF NOT EXISTS unscored (
     reason      TEXT NOT NULL,
     readable    INTEGER NOT NULL
 );
+-- Several annotators per image (scan --annotations): every annotation, and one row per annotator.
+-- samples.given_label is then the consensus; a reviewer's decision overrides it like any other.
+CREATE TABLE IF NOT EXISTS votes (
+    path      TEXT NOT NULL,             -- relative to the dataset root, POSIX separators
+    annotator TEXT NOT NULL,
+    label     TEXT NOT NULL,             -- as the annotator wrote it (may be a class that was not scanned)
+    PRIMARY KEY (path, annotator)
+);
+CREATE INDEX IF NOT EXISTS votes_by_annotator ON votes (annotator, path);
+CREATE TABLE IF NOT EXISTS annotators (
+    annotator     TEXT PRIMARY KEY,
+    n_labels      INTEGER NOT NULL,
+    agreement     REAL,                  -- share of their labels equal to the consensus
+    quality       REAL,                  -- estimated accuracy, higher = better
+    most_confused TEXT NOT NULL          -- "consensus -> their label (count); ..."
+);
 """
 
 
@@ -127,6 +143,8 @@ def write_scan(
     signal_columns: Sequence[str],
     meta: dict[str, Any],
     unscored: pd.DataFrame | None = None,
+    votes: pd.DataFrame | None = None,
+    annotators: pd.DataFrame | None = None,
 ) -> None:
     """Replace the scan's samples, classes, unscored images and metadata in one transaction.
 
@@ -149,8 +167,13 @@ def write_scan(
         keys of an earlier scan are removed.
     unscored : pandas.DataFrame, optional
         ``path, given_label, reason, readable`` of the labelled images not scored.
+    votes : pandas.DataFrame, optional
+        ``path, annotator, label``: every annotation (several annotators per image).
+    annotators : pandas.DataFrame, optional
+        ``annotator, n_labels, agreement, quality, most_confused``, one row per annotator.
 
-    Decisions are left untouched.
+    Decisions are left untouched; votes and annotators of an earlier scan are replaced (removed
+    when not given).
     """
     ranks = scores["mislabel_score"].rank(ascending=False, method="first").astype(int)
     signal_values = scores[list(signal_columns)].astype(float).to_numpy()
@@ -179,6 +202,25 @@ def write_scan(
         )
         if unscored is not None:
             conn.executemany("INSERT INTO unscored VALUES (?, ?, ?, ?)", _unscored_rows(unscored))
+        _write_annotations(conn, votes, annotators)
+
+
+def _write_annotations(conn: sqlite3.Connection, votes: pd.DataFrame | None,
+                       annotators: pd.DataFrame | None) -> None:
+    conn.execute("DELETE FROM votes")
+    conn.execute("DELETE FROM annotators")
+    if votes is not None:
+        conn.executemany("INSERT INTO votes VALUES (?, ?, ?)",
+                         zip(votes["path"].astype(str), votes["annotator"].astype(str), votes["label"].astype(str)))
+    if annotators is not None:
+        conn.executemany("INSERT INTO annotators VALUES (?, ?, ?, ?, ?)", (
+            (str(r.annotator), int(r.n_labels), _real(r.agreement), _real(r.quality), str(r.most_confused))
+            for r in annotators.itertuples(index=False)))
+
+
+def _real(value) -> float | None:
+    value = float(value)
+    return value if value == value else None
 
 
 def _unscored_rows(unscored: pd.DataFrame) -> list[tuple[str, str, str, int]]:

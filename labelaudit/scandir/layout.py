@@ -89,6 +89,10 @@ class ScanSummary:
         What trained the folds.
     scan_dir : str
         Absolute path of the scan directory.
+    consensus : dict or None
+        Several annotators per image only: ``n_annotators``, ``n_annotations``, ``n_disputed``
+        (images whose annotators are not all on the consensus), ``n_changed_from_majority``,
+        ``model_weight``, ``estimated_wrong_consensus``, ``score_components``.
     """
 
     n_samples: int
@@ -108,6 +112,7 @@ class ScanSummary:
     folds_resumed: list[int] = field(default_factory=list)
     device: str = ""
     scan_dir: str = ""
+    consensus: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(dataclasses.asdict(self))
@@ -194,6 +199,9 @@ class ScanDir:
     PRED_PROBS_IMAGE = "pred_probs_image.npy"
     EMBEDDINGS = "embeddings.npy"
     CLEANED_LABELS = "cleaned_labels.csv"
+    #: Several annotators per image: one row per annotator, and the majority vote the folds trained on.
+    ANNOTATORS = "annotators.csv"
+    PROVISIONAL_LABELS = "provisional_labels.csv"
     #: The review map: a 2-D projection of the embeddings (computed once, by the review app).
     MAP = "map_2d.npz"
     CACHE = "cache"
@@ -217,6 +225,8 @@ class ScanDir:
     pred_probs_image = property(lambda self: self.path / self.PRED_PROBS_IMAGE)
     embeddings = property(lambda self: self.path / self.EMBEDDINGS)
     cleaned_labels = property(lambda self: self.path / self.CLEANED_LABELS)
+    annotators = property(lambda self: self.path / self.ANNOTATORS)
+    provisional_labels = property(lambda self: self.path / self.PROVISIONAL_LABELS)
     map = property(lambda self: self.path / self.MAP)
     cache = property(lambda self: self.path / self.CACHE)
     folds = property(lambda self: self.path / self.FOLDS)
