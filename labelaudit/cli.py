@@ -68,6 +68,32 @@ def _config(flip: bool, **options) -> ScanConfig:
     return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in settings()})
 
 
+#: ``scan`` options of a scan from embeddings or predicted probabilities, by parameter name.
+_ARRAY_OPTIONS = ("features", "features_flip", "pred_probs", "index")
+
+
+def _array_options(func):
+    """``--features``, ``--features-flip``, ``--pred-probs``, ``--index``: bring your own model
+    (see :mod:`labelaudit.data.arrays`; the files are checked by the scan, with one-line errors)."""
+    file = click.Path(dir_okay=False, path_type=Path)
+    options = [
+        click.option("--features", type=file, default=None, metavar="FILE",
+                     help="Embeddings (N, D) of the images, .npy or .parquet (path + vector column): train "
+                          "small heads on them instead of CNNs, plus kNN label agreement."),
+        click.option("--features-flip", type=file, default=None, metavar="FILE",
+                     help="Embeddings of the horizontally mirrored images, row for row (flip signals)."),
+        click.option("--pred-probs", type=file, default=None, metavar="FILE",
+                     help="Your own out-of-sample probabilities (N, C), columns in sorted class-name order: "
+                          "confident learning (+ kNN with --features), no training."),
+        click.option("--index", type=file, default=None, metavar="CSV",
+                     help="CSV with a path column naming the image of each array row, in order  "
+                          "[default: the files in sorted path order]"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 #: ``scan`` options that configure the Ray executor (``--ray-...``), by parameter name.
 _RAY_OPTIONS = ("ray_address", "gpus_per_fold", "cpus_per_fold", "fold_retries", "ray_images")
 
@@ -107,6 +133,7 @@ def _executor_options(func):
               help="Scan directory  [default: ./<DATA_DIR name>-scan]")
 @click.option("--no-flip", is_flag=True,
               help="No mirror-image signals: for data whose meaning changes when mirrored (digits, text).")
+@_array_options
 @_scan_options
 @_executor_options
 def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, out: Path | None, no_flip: bool,
@@ -125,7 +152,7 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
     with _user_errors():
         executor = _executor(options.pop("executor"), ray_options)
         scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv, config=_config(not no_flip, **options),
-                          executor=executor, progress=not quiet)
+                          executor=executor, progress=not quiet, **{k: options[k] for k in _ARRAY_OPTIONS})
     print_summary(scores.attrs["summary"], out)
 
 
@@ -374,7 +401,8 @@ def _store_class_order(app, spec: str) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True), default=None,
               help="CSV to write ('-' for standard output)  [default: SCAN_DIR/cleaned_labels.csv]")
 @click.option("--full", is_flag=True,
-              help="Add original_label, decision, reviewer, decided_at, mislabel_score, suggested_label, note.")
+              help="Add original_label, decision, reviewer, decided_at, mislabel_score, suggested_label, note "
+                   "(several annotators per image: also consensus_label, n_annotations, agreement, votes).")
 @click.option("--auto-accept-above", type=click.FloatRange(0, 1), default=None, metavar="SCORE",
               help="Also give unreviewed samples scoring above SCORE their suggested label.")
 @click.option("--include-unusable", is_flag=True,

@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
-    "InvalidCursor", "MissingExtra", "ClusterError",
+    "InvalidCursor", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
 
@@ -20,6 +20,11 @@ class LabelauditError(Exception):
 
 class DatasetError(LabelauditError, ValueError):
     """The dataset cannot be loaded at all (missing root, bad CSV, no usable image)."""
+
+
+class InputArrayError(DatasetError):
+    """Embeddings or predicted probabilities that do not fit the dataset (row count, unknown or repeated
+    path, NaN/inf, dtype, shape, unreadable file); raised before any training."""
 
 
 class AnnotationsError(DatasetError):

@@ -44,7 +44,9 @@ from labelaudit.data.annotations import Annotations, read_annotations, write_pro
 from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
 from labelaudit.folds.executor import FoldExecutor, resolve_executor
 from labelaudit.folds.store import FoldStore
-from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest
+from labelaudit.scoring import (
+    DEFAULT_RECIPE, DEFAULT_RECIPE_ARRAYS, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest,
+)
 from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.folds.training import TRAINING_VERSION, FoldJob, FoldResult, resolve_precision
 
@@ -85,6 +87,8 @@ class PreparedData:
     small_classes: list[str]
     too_small: pd.DataFrame
     images_path: Path | None = None
+    #: A scan from embeddings or probabilities: the arrays, one row per listed file (:mod:`labelaudit.byom`).
+    inputs: Any = None
     #: Several annotators per image (``--annotations``): every annotation; ``labels`` is then
     #: their majority vote, the provisional labels the folds train on.
     annotations: Annotations | None = None
@@ -124,15 +128,23 @@ class FoldRun:
         Folds loaded from the fold store instead of trained.
     images_trained : int
         Training images seen (samples x epochs) by the folds trained in this run.
+    features : numpy.ndarray of float16, shape (N, D), optional
+        A scan from embeddings: the user's embeddings, L2-normalised (``embeddings.npy``).
+    inputs : dict, optional
+        A scan from embeddings or probabilities: what it was computed from (``scan.json``).
     """
 
     results: list[FoldResult]
     resumed: list[int]
     images_trained: int
+    features: np.ndarray | None = None
+    inputs: dict[str, Any] | None = None
 
     @property
     def embeddings(self) -> np.ndarray | None:
-        """Penultimate-layer features of every sample, from the fold that computed them."""
+        """The input embeddings, else the penultimate-layer features from the fold that computed them."""
+        if self.features is not None:
+            return self.features
         return next((r.all_features for r in self.results if r.all_features is not None), None)
 
 
@@ -166,6 +178,10 @@ def scan(
     config: ScanConfig | None = None,
     executor: FoldExecutor | str | None = None,
     progress: bool = True,
+    features: Any = None,
+    features_flip: Any = None,
+    pred_probs: Any = None,
+    index: str | os.PathLike | None = None,
     **settings: Any,
 ) -> pd.DataFrame:
     """Scan an image dataset for mislabeled samples.
@@ -192,6 +208,18 @@ def scan(
         instance for other options). Same seed, same scores with either.
     progress : bool
         Show progress bars on stderr.
+    features : path or numpy.ndarray of float, shape (N, D), optional
+        Bring your own model: embeddings of the images (``.npy``, ``.parquet`` with a
+        ``path`` column, or an array). Small heads are trained per fold instead of CNNs,
+        plus the kNN label-agreement signal (README, "Bring your own model").
+    features_flip : path or numpy.ndarray of float, shape (N, D), optional
+        Embeddings of the mirrored images, row for row (flip signals); needs ``features``.
+    pred_probs : path or numpy.ndarray of float, shape (N, C), optional
+        The user's own out-of-sample probabilities, columns in sorted class-name order:
+        confident learning (and kNN when ``features`` are given too), nothing trained.
+    index : path, optional
+        CSV whose ``path`` column names the image of each array row, in order; without it
+        row ``i`` is the ``i``-th listed file in sorted path order.
 
     Returns
     -------
@@ -208,13 +236,18 @@ def scan(
     ScanError
         Fewer than two classes with enough images, an unknown recipe; :class:`SettingsError`
         for an invalid setting or executor name.
+    InputArrayError
+        ``features`` / ``features_flip`` / ``pred_probs`` / ``index`` that do not fit the
+        dataset (row count, unknown path, NaN/inf, dtype, shape), before any training.
     MissingExtra
         ``executor="ray"`` without Ray installed (raised before anything is loaded).
     ClusterError
         The Ray cluster cannot be reached, or a fold's worker died past its retries.
     """
     cfg = _settings(config, settings)
-    components = _recipe_components(cfg.recipe, cfg.flip)
+    inputs = _array_inputs(executor, cfg, features=features, features_flip=features_flip, pred_probs=pred_probs,
+                           index=index)
+    components = _recipe_components(cfg.recipe, cfg.flip, arrays=inputs is not None)
     executor = resolve_executor(executor)
     scan_dir = ScanDir(out)
     created = not scan_dir.path.exists()
@@ -224,7 +257,7 @@ def scan(
     started = time.perf_counter()
 
     try:
-        prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, progress=progress,
+        prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, inputs=inputs, progress=progress,
                            annotations_csv=annotations_csv)
     except BaseException:
         if created:  # a scan that could not even load its data leaves no empty folder behind
@@ -244,6 +277,7 @@ def scan(
     if summary.weak_models:
         warnings.warn(_weak_message(summary), WeakModelsWarning, stacklevel=2)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
+    manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
@@ -280,8 +314,29 @@ def _settings(config: ScanConfig | None, settings: dict[str, Any]) -> ScanConfig
         raise SettingsError(str(exc)) from None
 
 
-def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
-    default = DEFAULT_RECIPE if flip else DEFAULT_RECIPE_NO_FLIP
+def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
+    """The checked arrays of a scan from embeddings or probabilities (None for an image scan).
+
+    Raises
+    ------
+    InputArrayError
+        See :func:`labelaudit.data.arrays.load_inputs`.
+    SettingsError
+        Arrays with another executor than the local one, or ``features_flip`` with ``flip=False``.
+    """
+    if all(value is None for value in arrays.values()):
+        return None
+    from labelaudit.data.arrays import load_inputs
+
+    if executor not in (None, "local") and type(executor).__name__ != "InProcessExecutor":
+        raise SettingsError("--features / --pred-probs train small heads in this process; drop --executor ray")
+    if arrays["features_flip"] is not None and not cfg.flip:
+        raise SettingsError("--features-flip gives mirror signals, --no-flip turns them off: leave one out")
+    return load_inputs(**arrays)
+
+
+def _recipe_components(recipe: str, flip: bool, arrays: bool = False) -> tuple[str, ...]:
+    default = DEFAULT_RECIPE_ARRAYS if arrays else DEFAULT_RECIPE if flip else DEFAULT_RECIPE_NO_FLIP
     name = default if recipe == "default" else recipe
     if name not in RECIPES:
         raise ScanError(f"unknown score recipe {recipe!r}; choose one of: default, {', '.join(RECIPES)}")
@@ -292,7 +347,8 @@ def _recipe_components(recipe: str, flip: bool) -> tuple[str, ...]:
 
 
 def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str | os.PathLike | None,
-            cfg: ScanConfig, progress: bool, annotations_csv: str | os.PathLike | None = None) -> PreparedData:
+            cfg: ScanConfig, progress: bool, inputs: Any = None,
+            annotations_csv: str | os.PathLike | None = None) -> PreparedData:
     """Load the dataset (through the decode cache in ``scan_dir``) and keep the trainable classes.
 
     Raises
@@ -301,7 +357,15 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
         Nothing usable in ``data_dir``.
     ScanError
         Fewer than two classes with at least ``cfg.folds`` images.
+    InputArrayError
+        ``inputs`` (a scan from embeddings or probabilities) that do not fit the dataset.
     """
+    if inputs is not None:  # bring your own model: the files are listed, not decoded
+        from labelaudit.byom import prepare_arrays
+
+        if annotations_csv is not None:
+            raise SettingsError("--annotations cannot be combined with --features / --pred-probs yet")
+        return prepare_arrays(data_dir, scan_dir, inputs, labels_csv=labels_csv, cfg=cfg)
     annotations = None
     if annotations_csv is not None:
         if labels_csv is not None:
@@ -370,7 +434,15 @@ def _scan_images_file(dataset: LoadedDataset, kept: np.ndarray, cache_dir: Path)
 
 def train(prepared: PreparedData, scan_dir: ScanDir, *, cfg: ScanConfig, device,
           executor: FoldExecutor | str | None, progress: bool) -> FoldRun:
-    """Train (or resume from ``scan_dir``'s fold store) one model per stratified fold."""
+    """Train (or resume from ``scan_dir``'s fold store) one model per stratified fold.
+
+    A scan from embeddings or probabilities (``prepared.inputs``) trains heads on the
+    embeddings instead, or takes the given probabilities (:func:`labelaudit.byom.train_arrays`).
+    """
+    if prepared.inputs is not None:
+        from labelaudit.byom import train_arrays
+
+        return train_arrays(prepared, cfg=cfg, progress=progress)
     images_path, labels, classes, out = prepared.images_path, prepared.labels, prepared.classes, scan_dir.path
     folds = _fold_assignment(labels, cfg.folds, cfg.seed)
     store = FoldStore(out / "folds", _fingerprint(cfg, device, images_path, labels, folds))

@@ -27,7 +27,7 @@ import pandas as pd
 from labelaudit.errors import ScanError
 from labelaudit.signals.registry import SIGNALS, SignalRegistry
 
-__all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "suspicion", "combine", "flag", "suggest"]
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "DEFAULT_RECIPE_ARRAYS", "suspicion", "combine", "flag", "suggest"]
 
 #: Candidate combinations (component signals of the rank mean). The defaults were chosen
 #: by ``benchmarks/detect.py`` on a development split (see the README, "Choosing the
@@ -40,10 +40,16 @@ RECIPES: dict[str, tuple[str, ...]] = {
     "cleanlab+aum+flip": ("label_quality", "aum", "flip_loss_in"),
     "aum+flip": ("aum", "flip_loss_in"),
     "all-dynamics": ("label_quality", "aum", "learned_epoch", "forgetting_events", "flip_loss_in"),
+    # scans from embeddings or predicted probabilities (README, "Bring your own model")
+    "cleanlab+knn": ("label_quality", "knn_agreement"),
+    "knn": ("knn_agreement",),
 }
 DEFAULT_RECIPE = "cleanlab+flip"
 #: Without mirror views (``--no-flip``).
 DEFAULT_RECIPE_NO_FLIP = "cleanlab+aum"
+#: Scans from ``--features`` / ``--pred-probs``: confident learning + kNN label agreement
+#: (the kNN signal is absent without embeddings, leaving confident learning alone).
+DEFAULT_RECIPE_ARRAYS = "cleanlab+knn"
 
 
 def suspicion(values: np.ndarray, direction: int) -> np.ndarray:

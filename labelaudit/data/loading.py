@@ -45,7 +45,7 @@ from labelaudit.progress import progress_bar
 
 __all__ = [
     "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
-    "load_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS",
+    "load_dataset", "list_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS",
 ]
 
 #: Bump whenever :func:`decode_image` produces different pixels; invalidates caches.
@@ -688,15 +688,7 @@ def load_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root_path = _resolve_root(root)
     cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    empty_classes: list[str] = []
-    if labels_csv is not None:
-        candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
-    else:
-        excluded = [Path(p).expanduser().resolve() for p in (cache_path, exclude) if p is not None]
-        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded)
-    candidates.sort(key=lambda c: c.path)
-    if not candidates:
-        raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, exclude])
     label_of = {c.path: c.label for c in candidates}
     all_paths = [c.path for c in candidates]
 
@@ -727,6 +719,58 @@ def load_dataset(
         images_file=cached_file,
         unreadable=_unreadable_frame(failures, label_of),
         empty_classes=empty_classes,
+    )
+
+
+def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
+    """Candidates sorted by path, skipped rows and empty class folders of a dataset (nothing decoded).
+
+    Raises
+    ------
+    DatasetError
+        No usable file or CSV row.
+    """
+    empty_classes: list[str] = []
+    if labels_csv is not None:
+        candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
+    else:
+        excluded = [Path(p).expanduser().resolve() for p in exclude if p is not None]
+        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded)
+    candidates.sort(key=lambda c: c.path)
+    if not candidates:
+        raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
+    return candidates, skipped, empty_classes
+
+
+def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
+                 exclude: str | os.PathLike | None = None) -> LoadedDataset:
+    """The files and given labels of a dataset, listed without decoding any image.
+
+    For scans from embeddings or predicted probabilities (:mod:`labelaudit.data.arrays`):
+    the files need not be images. Every listed file counts (none is skipped as
+    undecodable), in the scan's file order: relative POSIX paths, sorted.
+
+    Parameters
+    ----------
+    root, labels_csv, exclude
+        As for :func:`load_dataset`.
+
+    Returns
+    -------
+    LoadedDataset
+        ``images`` is an empty array of shape (N, 0, 0, 3); ``unreadable`` is empty.
+
+    Raises
+    ------
+    DatasetError
+        ``root`` or ``labels_csv`` is missing or unusable, or lists no file.
+    """
+    root_path = _resolve_root(root)
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [exclude])
+    return LoadedDataset(
+        root=root_path, paths=[c.path for c in candidates], label_names=[c.label for c in candidates],
+        images=np.zeros((len(candidates), 0, 0, 3), np.uint8), skipped=_skipped_frame(skipped),
+        cache_hit=False, empty_classes=empty_classes,
     )
 
 

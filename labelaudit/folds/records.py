@@ -69,6 +69,9 @@ RECORDS: Mapping[str, Record] = {r.name: r for r in (
            "(flips on only)"),
     Record("all_features", "all", "float16 (N, D): unit-norm features of every sample from this fold's "
            "model (one fold only, for nearest-neighbour look-ups)"),
+    Record("knn_neighbours", "all", "int64 (N, k): each sample's k nearest neighbours (cosine) in the input "
+           "embeddings of a scan from --features, itself excluded, most similar first (computed once, not per fold)"),
+    Record("knn_similarity", "all", "float32 (N, k): the cosine similarity of each of those neighbours"),
 )}
 
 

@@ -149,6 +149,10 @@ class ScanManifest:
         Package versions.
     timings : dict
         Seconds per phase, training images/s.
+    inputs : dict or None
+        A scan from embeddings or predicted probabilities (``--features`` / ``--pred-probs``):
+        ``mode``, each array's file and shape, the head kept and its held-out losses, the kNN
+        settings. None for a scan of the images.
     manifest_version : int
     """
 
@@ -163,6 +167,7 @@ class ScanManifest:
     noise_matrix: list[list[float]] | None = None
     versions: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, Any] | None = None
     manifest_version: int = MANIFEST_VERSION
 
     @property

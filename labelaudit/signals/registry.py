@@ -22,6 +22,7 @@ from labelaudit.signals.dynamics import AreaUnderMargin, ForgettingEvents, Learn
 from labelaudit.signals.flip import (
     FlipAgreeIn, FlipAgreeOos, FlipLossGapIn, FlipLossGapOos, FlipLossIn, OosFlipSelfConfidence,
 )
+from labelaudit.signals.knn import KnnAgreement
 
 __all__ = ["SignalRegistry", "default_registry", "SIGNALS"]
 
@@ -86,6 +87,7 @@ def default_registry() -> SignalRegistry:
         LabelQuality(), OosSelfConfidence(), OosFlipSelfConfidence(), ClLabelIssue(),
         AreaUnderMargin(), MeanLoss(), LearnedEpoch(), ForgettingEvents(),
         FlipLossIn(), FlipLossGapIn(), FlipAgreeIn(), FlipAgreeOos(), FlipLossGapOos(),
+        KnnAgreement(),
     ])
 
 
