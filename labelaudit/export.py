@@ -12,6 +12,7 @@ both go through these functions.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions
 from labelaudit.scandir import database as storage
 
 __all__ = [
-    "BASE_COLUMNS", "FULL_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
+    "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
     "safe_folder_name", "check_folder_target", "UNSCORED", "UNREADABLE",
 ]
@@ -36,6 +37,8 @@ __all__ = [
 BASE_COLUMNS = ["path", "label"]
 FULL_COLUMNS = BASE_COLUMNS + ["original_label", "decision", "reviewer", "decided_at", "mislabel_score",
                                "suggested_label", "note"]
+#: Added to the full export of a scan with several annotators per image (``original_label`` is their consensus).
+VOTE_COLUMNS = ["consensus_label", "n_annotations", "agreement", "votes"]
 
 #: ``decision`` of an image the scan did not score (a class too small for the folds).
 UNSCORED = "unscored"
@@ -63,7 +66,10 @@ def cleaned_labels(
         unreviewed sample, and is never auto-accepted), ``auto`` for an applied unreviewed
         suggestion, empty for an unreviewed sample, ``unscored`` for an image the scan
         did not score (``note`` says why) and ``unreadable`` for a file that could not be
-        decoded.
+        decoded. A scan with several annotators per image adds :data:`VOTE_COLUMNS`:
+        ``consensus_label`` (the scan's given label, which a decision overrides in ``label``),
+        ``n_annotations``, ``agreement`` (share of the votes equal to the consensus) and
+        ``votes`` (JSON object annotator -> label).
     auto_accept_above : float, optional
         Unreviewed samples whose ``mislabel_score`` is strictly above this value take
         their suggested label.
@@ -82,9 +88,23 @@ def cleaned_labels(
     scanned = _scanned_labels(conn, full=full, auto_accept_above=auto_accept_above,
                               include_unusable=include_unusable)
     unscored = _unscored_labels(storage.read_unscored(conn), full=full, include_unreadable=include_unusable)
-    if unscored.empty:
-        return scanned
-    return pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
+    out = scanned if unscored.empty else pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
+    return _with_votes(conn, out) if full else out
+
+
+def _with_votes(conn: sqlite3.Connection, out: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with :data:`VOTE_COLUMNS` when the scan has annotators' votes (unchanged otherwise)."""
+    votes = pd.read_sql_query("SELECT path, annotator, label FROM votes ORDER BY path, rowid", conn)
+    if votes.empty:
+        return out
+    grouped = {p: dict(zip(g["annotator"], g["label"])) for p, g in votes.groupby("path", sort=False)}
+    mine = [grouped.get(p, {}) for p in out["path"]]
+    consensus = out["original_label"].astype(str)
+    out = out.assign(consensus_label=consensus, n_annotations=[len(v) for v in mine])
+    out["agreement"] = [sum(label == c for label in v.values()) / len(v) if v else np.nan
+                        for v, c in zip(mine, consensus)]
+    out["votes"] = [json.dumps(v, ensure_ascii=False) if v else "" for v in mine]
+    return out
 
 
 def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: float | None,

@@ -139,3 +139,34 @@ def decision_bar(by_action: dict[str, int], n_flagged: int, width: int = 560) ->
         x += w
     return {"width": width, "parts": parts, "rest": round(width - x, 2), "rest_x": round(x, 2),
             "n_rest": max(total - sum(by_action.values()), 0)}
+
+
+def count_heatmap(rows: list[str], cols: list[str], counts: dict[tuple[str, str], int], href) -> dict[str, Any]:
+    """Counts of (row class, column class) pairs, e.g. an annotator's (consensus, their label) confusion.
+
+    Off-diagonal cells are shaded on their own scale (the diagonal would wash them out);
+    ``href(row, col)`` gives a cell's link (None: no link).
+    """
+    cell = max(16, min(56, 560 // max(len(cols), 1)))
+    label_w = min(150, 12 + 7 * max((len(_short(c, 18)) for c in rows), default=4))
+    off = [n for (r, c), n in counts.items() if r != c]
+    vmax = max(off, default=0) or 1
+    cells = []
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            n, diag = counts.get((r, c), 0), r == c
+            level = 0.0 if diag else min(1.0, n / vmax)
+            cells.append({
+                "x": label_w + j * cell, "y": 30 + i * cell, "size": cell - 2, "diag": diag,
+                "opacity": round(0.08 + 0.92 * level, 3) if n else 0, "strong": level > 0.55,
+                "text": f"{n:,}" if n and cell >= 28 else "", "count": n,
+                "title": f"consensus {r} | labelled {c}: {n} image{'s' if n != 1 else ''}",
+                "href": href(r, c) if n else None,
+            })
+    return {
+        "width": label_w + len(cols) * cell + 10, "height": 30 + len(rows) * cell + 10, "cell": cell,
+        "label_w": label_w, "cells": cells, "vmax": vmax,
+        "rows": [{"y": 30 + i * cell + cell / 2, "text": _short(c, 18), "full": c} for i, c in enumerate(rows)],
+        "cols": [{"x": label_w + j * cell + cell / 2, "text": _short(c, 3 if cell < 30 else 6), "full": c}
+                 for j, c in enumerate(cols)],
+    }

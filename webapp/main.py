@@ -19,7 +19,7 @@ from labelaudit.review import ReviewDatabase
 from labelaudit.review.projection import MapCache
 
 from .deps import Settings
-from .routers import decisions, export, images, map, pages, samples, stats
+from .routers import annotators, decisions, export, images, map, pages, samples, stats
 from .security import BodyLimitMiddleware, SecurityMiddleware
 
 __all__ = ["create_app", "default_reviewer", "TOKEN_PATTERN"]
@@ -121,7 +121,7 @@ def create_app(
     app.state.map = MapCache(settings.scan)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (samples, images, decisions, stats, export, map, pages):
+    for module in (samples, images, decisions, stats, export, map, pages, annotators):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityMiddleware, token=token, allowed_hosts=settings.allowed_hosts)

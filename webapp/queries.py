@@ -30,7 +30,7 @@ from .schemas import SampleFilters
 __all__ = [
     "Page", "list_samples", "count_samples", "get_sample", "get_samples", "neighbours", "history",
     "progress", "class_counts", "pair_counts", "score_histogram", "cursor_of", "unscored", "with_tags",
-    "reviewers", "per_class",
+    "reviewers", "per_class", "with_votes", "annotators", "annotator", "annotator_confusion",
 ]
 
 MAX_LIMIT = 500
@@ -75,6 +75,7 @@ def _item(row: sqlite3.Row) -> dict[str, Any]:
         "signals": json.loads(row["signals"]),
         "decision": _decision(row),
         "tags": [],
+        "votes": [],
         "image_url": image_url(row["sample_id"], path),
         "thumb_url": image_url(row["sample_id"], path, thumb=True),
     }
@@ -85,6 +86,25 @@ def with_tags(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dic
     tags = tags_by_path(conn, [it["path"] for it in items])
     for it in items:
         it["tags"] = tags.get(it["path"], [])
+    return items
+
+
+def with_votes(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with each one's annotator ``votes`` filled in (one query; empty without annotations).
+
+    Each vote is ``{"annotator", "label", "agrees"}``, ``agrees`` meaning the label is the consensus
+    (the scan's given label); in annotator order of the CSV.
+    """
+    paths = [it["path"] for it in items]
+    found: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(paths), 500):
+        chunk = paths[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for path, name, label in conn.execute(
+                f"SELECT path, annotator, label FROM votes WHERE path IN ({marks}) ORDER BY path, rowid", chunk):
+            found.setdefault(path, []).append({"annotator": name, "label": label})
+    for it in items:
+        it["votes"] = [{**v, "agrees": v["label"] == it["given_label"]} for v in found.get(it["path"], [])]
     return items
 
 
@@ -127,6 +147,7 @@ def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
     if f.selection:
         clauses.append("s.sample_id IN (SELECT sel.sample_id FROM selections AS sel WHERE sel.selection_id = :selection)")
         params["selection"] = f.selection
+    clauses += _vote_clauses(f, params)
     if f.reviewer:
         clauses.append("d.reviewer = :reviewer")
         params["reviewer"] = f.reviewer
@@ -140,6 +161,27 @@ def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
         clauses.append("d.action = :decision")
         params["decision"] = f.decision
     return clauses, params
+
+
+#: Some annotator's vote is not the consensus (the given label): the annotators disagree.
+_DISPUTED = "EXISTS (SELECT 1 FROM votes AS v WHERE v.path = s.path AND v.label != s.given_label)"
+
+
+def _vote_clauses(f: SampleFilters, params: dict[str, Any]) -> list[str]:
+    """Filters on the annotators' votes: disputed or not, labelled by an annotator, their vote."""
+    clauses = []
+    if f.disagree in ("1", "0"):
+        clauses.append(_DISPUTED if f.disagree == "1" else f"NOT {_DISPUTED}")
+    if f.annotator:
+        vote = "v.path = s.path AND v.annotator = :annotator"
+        if f.outvoted in ("1", "0"):
+            vote += " AND v.label != s.given_label" if f.outvoted == "1" else " AND v.label = s.given_label"
+        if f.vote:
+            vote += " AND v.label = :vote"
+            params["vote"] = f.vote
+        clauses.append(f"EXISTS (SELECT 1 FROM votes AS v WHERE {vote})")
+        params["annotator"] = f.annotator
+    return clauses
 
 
 #: The sample carries tag ``:tag`` (its latest event for that tag is an 'add').
@@ -237,7 +279,7 @@ def list_samples(
         has_after, rows = len(rows) > limit, rows[:limit]
         has_before = after_v is not None and bool(rows) and bool(
             _fetch(conn, f, after=None, before=_parse_cursor(cursor_of(_item(rows[0]), sort), sort), limit=1))
-    items = with_tags(conn, [_item(r) for r in rows])
+    items = with_votes(conn, with_tags(conn, [_item(r) for r in rows]))
     return Page(
         items=items,
         next_after=cursor_of(items[-1], sort) if items and has_after else None,
@@ -275,7 +317,7 @@ def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:
         row = conn.execute(f"{SAMPLES_WITH_DECISIONS} WHERE s.sample_id = ?", (sample_id,)).fetchone()
     if row is None:
         raise SampleNotFound(f"no sample {sample_id}")
-    return with_tags(conn, [_item(row)])[0]
+    return with_votes(conn, with_tags(conn, [_item(row)]))[0]
 
 
 def get_samples(conn: sqlite3.Connection, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -493,3 +535,36 @@ def _matrix_stats(noise: dict | None, by_name: dict[str, dict]) -> dict[str, tup
         worst = names[int(np.argmax(mass))] if len(names) > 1 and mass.max() > 0 else None
         out[name] = (prec, float(m[i, i]), worst)
     return out
+
+
+# ---------------------------------------------------------------------------- annotators
+
+
+def annotators(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
+    """Per annotator (``annotators`` table, lowest estimated quality first): labels, agreement, quality,
+    worst confusions, and images where their vote is not the consensus. Empty without annotations."""
+    def compute():
+        disputed = dict(conn.execute(
+            "SELECT v.annotator, COUNT(*) FROM votes AS v CROSS JOIN samples AS s ON s.path = v.path "
+            "WHERE v.label != s.given_label GROUP BY 1").fetchall())
+        rows = conn.execute("SELECT annotator, n_labels, agreement, quality, most_confused FROM annotators "
+                            "ORDER BY quality IS NULL, quality, annotator").fetchall()
+        return [{"annotator": r[0], "n_labels": r[1], "agreement": r[2], "quality": r[3], "most_confused": r[4],
+                 "n_disputed": disputed.get(r[0], 0)} for r in rows]
+
+    return cache.get("annotators", conn, compute)
+
+
+def annotator(conn: sqlite3.Connection, cache: StatsCache, name: str) -> dict[str, Any]:
+    """One annotator's row of :func:`annotators`; :class:`SampleNotFound` for an unknown name."""
+    for row in annotators(conn, cache):
+        if row["annotator"] == name:
+            return row
+    raise SampleNotFound(f"no annotator {name[:64]!r}")
+
+
+def annotator_confusion(conn: sqlite3.Connection, name: str) -> dict[tuple[str, str], int]:
+    """``{(consensus label, their label): images}`` over the scanned images ``name`` labelled."""
+    return {(c, v): n for c, v, n in conn.execute(
+        "SELECT s.given_label, v.label, COUNT(*) FROM votes AS v CROSS JOIN samples AS s ON s.path = v.path "
+        "WHERE v.annotator = ? GROUP BY 1, 2", (name,))}

@@ -44,6 +44,13 @@ class SampleFilters(BaseModel):
     q: str | None = Field(None, max_length=200, description="case-insensitive substring of the file path")
     tag: str | None = Field(None, max_length=40, description="samples carrying this tag")
     reviewer: str | None = Field(None, max_length=64, description="decision in force recorded by this reviewer")
+    disagree: BoolFilter | None = Field(
+        None, description=("several annotators per image: 1 / true / yes: some annotator's label is not the "
+                           "consensus (annotators disagree), 0 / false / no: all agree with it, all: both"))
+    annotator: str | None = Field(None, max_length=200, description="images this annotator labelled")
+    outvoted: BoolFilter | None = Field(
+        None, description="with `annotator`: 1: their label is not the consensus (their disputed images), 0: it is")
+    vote: str | None = Field(None, max_length=200, description="with `annotator`: their label equals this class")
     selection: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{8,40}$",
                                   description="a selection's id (`POST /api/selections`, the map's box)")
     sort: Literal["score", "score_asc", "path"] | None = Field(
@@ -54,7 +61,7 @@ class SampleFilters(BaseModel):
     def _empty_is_none(cls, value):
         return None if isinstance(value, str) and value.strip() == "" else value
 
-    @field_validator("flagged", "reviewed", mode="before")
+    @field_validator("flagged", "reviewed", "disagree", "outvoted", mode="before")
     @classmethod
     def _bool_synonyms(cls, value, info):
         """Store one spelling: flagged as 1 / 0 / all, reviewed as yes / no (all: no filter)."""
@@ -63,7 +70,7 @@ class SampleFilters(BaseModel):
         if not isinstance(value, str):
             return value
         v = value.strip().lower()
-        if info.field_name == "flagged":
+        if info.field_name in ("flagged", "disagree", "outvoted"):
             return "1" if v in _TRUE else "0" if v in _FALSE else v
         return "yes" if v in _TRUE else "no" if v in _FALSE else None if v == "all" else v
 
@@ -71,6 +78,12 @@ class SampleFilters(BaseModel):
 class TopClass(BaseModel):
     label: str
     prob: float
+
+
+class Vote(BaseModel):
+    annotator: str
+    label: str
+    agrees: bool = Field(description="the label is the consensus (the scan's given label)")
 
 
 class DecisionOut(BaseModel):
@@ -96,6 +109,8 @@ class Sample(BaseModel):
     signals: dict[str, float | None]
     decision: DecisionOut | None = Field(None, description="decision in force; null when unreviewed")
     tags: list[str] = Field(default_factory=list, description="free tags of the sample")
+    votes: list[Vote] = Field(default_factory=list, description=(
+        "several annotators per image: every annotator's label (the given label is their consensus)"))
     image_url: str
     thumb_url: str
 

@@ -10,8 +10,9 @@ where ``pi_a[y, l]`` = P(annotator ``a`` says ``l`` | true class ``y``) is each 
 confusion matrix, shrunk towards the pooled confusion of all annotators (so an annotator
 with few labels borrows strength from the others). Expectation-maximisation alternates
 between the posteriors and the confusion matrices; the model's weight ``w`` (a
-temperature) is chosen among a small grid by the marginal likelihood of the annotations,
-so an overconfident or a weak model is weighed as much as it predicts the annotators.
+temperature) is chosen among a small grid by how well the posterior *without* each vote
+predicts that vote (leave-one-vote-out log-likelihood), so an overconfident or a weak model
+is weighed as much as it predicts the annotators, and a useless one drops out (``w = 0``).
 
 Compared with CROWDLAB (``cleanlab.multiannotator``), which weighs each annotator by one
 accuracy figure, the confusion matrices learn *which* classes each annotator mixes up
@@ -63,7 +64,7 @@ class ConsensusResult:
     model_weight : float
         The chosen exponent ``w`` of the held-out probabilities.
     log_likelihood : float
-        Marginal log-likelihood of the annotations at the chosen weight.
+        Leave-one-vote-out log-likelihood of the annotations at the chosen weight.
     """
 
     labels: np.ndarray
@@ -122,7 +123,7 @@ def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tu
     pred_probs : numpy.ndarray, shape (N, C)
         Held-out probabilities of models trained on provisional labels (e.g. the majority vote).
     weights : tuple of float
-        Candidate model weights; the one with the highest marginal likelihood is used.
+        Candidate model weights; the one whose posteriors best predict each left-out vote is used.
     n_iter : int
         Maximum EM iterations per weight.
     shrinkage : float, optional
@@ -140,7 +141,8 @@ def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tu
     log_p = np.log(probs / probs.sum(axis=1, keepdims=True))
     best = None
     for w in weights:
-        posterior, confusion, ll = _em(votes, w * log_p, n_classes, beta, n_iter)
+        posterior, confusion, _ = _em(votes, w * log_p, n_classes, beta, n_iter)
+        ll = _leave_one_out(votes, posterior, confusion)
         if best is None or ll > best[2] + 1e-9:
             best = (posterior, confusion, ll, w)
     posterior, confusion, ll, w = best
@@ -178,6 +180,19 @@ def _em(votes: np.ndarray, log_prior: np.ndarray, n_classes: int, beta: float, n
     joint = log_prior + _log_likelihood(votes, confusion)
     norm = logsumexp(joint, axis=1, keepdims=True)
     return np.exp(joint - norm), confusion, float(norm.sum())
+
+
+def _leave_one_out(votes: np.ndarray, posterior: np.ndarray, confusion: np.ndarray) -> float:
+    """Sum over votes of log P(vote | the image's other votes and the model), shape ()."""
+    total = 0.0
+    for a in range(votes.shape[1]):
+        have = np.flatnonzero(votes[:, a] >= 0)
+        said = votes[have, a]
+        own = confusion[a][:, said].T  # (n, C): P(says l | true y)
+        without = posterior[have] / own
+        without /= without.sum(axis=1, keepdims=True)
+        total += float(np.log(np.maximum((without * own).sum(axis=1), 1e-300)).sum())
+    return total
 
 
 def _log_likelihood(votes: np.ndarray, confusion: np.ndarray) -> np.ndarray:

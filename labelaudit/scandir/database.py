@@ -23,7 +23,7 @@ import pandas as pd
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "transaction", "write_scan", "read_meta", "read_classes", "read_unscored", "utc_now",
+    "DB_NAME", "SCHEMA", "connect", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
@@ -202,11 +202,20 @@ def write_scan(
         )
         if unscored is not None:
             conn.executemany("INSERT INTO unscored VALUES (?, ?, ?, ?)", _unscored_rows(unscored))
-        _write_annotations(conn, votes, annotators)
+        write_annotations(conn, votes, annotators)
 
 
-def _write_annotations(conn: sqlite3.Connection, votes: pd.DataFrame | None,
-                       annotators: pd.DataFrame | None) -> None:
+def write_annotations(conn: sqlite3.Connection, votes: pd.DataFrame | None,
+                      annotators: pd.DataFrame | None) -> None:
+    """Replace the ``votes`` and ``annotators`` rows (inside the caller's transaction).
+
+    Parameters
+    ----------
+    votes : pandas.DataFrame or None
+        ``path, annotator, label``, one row per annotation, in display order.
+    annotators : pandas.DataFrame or None
+        ``annotator, n_labels, agreement, quality, most_confused``.
+    """
     conn.execute("DELETE FROM votes")
     conn.execute("DELETE FROM annotators")
     if votes is not None:

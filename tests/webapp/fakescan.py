@@ -276,3 +276,45 @@ def clone_scan(template: FakeScan, base: Path) -> FakeScan:
     layout.write_manifest(manifest)
     return FakeScan(scan_dir=base / "scan", dataset_root=base / "dataset", classes=list(template.classes),
                     scores=template.scores.copy(), true_labels=list(template.true_labels))
+
+
+#: Annotators of :func:`add_annotations` and the accuracy each labels with.
+ANNOTATORS = {"ana": 0.95, "ben": 0.85, "cy": 0.45}
+
+
+def add_annotations(scan: FakeScan, seed: int = 0) -> pd.DataFrame:
+    """Give every image of ``scan`` 1-3 annotators' labels (votes, annotators table, summary, annotators.csv).
+
+    The first image gets three votes for its given label (unanimous), the second two for it
+    and ``cy``'s for another class (disputed). Returns the votes (``path, annotator, label``).
+    """
+    rng = np.random.default_rng(seed)
+    names, rows = scan.classes, []
+    for i, (path, given, true) in enumerate(zip(scan.scores.path, scan.scores.given_label, scan.true_labels)):
+        who = list(ANNOTATORS) if i < 2 else list(rng.permutation(list(ANNOTATORS))[: rng.integers(1, 4)])
+        for name in who:
+            right = rng.random() < ANNOTATORS[name]
+            label = given if i < 2 else true if right else names[int(rng.integers(len(names)))]
+            if i == 1 and name == "cy":
+                label = next(c for c in names if c != given)
+            rows.append((path, name, label))
+    votes = pd.DataFrame(rows, columns=["path", "annotator", "label"])
+    consensus = votes.path.map(dict(zip(scan.scores.path, scan.scores.given_label)))
+    table = pd.DataFrame([
+        (name, int((votes.annotator == name).sum()), float((votes.label == consensus)[votes.annotator == name].mean()),
+         acc - 0.02, f"{names[0]} -> {names[1]} (2)") for name, acc in ANNOTATORS.items()],
+        columns=["annotator", "n_labels", "agreement", "quality", "most_confused"])
+    layout = ScanDir(scan.scan_dir)
+    conn = storage.connect(layout.database)
+    try:
+        with storage.transaction(conn):
+            storage.write_annotations(conn, votes, table)
+    finally:
+        conn.close()
+    table.to_csv(layout.annotators, index=False)
+    manifest = layout.read_manifest()
+    disputed = int(votes.assign(d=votes.label != consensus).groupby("path").d.any().sum())
+    manifest.summary.consensus = {"n_annotators": len(ANNOTATORS), "n_annotations": len(votes), "n_disputed": disputed,
+                                  "n_changed_from_majority": 0, "model_weight": 1.0}
+    layout.write_manifest(manifest)
+    return votes

@@ -125,6 +125,7 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "help_rows": shortcuts.help_rows(page),
         "keys_bar": shortcuts.bar(page),
         "config": config,
+        "annotator_names": [a["annotator"] for a in queries.annotators(db, _stats(request))],
         **extra,
     }
 
