@@ -1,9 +1,15 @@
-"""Images of the samples, read only from the scanned dataset's root folder."""
+"""Images of the samples, read only from the scanned dataset's root folder.
+
+A sample whose file is not an image (a scan from embeddings may list any file: text,
+audio, ...) is shown as a text card instead: an SVG picture of its file name and, for a
+text file, its first lines (:func:`text_card`), so every page works unchanged.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+from xml.sax.saxutils import escape
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -19,7 +25,8 @@ from labelaudit.fsutil import resolve_inside
 from .. import queries
 from ..deps import Db, SettingsDep
 
-__all__ = ["router", "ImageCache", "thumbnail_image", "THUMB_SIZE", "MIN_THUMB_SIDE", "MAX_THUMB_ASPECT"]
+__all__ = ["router", "ImageCache", "thumbnail_image", "text_card", "is_image_file", "THUMB_SIZE", "MIN_THUMB_SIDE",
+           "MAX_THUMB_ASPECT"]
 
 router = APIRouter(prefix="/api/samples", tags=["samples"])
 
@@ -138,11 +145,44 @@ def _to_bytes(im: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
     return buf.getvalue(), "image/jpeg"
 
 
+def is_image_file(path: Path) -> bool:
+    """Whether ``path``'s suffix is one Pillow reads as an image (else the app shows a text card)."""
+    Image.init()
+    return path.suffix.lower() in Image.registered_extensions()
+
+
+#: Text lines and characters per line a text card shows.
+CARD_LINES, CARD_CHARS = 8, 34
+
+
+def text_card(path: Path) -> bytes:
+    """An SVG picture (256 x 256) of a file that is not an image: its name, its size and, when it
+    reads as UTF-8 text, its first :data:`CARD_LINES` lines. Every text is XML-escaped."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    lines = [path.name, f"{os.path.getsize(path):,} bytes"]
+    if b"\x00" not in head:
+        text = head.decode("utf-8", errors="replace")
+        lines += [""] + [line[:CARD_CHARS] for line in text.splitlines()[:CARD_LINES]]
+    rows = "".join(f'<text x="12" y="{28 + 22 * i}" font-family="monospace" font-size="14" '
+                   f'fill="{"#111" if i else "#035"}">{escape(line)}</text>' for i, line in enumerate(lines))
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{THUMB_SIZE}" height="{THUMB_SIZE}" '
+            f'viewBox="0 0 {THUMB_SIZE} {THUMB_SIZE}"><rect width="100%" height="100%" fill="#f4f4f0" '
+            f'stroke="#bbb"/>{rows}</svg>').encode("utf-8")
+
+
+def _card_response(path: Path) -> Response:
+    return Response(text_card(path), media_type="image/svg+xml", headers=CACHE_HEADERS)
+
+
 @router.get("/{sample_id}/image", summary="The sample's image file", response_class=Response,
             responses={200: {"content": {"image/*": {}}}})
 def image(sample_id: int, db: Db, settings: SettingsDep, cache: Images):
-    """The original file (converted to PNG when browsers cannot show its format)."""
+    """The original file (converted to PNG when browsers cannot show its format; a text card
+    when it is not an image)."""
     path = _image_file(db, settings, sample_id)
+    if not is_image_file(path):
+        return _card_response(path)
     media = BROWSER_TYPES.get(path.suffix.lower())
     if media is None:
         data, media = _encode(cache, path, None)
@@ -154,8 +194,11 @@ def image(sample_id: int, db: Db, settings: SettingsDep, cache: Images):
             responses={200: {"content": {"image/*": {}}}})
 def thumbnail(sample_id: int, db: Db, settings: SettingsDep, cache: Images):
     """Small images of a usual shape are served as they are; others are scaled (long side at
-    most 256 px, short side at least 32 px; longer than 4:1 centre-cropped), cached in memory."""
+    most 256 px, short side at least 32 px; longer than 4:1 centre-cropped), cached in memory.
+    A file that is not an image gets a text card."""
     path = _image_file(db, settings, sample_id)
+    if not is_image_file(path):
+        return _card_response(path)
     media = BROWSER_TYPES.get(path.suffix.lower())
     if media is not None and os.path.getsize(path) < 64 << 10:
         try:
