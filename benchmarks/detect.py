@@ -64,6 +64,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(random1, random2, random3, aggre, worst); the truth is its 'original' column")
     p.add_argument("--human-labels", type=Path, default=DEFAULT_HUMAN,
                    help="CIFAR-10N style CSV: path,original,<annotator columns> (default: the shared one)")
+    p.add_argument("--annotators", default=None, metavar="COLUMNS",
+                   help="several annotators per image: comma-separated columns of --human-labels (e.g. "
+                        "random1,random2,random3), scanned with --annotations; reports consensus accuracy "
+                        "against majority vote and cleanlab's CROWDLAB on the same held-out probabilities")
+    p.add_argument("--drop-annotations", action="store_true",
+                   help="with --annotators: each image keeps a random 1..all of its labels (seeded by --noise-seed)")
     p.add_argument("--noise", choices=["symmetric", "asymmetric", "instance"], default="symmetric")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--noise-seed", type=int, default=0)
@@ -182,7 +188,7 @@ def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray)
     return {**detection_figures(is_noisy, 1 - quality, issues), "oos_accuracy_given": accuracy}
 
 
-def run_scan(root: Path, labels_csv: Path, out: Path, args, **extra):
+def run_scan(root: Path, labels_csv: Path | None, out: Path, args, **extra):
     from labelaudit import scan
 
     chosen = {k: getattr(args, k) for k in _settings() if getattr(args, k) is not None}
@@ -206,6 +212,8 @@ def main(argv=None) -> dict:
 
     root = dataset_root(args.data, args.work)
     subset = select_subset(root, args.per_class, args.offset, args.min_index, args.max_index)
+    if args.annotators:
+        return _print(annotators_benchmark(args, root, subset, command))
     noise = f"human-{args.human}" if args.human else f"{args.noise}-{args.rate:g}"
     first = "" if args.min_index is None else f"-i{args.min_index}"
     name = f"{noise}-n{len(subset)}-o{args.offset}{first}{'-' + args.tag if args.tag else ''}"
@@ -262,6 +270,102 @@ def main(argv=None) -> dict:
                               "wall_s": base_wall}
     print(json.dumps(_rounded(result)))
     return result
+
+
+def _print(result: dict) -> dict:
+    print(json.dumps(_rounded(result)))
+    return result
+
+
+def annotation_table(subset: pd.DataFrame, args) -> pd.DataFrame:
+    """Long ``path, annotator, label`` rows of ``subset`` from the --annotators columns (some dropped
+    at random with --drop-annotations: each image keeps 1..all of its labels)."""
+    columns = [c.strip() for c in args.annotators.split(",") if c.strip()]
+    table = pd.read_csv(args.human_labels, dtype=str, keep_default_na=False).set_index("path")
+    unknown = [c for c in columns if c not in table.columns]
+    if unknown:
+        raise SystemExit(f"--annotators {unknown}: columns are {', '.join(table.columns)}")
+    rows = table.loc[subset.path]
+    if not (rows["original"].to_numpy() == subset.true_label.to_numpy()).all():
+        raise SystemExit("the human-labels CSV's 'original' column disagrees with the class folders")
+    wide = rows[columns].reset_index()
+    long = wide.melt(id_vars="path", var_name="annotator", value_name="label")
+    long["_o"] = long["annotator"].map({c: i for i, c in enumerate(columns)})
+    long = long.sort_values(["path", "_o"], kind="stable").reset_index(drop=True)
+    if args.drop_annotations:
+        rng = np.random.default_rng(args.noise_seed)
+        keep_n = rng.integers(1, len(columns) + 1, size=len(wide))
+        rank = np.argsort(rng.random((len(wide), len(columns))), axis=1).argsort(axis=1)  # random order per image
+        keep = (rank < keep_n[:, None]).ravel()  # long is path-major in column order
+        long = long[keep]
+    return long[["path", "annotator", "label"]]
+
+
+def annotators_benchmark(args, root: Path, subset: pd.DataFrame, command: str) -> dict:
+    """Scan with several annotators per image; consensus accuracy next to majority vote and CROWDLAB."""
+    from cleanlab.multiannotator import get_label_quality_multiannotator
+
+    from labelaudit.consensus import majority_vote
+    from labelaudit.consensus.scoring import combine_consensus
+    from labelaudit.data.annotations import read_annotations
+    from labelaudit.scandir import ScanDir
+
+    tag = "drop" if args.drop_annotations else "all"
+    name = f"annotators-{args.annotators.replace(',', '+')}-{tag}-n{len(subset)}" + (f"-{args.tag}" if args.tag else "")
+    out = args.work / name
+    shutil.rmtree(out / "scan", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    long = annotation_table(subset, args)
+    long.to_csv(out / "annotations.csv", index=False)
+    scores, wall = run_scan(root, None, out / "scan", args, annotations_csv=out / "annotations.csv")
+    table = scores.merge(subset, on="path", validate="one_to_one")
+    classes = ScanDir(out / "scan").read_manifest().classes
+    index = {c: i for i, c in enumerate(classes)}
+    truth = table.true_label.map(index).to_numpy()
+    annotations = read_annotations(out / "annotations.csv", root)
+    votes = annotations.votes(list(table.path), classes)
+    probs = np.load(ScanDir(out / "scan").pred_probs)
+    crowd = get_label_quality_multiannotator(pd.DataFrame(np.where(votes >= 0, votes, np.nan),
+                                                          columns=annotations.annotators),
+                                             probs, verbose=False)
+    crowd_labels = crowd["label_quality"]["consensus_label"].to_numpy()
+    consensus = table.consensus_label.map(index).to_numpy()
+    wrong = consensus != truth
+    crowd_wrong = crowd_labels != truth
+    majority = majority_vote(votes, len(classes))
+    true_acc = {a: float((votes[:, j] == truth)[votes[:, j] != -1].mean()) for j, a in enumerate(annotations.annotators)}
+    stats = pd.read_csv(ScanDir(out / "scan").annotators).set_index("annotator")
+    crowd_stats = crowd["annotator_stats"]["annotator_quality"]
+    summary = scores.attrs["summary"]
+    variants = {"mislabel_score": table.mislabel_score.to_numpy(),
+                "1 - consensus_quality": 1 - table.consensus_quality.to_numpy(),
+                "consensus_quality+flip_loss_in": combine_consensus(table, ["consensus_quality", "flip_loss_in"]),
+                "consensus_quality+label_quality": combine_consensus(table, ["consensus_quality", "label_quality"]),
+                "1 - agreement": 1 - table.agreement.to_numpy()}
+    return {
+        "benchmark": "detect-annotators", "command": command, "n_samples": len(table), "n_classes": len(classes),
+        "annotators": annotations.annotators, "dropped_at_random": bool(args.drop_annotations),
+        "n_annotations": int(len(long)), "annotations_per_image": dict(long.groupby("path").size().value_counts().sort_index()
+                                                                        .rename(str).items()),
+        "device": summary["device"], "config": ScanDir(out / "scan").read_manifest().config, "wall_s": wall,
+        "consensus_accuracy": {
+            "labelaudit": float((consensus == truth).mean()),
+            "majority_vote": float((majority == truth).mean()),
+            "crowdlab_same_probs": float((crowd_labels == truth).mean()),
+            "model_argmax": float((probs.argmax(1) == truth).mean()),
+        },
+        "consensus_summary": summary["consensus"],
+        "n_wrong_consensus": int(wrong.sum()),
+        "labelaudit": detection_figures(wrong, table.mislabel_score.to_numpy(), table.flagged.to_numpy()),
+        "score_variants_auroc_ap": {k: [roc_auc_score(wrong, v), average_precision_score(wrong, v)]
+                                    for k, v in variants.items()},
+        "crowdlab_quality_auroc_ap_own_consensus": [
+            roc_auc_score(crowd_wrong, -crowd["label_quality"]["consensus_quality_score"].to_numpy()),
+            average_precision_score(crowd_wrong, -crowd["label_quality"]["consensus_quality_score"].to_numpy())],
+        "annotator_quality": {a: {"true_accuracy": true_acc[a], "labelaudit": float(stats.loc[a, "quality"]),
+                                  "crowdlab": float(crowd_stats.loc[a])} for a in annotations.annotators},
+        "holdout_accuracy_vs_consensus": summary["holdout_accuracy"],
+    }
 
 
 def _rounded(value):

@@ -227,3 +227,41 @@ def test_labels_and_annotations_together_are_refused(tmp_path):
     with pytest.raises(SettingsError, match="not both"):
         scan(folder.root, labels_csv=folder.root / "labels.csv", annotations_csv=tmp_path / "ann.csv",
              out=tmp_path / "scan", progress=False, **FAST)
+
+
+# ------------------------------------------------------------------------ command line
+
+
+def test_cli_scan_with_wide_annotations_and_full_export(tmp_path):
+    from click.testing import CliRunner
+
+    from labelaudit.cli import main
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=12, noise_rate=0.0, layout="csv", seed=6)
+    long = _annotate(folder.truth, seed=2)
+    wide = long.pivot(index="path", columns="annotator", values="label").reset_index().fillna("")
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    out = tmp_path / "scan"
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--annotations", str(tmp_path / "wide.csv"),
+                                       "--out", str(out), "-q", *args])
+    assert result.exit_code == 0, result.output
+    assert f"Annotations: {len(long)} by 3 annotators" in result.output and "annotators.csv" in result.output
+    exported = CliRunner().invoke(main, ["export", str(out), "--full", "-o", "-"])
+    assert exported.exit_code == 0, exported.output
+    header = exported.stdout.splitlines()[0].split(",")
+    assert header[:2] == ["path", "label"] and header[-4:] == ["consensus_label", "n_annotations", "agreement", "votes"]
+
+
+def test_cli_reports_a_bad_annotations_csv_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from labelaudit.cli import main
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=6, layout="csv")
+    (tmp_path / "ann.csv").write_text("path,annotator,label\nimages/nope.png,ann,disc\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--annotations", str(tmp_path / "ann.csv"),
+                                       "--out", str(tmp_path / "scan"), "-q"])
+    assert result.exit_code != 0
+    assert "'images/nope.png' (line 2)" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "scan").exists()  # nothing left behind
