@@ -81,3 +81,24 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
                                                "other_class_if_flagged": 0.5}  # only row 1 is flagged
     assert out["flag_rules"]["argmax_differs"]["n"] == 0  # every argmax equals the given label here
     assert set(out["flag_rules"]) >= set(rules.COUNT_RULES)
+
+
+def test_annotation_table_keeps_one_to_all_labels_per_image_when_dropping(cifar_like, tmp_path):
+    detect = _load("detect")
+    root, csv = cifar_like
+    table = pd.read_csv(csv)
+    table["random2"], table["random3"] = table["original"], table["random1"]
+    table.to_csv(csv, index=False)
+    subset = detect.select_subset(root, 0, 0)
+    args = detect.parse_args(["--annotators", "random1,random2,random3", "--human-labels", str(csv)])
+    long = detect.annotation_table(subset, args)
+    assert len(long) == 3 * len(subset) and list(long.columns) == ["path", "annotator", "label"]
+    first = long[long.path == subset.path[0]]
+    assert list(first.annotator) == ["random1", "random2", "random3"]
+    dropped = detect.annotation_table(subset, detect.parse_args(
+        ["--annotators", "random1,random2,random3", "--drop-annotations", "--human-labels", str(csv)]))
+    per_image = dropped.groupby("path").size()
+    assert per_image.between(1, 3).all() and set(per_image) == {1, 2, 3} and len(per_image) == len(subset)
+    with pytest.raises(SystemExit, match="columns"):
+        detect.annotation_table(subset, detect.parse_args(["--annotators", "random1,nobody",
+                                                          "--human-labels", str(csv)]))
