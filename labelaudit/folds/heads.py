@@ -22,6 +22,7 @@ come from at most 65,536 training rows of each fold.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -42,6 +43,9 @@ __all__ = ["HEAD_KINDS", "HeadSettings", "HeadRun", "build_head", "train_heads",
 #: The head kinds trained per fold, in order of preference on a tie.
 HEAD_KINDS = ("linear", "mlp")
 _EPS = 1e-7
+#: Below this many rows the heads train on one thread: their small matrix products gain
+#: nothing from more, and waiting threads slowed them 10-40x on a busy 2-core machine.
+SINGLE_THREAD_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,8 @@ def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     n_folds = int(folds.max()) + 1
     total = len(HEAD_KINDS) * sum(int((folds != k).sum()) for k in range(n_folds)) * settings.epochs
     by_kind: dict[str, list[FoldResult]] = {}
-    with progress_bar(total=total, unit="row", unit_scale=True, enabled=progress, desc="heads") as bar:
+    with _threads(1 if len(labels) < SINGLE_THREAD_ROWS else torch.get_num_threads()), \
+            progress_bar(total=total, unit="row", unit_scale=True, enabled=progress, desc="heads") as bar:
         for kind in HEAD_KINDS:
             by_kind[kind] = [
                 run_head_fold(data, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), n_classes,
@@ -190,6 +195,17 @@ def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     losses = {kind: holdout_loss(results, labels) for kind, results in by_kind.items()}
     kind = select_head(losses)
     return HeadRun(kind=kind, results=by_kind[kind], holdout_losses=losses, images_trained=total)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """PyTorch's intra-op thread count set to ``n`` inside, the caller's restored after."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def holdout_loss(results: list[FoldResult], labels: np.ndarray) -> float:

@@ -1,0 +1,203 @@
+"""Bring your own model: scans from embeddings or predicted probabilities (issue 12).
+
+Known answers on generated embeddings: separable Gaussians with planted label flips, whose
+flips must rank on top; the CLI's one-line error for every kind of mismatch, raised
+before any work (no scan directory is left behind).
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from byom_data import make_byom_data
+from click.testing import CliRunner
+
+import labelaudit
+from labelaudit.cli import main
+from labelaudit.errors import InputArrayError, SettingsError
+from labelaudit.folds.heads import HEAD_KINDS, HeadSettings, select_head, train_heads
+from labelaudit.signals.knn import knn_agreement, nearest_neighbours
+
+FAST = {"folds": 3}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_byom_data(tmp_path_factory.mktemp("byom") / "data")
+
+
+@pytest.fixture(scope="module")
+def feature_scan(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("byom-scan") / "scan"
+    scores = labelaudit.scan(data.root, out=out, features=data.features, index=data.index, progress=False, **FAST)
+    return scores, out
+
+
+def _top(scores: pd.DataFrame, n: int) -> set[str]:
+    return set(scores.sort_values("mislabel_score", ascending=False).path.head(n))
+
+
+# ------------------------------------------------------------------ known answers
+
+
+def test_planted_flips_rank_on_top_from_features(data, feature_scan):
+    scores, out = feature_scan
+    assert _top(scores, len(data.flipped)) == data.flipped
+    assert {"label_quality", "aum", "learned_epoch", "knn_agreement"} <= set(scores.columns)
+    assert not any(c.startswith("flip_") for c in scores.columns)  # no mirrored embeddings: absent, not faked
+    flagged = set(scores.path[scores.flagged])
+    assert flagged <= data.flipped and len(flagged) >= len(data.flipped) / 2  # the count is confident learning's
+    manifest = json.loads((out / "scan.json").read_text())
+    assert manifest["inputs"]["mode"] == "features" and manifest["inputs"]["head"]["kind"] in HEAD_KINDS
+    assert manifest["score_components"] == ["label_quality", "knn_agreement"]
+    embeddings = np.load(out / "embeddings.npy")
+    assert embeddings.shape == data.features.shape
+    np.testing.assert_allclose(np.linalg.norm(embeddings.astype(float), axis=1), 1, atol=1e-2)
+
+
+def test_rows_follow_the_index(data, feature_scan):
+    scores, _ = feature_scan
+    assert list(scores.path) == sorted(data.paths)  # scores.csv in the scan's file order
+    truth = dict(zip(data.paths, data.true_labels))
+    assert (scores.suggested_label[~scores.flagged] == scores.path[~scores.flagged].map(lambda p: f"c{truth[p]}")).mean() > 0.95
+
+
+def test_sorted_file_order_without_index_and_mirrored_embeddings(data, tmp_path):
+    rows = data.sorted_rows()
+    scores = labelaudit.scan(data.root, out=tmp_path / "scan", features=data.features[rows],
+                             features_flip=data.features_flip[rows], progress=False, **FAST)
+    assert _top(scores, len(data.flipped)) == data.flipped
+    assert {"flip_loss_in", "flip_agree_oos", "oos_flip_self_confidence"} <= set(scores.columns)
+
+
+def test_pred_probs_alone_and_with_features(data, tmp_path):
+    probs = data.probabilities()
+    alone = labelaudit.scan(data.root, out=tmp_path / "alone", pred_probs=probs, index=data.index, progress=False)
+    assert _top(alone, len(data.flipped)) == data.flipped
+    assert not {"aum", "mean_loss", "flip_loss_in", "knn_agreement"} & set(alone.columns)  # nothing trained
+    assert json.loads((tmp_path / "alone" / "scan.json").read_text())["inputs"]["mode"] == "pred_probs"
+    both = labelaudit.scan(data.root, out=tmp_path / "both", pred_probs=probs, features=data.features,
+                           index=data.index, progress=False)
+    assert "knn_agreement" in both.columns and "aum" not in both.columns
+    assert _top(both, len(data.flipped)) == data.flipped
+    np.testing.assert_allclose(np.load(tmp_path / "both" / "pred_probs.npy"),
+                               probs[data.sorted_rows()], atol=1e-6)
+
+
+def test_parquet_with_its_own_paths(data, tmp_path):
+    pytest.importorskip("pyarrow")
+    table = pd.DataFrame({"path": data.paths, "embedding": list(data.features)})
+    table.to_parquet(tmp_path / "emb.parquet")
+    scores = labelaudit.scan(data.root, out=tmp_path / "scan", features=tmp_path / "emb.parquet", progress=False,
+                             **FAST)
+    assert _top(scores, len(data.flipped)) == data.flipped
+
+
+def test_the_mlp_is_kept_when_the_classes_are_not_linearly_separable():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(600, 2)).astype(np.float32)
+    y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)  # XOR: no linear head can fit it
+    run = train_heads(x, y, np.arange(600) % 3, 2, settings=HeadSettings(epochs=20))
+    assert run.kind == "mlp" and run.holdout_losses["mlp"] < run.holdout_losses["linear"] < 0.8
+    assert select_head({"linear": 0.5, "mlp": 0.5}) == "linear"  # a tie keeps the simpler head
+    assert run.results[0].records["train_margins"].shape == (20, 400)
+
+
+def test_nearest_neighbours_exclude_the_sample_itself():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    neighbours, similarity = nearest_neighbours(x, 5)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    np.testing.assert_array_equal(neighbours, np.argsort(-sims, axis=1)[:, :5])
+    np.testing.assert_allclose(similarity, np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
+    sub, _ = nearest_neighbours(x, 5, reference=50, seed=3)  # a reference set of 50 rows
+    assert sub.shape == (300, 5) and len(np.unique(sub)) <= 50 and not (sub == np.arange(300)[:, None]).any()
+    labels = np.array([0, 0, 1])
+    agreement = knn_agreement(np.array([[1, 2], [0, 2], [0, 1]]), np.ones((3, 2), np.float32), labels)
+    np.testing.assert_allclose(agreement, [0.5, 0.5, 0.0], atol=1e-5)
+
+
+# ------------------------------------------------------------------ mismatches
+
+
+def _npy(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return str(path)
+
+
+def _mismatch_cases(data, tmp_path):
+    """(arguments, text the one-line error holds) for every kind of mismatch."""
+    f, n = data.features, len(data.paths)
+    good = _npy(tmp_path, "good.npy", f)
+    nan, inf = f.copy(), f.copy()
+    nan[5, 2], inf[7, 0] = np.nan, np.inf
+    probs = data.probabilities()
+    bad_index = tmp_path / "bad-index.csv"
+    pd.DataFrame({"path": ["c0/nope.txt", *data.paths[1:]]}).to_csv(bad_index, index=False)
+    twice = tmp_path / "twice.csv"
+    pd.DataFrame({"path": [data.paths[1], *data.paths[1:]]}).to_csv(twice, index=False)
+    short = tmp_path / "short.csv"
+    pd.DataFrame({"path": data.paths[:-1]}).to_csv(short, index=False)
+    no_path = tmp_path / "no-path.csv"
+    pd.DataFrame({"file": data.paths}).to_csv(no_path, index=False)
+    (tmp_path / "emb.txt").write_text("1,2\n")
+    return [
+        (["--features", _npy(tmp_path, "short.npy", f[:-1])], f"has {n - 1} rows but"),          # count, no index
+        (["--features", good, "--index", str(short)], f"--index ({short}) lists {n - 1} paths"),  # count vs index
+        (["--features", _npy(tmp_path, "s2.npy", f[:-1]), "--index", str(short)], "1 listed file(s) have no row"),
+        (["--features", good, "--index", str(bad_index)], "name no listed file"),                 # unknown path
+        (["--features", good, "--index", str(twice)], "names 2 rows"),                            # repeated path
+        (["--features", _npy(tmp_path, "nan.npy", nan), "--index", str(data.index)], "row(s) 5)"),
+        (["--features", _npy(tmp_path, "inf.npy", inf), "--index", str(data.index)], "hold NaN or inf"),
+        (["--features", _npy(tmp_path, "int.npy", f.astype(np.int64))], "dtype int64 is not floating point"),
+        (["--features", _npy(tmp_path, "flat.npy", f[:, 0])], f"shape ({n},); expected a 2-D array"),
+        (["--features", good, "--features-flip", _npy(tmp_path, "fl.npy", f[:, :3])], "must match row for row"),
+        (["--features-flip", good], "--features-flip needs --features"),
+        (["--index", str(data.index)], "--index needs --features or --pred-probs"),
+        (["--pred-probs", _npy(tmp_path, "p3.npy", probs[:, :3] / probs[:, :3].sum(1, keepdims=True)),
+          "--index", str(data.index)], "has 3 columns but the dataset has 4 classes"),
+        (["--pred-probs", _npy(tmp_path, "p2.npy", probs * 2)], "probabilities lie in [0, 1]"),
+        (["--pred-probs", _npy(tmp_path, "p5.npy", probs * 0.5)], "do not sum to 1"),
+        (["--pred-probs", good, "--features-flip", good, "--features", good], "no use with --pred-probs"),
+        (["--features", str(tmp_path / "missing.npy")], "--features: file not found"),
+        (["--features", str(tmp_path / "emb.txt")], "neither a .npy nor a .parquet file"),
+        (["--features", good, "--index", str(no_path)], "needs a header with a 'path' column"),
+        (["--features", good, "--features-flip", good, "--no-flip"], "leave one out"),
+        (["--features", good, "--executor", "ray"], "drop --executor ray"),
+    ]
+
+
+def test_every_mismatch_is_a_one_line_error_before_any_work(data, tmp_path):
+    for args, message in _mismatch_cases(data, tmp_path):
+        out = tmp_path / "never"
+        result = CliRunner().invoke(main, ["scan", str(data.root), "--out", str(out), "-q", *args])
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.output and "Traceback" not in result.output, (args, result.output)
+        assert not out.exists(), args  # nothing was started
+
+
+def test_parquet_mismatches(data, tmp_path):
+    pytest.importorskip("pyarrow")
+    two = pd.DataFrame({"path": data.paths, "a": list(data.features), "b": list(data.features)})
+    two.to_parquet(tmp_path / "two.parquet")
+    ragged = pd.DataFrame({"path": data.paths, "embedding": [row[: 3 + i % 2] for i, row in enumerate(data.features)]})
+    ragged.to_parquet(tmp_path / "ragged.parquet")
+    no_path = pd.DataFrame({"embedding": list(data.features)})
+    no_path.to_parquet(tmp_path / "nopath.parquet")
+    for name, message in (("two", "exactly one list column"), ("ragged", "vectors of different lengths"),
+                          ("nopath", "has no 'path' column")):
+        with pytest.raises(InputArrayError, match=message):
+            labelaudit.scan(data.root, out=tmp_path / "s", features=tmp_path / f"{name}.parquet", progress=False)
+
+
+def test_python_api_errors_are_typed(data, tmp_path):
+    with pytest.raises(InputArrayError, match="has 3 rows"):
+        labelaudit.scan(data.root, out=tmp_path / "s", features=np.zeros((3, 4), np.float32), progress=False)
+    with pytest.raises(SettingsError):
+        labelaudit.scan(data.root, out=tmp_path / "s", features=data.features, features_flip=data.features,
+                        index=data.index, flip=False, progress=False)
+    assert not (tmp_path / "s").exists()
