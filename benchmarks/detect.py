@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "against majority vote and cleanlab's CROWDLAB on the same held-out probabilities")
     p.add_argument("--drop-annotations", action="store_true",
                    help="with --annotators: each image keeps a random 1..all of its labels (seeded by --noise-seed)")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --annotators: keep the scan directory, so the stored folds are re-used (scoring "
+                        "code changed, training not); its wall time is then not a training time")
     p.add_argument("--noise", choices=["symmetric", "asymmetric", "instance"], default="symmetric")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--noise-seed", type=int, default=0)
@@ -313,7 +316,8 @@ def annotators_benchmark(args, root: Path, subset: pd.DataFrame, command: str) -
     tag = "drop" if args.drop_annotations else "all"
     name = f"annotators-{args.annotators.replace(',', '+')}-{tag}-n{len(subset)}" + (f"-{args.tag}" if args.tag else "")
     out = args.work / name
-    shutil.rmtree(out / "scan", ignore_errors=True)
+    if not args.rescore:
+        shutil.rmtree(out / "scan", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     long = annotation_table(subset, args)
     long.to_csv(out / "annotations.csv", index=False)
@@ -348,6 +352,7 @@ def annotators_benchmark(args, root: Path, subset: pd.DataFrame, command: str) -
         "n_annotations": int(len(long)), "annotations_per_image": dict(long.groupby("path").size().value_counts().sort_index()
                                                                         .rename(str).items()),
         "device": summary["device"], "config": ScanDir(out / "scan").read_manifest().config, "wall_s": wall,
+        "rescored_from_stored_folds": bool(args.rescore), "folds_resumed": summary["folds_resumed"],
         "consensus_accuracy": {
             "labelaudit": float((consensus == truth).mean()),
             "majority_vote": float((majority == truth).mean()),

@@ -137,6 +137,40 @@ def test_unanimous_images_never_rank_ahead_of_disputed_ones_with_the_same_model_
     assert (u < d).all()
 
 
+def _folds(probs):
+    """Two FoldResults holding ``probs`` out (only the held-out record: no training needed)."""
+    from labelaudit.folds.records import FoldResult
+
+    idx = np.arange(len(probs))
+    halves = (idx[::2], idx[1::2])
+    return [FoldResult(fold=k, train_idx=halves[1 - k], holdout_idx=h, holdout_accuracy=0.0,
+                       records={"holdout_probs": probs[h].astype(np.float32)}) for k, h in enumerate(halves)]
+
+
+def test_scan_scoring_flags_disputed_before_unanimous_images_with_the_same_model_evidence():
+    from labelaudit.consensus.scoring import score_consensus
+
+    votes, probs, truth = _crowd(n=300, seed=3)
+    rng = np.random.default_rng(0)
+    probe = rng.dirichlet(np.ones(4), 40)
+    top = probe.argmax(1)
+    unanimous = np.repeat(top[:, None], 3, axis=1)
+    disputed = unanimous.copy()
+    disputed[:, 2] = (top + 1) % 4
+    all_votes, all_probs = np.vstack([votes, unanimous, disputed]), np.vstack([probs, probe, probe])
+    names = [f"c{i}" for i in range(4)]
+    found = score_consensus(_folds(all_probs), majority_vote(all_votes, 4), all_votes,
+                            [f"img{i}.png" for i in range(len(all_votes))], names, ["a", "b", "c"],
+                            ("label_quality", "flip_loss_in"))
+    s = found.scores
+    u, d = s.iloc[300:340], s.iloc[340:380]
+    assert (u.mislabel_score.to_numpy() < d.mislabel_score.to_numpy()).all()
+    assert not (u.flagged.to_numpy() & ~d.flagged.to_numpy()).any()  # never flagged ahead of its disputed twin
+    assert (u.agreement == 1).all() and (d.agreement < 1).all()
+    assert found.summary["score_components"] == ["consensus_quality"]  # no flip records here
+    assert 0 < s.flagged.sum() < len(s)
+
+
 def test_majority_vote_breaks_ties_deterministically():
     votes = np.array([[0, 1, -1], [1, 0, -1], [2, 2, 1], [-1, -1, -2]])
     # class 1 has the most votes overall: it wins both ties, whatever the column order

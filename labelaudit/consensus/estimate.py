@@ -54,7 +54,10 @@ class ConsensusResult:
     posterior : numpy.ndarray of float64, shape (N, C)
         P(true class | annotations, image); rows sum to 1.
     quality : numpy.ndarray of float64, shape (N,)
-        ``posterior[i, labels[i]]``: probability that the consensus is right (higher = surer).
+        Probability that the consensus is right (higher = surer): ``posterior[i, labels[i]]``,
+        capped for an image whose annotators disagree strictly below what it would be had they
+        all voted for the consensus (a dissenting vote never makes the consensus surer, even
+        where an annotator's estimated confusions would say so).
     agreement : numpy.ndarray of float64, shape (N,)
         Share of the image's annotations equal to the consensus (1 = unanimous).
     n_annotations : numpy.ndarray of int64, shape (N,)
@@ -149,10 +152,25 @@ def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tu
     labels = _argmax_ties_to_votes(posterior, votes, n_classes)
     n_ann = (votes != MISSING).sum(axis=1)
     agree = (votes == labels[:, None]).sum(axis=1)
+    quality = posterior[np.arange(len(labels)), labels]
+    disputed = agree < n_ann
+    unanimous = _unanimous_quality(votes[disputed], labels[disputed], w * log_p[disputed], confusion)
+    quality[disputed] = np.minimum(quality[disputed], unanimous * (1 - 1e-9))
     return ConsensusResult(
-        labels=labels, posterior=posterior, quality=posterior[np.arange(len(labels)), labels],
+        labels=labels, posterior=posterior, quality=quality,
         agreement=np.where(n_ann > 0, agree / np.maximum(n_ann, 1), np.nan), n_annotations=n_ann,
         confusion=confusion, model_weight=float(w), log_likelihood=float(ll))
+
+
+def _unanimous_quality(votes: np.ndarray, labels: np.ndarray, log_prior: np.ndarray,
+                       confusion: np.ndarray) -> np.ndarray:
+    """P(true = labels[i]) had every annotator of image ``i`` voted ``labels[i]``, shape (n,)."""
+    log_prior = log_prior - logsumexp(log_prior, axis=1, keepdims=True)
+    joint = log_prior.copy()
+    for a in range(votes.shape[1]):
+        voted = np.flatnonzero(votes[:, a] != MISSING)
+        joint[voted] += np.log(confusion[a][:, labels[voted]]).T
+    return np.exp(joint[np.arange(len(labels)), labels] - logsumexp(joint, axis=1))
 
 
 def _argmax_ties_to_votes(posterior: np.ndarray, votes: np.ndarray, n_classes: int) -> np.ndarray:
