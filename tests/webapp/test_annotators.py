@@ -122,3 +122,10 @@ def test_full_export_without_votes_has_no_vote_columns(scan):
         assert "votes" not in cleaned_labels(conn, full=True).columns
     finally:
         conn.close()
+
+
+def test_overview_counts_the_disputed_images(crowd):
+    scan, votes, client = crowd
+    page = client.get("/")
+    assert page.status_code == 200 and "Annotators disagree" in page.text
+    assert 'href="/queue?disagree=1&amp;flagged=all"' in page.text
