@@ -52,7 +52,7 @@ class ByomData:
 
 
 def make_byom_data(root: Path, *, n_per_class: int = 40, n_classes: int = 4, dim: int = 16, flip_rate: float = 0.1,
-                   separation: float = 6.0, seed: int = 0) -> ByomData:
+                   separation: float = 8.0, seed: int = 0) -> ByomData:
     """Write the dataset under ``root`` and return it with its embeddings (see :class:`ByomData`)."""
     rng = np.random.default_rng(seed)
     n = n_per_class * n_classes

@@ -50,7 +50,7 @@ def test_planted_flips_rank_on_top_from_features(data, feature_scan):
     assert flagged <= data.flipped and len(flagged) >= len(data.flipped) / 2  # the count is confident learning's
     manifest = json.loads((out / "scan.json").read_text())
     assert manifest["inputs"]["mode"] == "features" and manifest["inputs"]["head"]["kind"] in HEAD_KINDS
-    assert manifest["score_components"] == ["label_quality", "knn_agreement"]
+    assert manifest["score_components"] == ["label_quality", "aum"]
     embeddings = np.load(out / "embeddings.npy")
     assert embeddings.shape == data.features.shape
     np.testing.assert_allclose(np.linalg.norm(embeddings.astype(float), axis=1), 1, atol=1e-2)
@@ -98,7 +98,7 @@ def test_the_mlp_is_kept_when_the_classes_are_not_linearly_separable():
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(600, 2)).astype(np.float32)
     y = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int64)  # XOR: no linear head can fit it
-    run = train_heads(x, y, np.arange(600) % 3, 2, settings=HeadSettings(epochs=20))
+    run = train_heads(x, y, np.arange(600) % 3, 2, settings=HeadSettings(epochs=20, min_steps=16))
     assert run.kind == "mlp" and run.holdout_losses["mlp"] < run.holdout_losses["linear"] < 0.8
     assert select_head({"linear": 0.5, "mlp": 0.5}) == "linear"  # a tie keeps the simpler head
     assert run.results[0].records["train_margins"].shape == (20, 400)

@@ -72,7 +72,7 @@ class HeadSettings:
 
     epochs: int = 12
     batch_size: int = 4096
-    min_steps: int = 16
+    min_steps: int = 64
     lr: float = 5e-3
     weight_decay: float = 1e-4
     hidden: int = 256
