@@ -201,3 +201,15 @@ def test_python_api_errors_are_typed(data, tmp_path):
         labelaudit.scan(data.root, out=tmp_path / "s", features=data.features, features_flip=data.features,
                         index=data.index, flip=False, progress=False)
     assert not (tmp_path / "s").exists()
+
+
+def test_large_data_compares_the_kinds_on_the_first_fold_only(monkeypatch):
+    from labelaudit.folds import heads
+
+    monkeypatch.setattr(heads, "COMPARE_ALL_FOLDS_ROWS", 100)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    run = train_heads(x, y, np.arange(300) % 3, 2, settings=HeadSettings(epochs=3, min_steps=4))
+    assert [r.fold for r in run.results] == [0, 1, 2] and set(run.holdout_losses) == set(HEAD_KINDS)
+    assert run.images_trained == (2 * 200 + 2 * 200) * 3  # both kinds on fold 1, the kept kind on folds 2-3

@@ -46,6 +46,10 @@ _EPS = 1e-7
 #: Below this many rows the heads train on one thread: their small matrix products gain
 #: nothing from more, and waiting threads slowed them 10-40x on a busy 2-core machine.
 SINGLE_THREAD_ROWS = 20_000
+#: Up to this many rows both kinds train on every fold and are compared over all of them;
+#: above, they are compared on the first fold (its held-out set is then large enough) and
+#: the other folds train the kept kind only, which saves most of the cost when it is linear.
+COMPARE_ALL_FOLDS_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,8 @@ class HeadRun:
     results : list of FoldResult
         Its folds, in fold order.
     holdout_losses : dict of str to float
-        Mean out-of-sample cross-entropy against the given labels of every kind trained
-        (lower is better; the kept kind has the lowest).
+        Mean out-of-sample cross-entropy against the given labels of every kind, over the
+        folds they were compared on (lower is better; the kept kind has the lowest).
     images_trained : int
         Training rows seen (rows x epochs x kinds).
     """
@@ -147,7 +151,10 @@ def _tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
 def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int, *,
                 features_flip: np.ndarray | None = None, seed: int = 0, device: str = "auto",
                 precision: str = "auto", settings: HeadSettings | None = None, progress: bool = False) -> HeadRun:
-    """Train every head kind on every fold; keep the kind with the lowest held-out loss.
+    """Train every head kind; keep the kind with the lowest held-out loss on the given labels.
+
+    Both kinds train on every fold up to :data:`COMPARE_ALL_FOLDS_ROWS` samples and are
+    compared over all folds; above, they are compared on the first fold only.
 
     Parameters
     ----------
@@ -183,18 +190,20 @@ def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     data = _Rows(features, features_flip, dev, resolve_precision(precision, dev))
     y = torch.as_tensor(labels, dtype=torch.long, device=dev)
     n_folds = int(folds.max()) + 1
-    total = len(HEAD_KINDS) * sum(int((folds != k).sum()) for k in range(n_folds)) * settings.epochs
-    by_kind: dict[str, list[FoldResult]] = {}
+    compared = n_folds if len(labels) <= COMPARE_ALL_FOLDS_ROWS else 1
+    rows = [int((folds != k).sum()) for k in range(n_folds)]
+    total = (len(HEAD_KINDS) * sum(rows[:compared]) + sum(rows[compared:])) * settings.epochs
     with _threads(1 if len(labels) < SINGLE_THREAD_ROWS else torch.get_num_threads()), \
             progress_bar(total=total, unit="row", unit_scale=True, enabled=progress, desc="heads") as bar:
-        for kind in HEAD_KINDS:
-            by_kind[kind] = [
-                run_head_fold(data, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), n_classes,
-                              kind=kind, settings=settings, seed=seed * 1009 + k, fold=k, report=bar.update)
-                for k in range(n_folds)]
-    losses = {kind: holdout_loss(results, labels) for kind, results in by_kind.items()}
-    kind = select_head(losses)
-    return HeadRun(kind=kind, results=by_kind[kind], holdout_losses=losses, images_trained=total)
+        def fold(kind: str, k: int) -> FoldResult:
+            return run_head_fold(data, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), n_classes,
+                                 kind=kind, settings=settings, seed=seed * 1009 + k, fold=k, report=bar.update)
+
+        by_kind = {kind: [fold(kind, k) for k in range(compared)] for kind in HEAD_KINDS}
+        losses = {kind: holdout_loss(results, labels) for kind, results in by_kind.items()}
+        kind = select_head(losses)
+        results = by_kind[kind] + [fold(kind, k) for k in range(compared, n_folds)]
+    return HeadRun(kind=kind, results=results, holdout_losses=losses, images_trained=total)
 
 
 @contextlib.contextmanager
