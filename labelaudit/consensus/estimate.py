@@ -4,15 +4,17 @@ The model is a Dawid-Skene generative model whose class prior is the cross-valid
 classifier's held-out probability (tempered): for image ``i`` with held-out probabilities
 ``p_i`` and annotations ``l_ia``,
 
-    P(true = y | annotations, image) ∝ p_i[y] ** w * prod_a pi_a[y, l_ia]
+    P(true = y | annotations, image) ∝ p_i[y] ** w * (prod_a pi_a[y, l_ia]) ** v
 
 where ``pi_a[y, l]`` = P(annotator ``a`` says ``l`` | true class ``y``) is each annotator's
 confusion matrix, shrunk towards the pooled confusion of all annotators (so an annotator
 with few labels borrows strength from the others). Expectation-maximisation alternates
 between the posteriors and the confusion matrices; the model's weight ``w`` (a
-temperature) is chosen among a small grid by how well the posterior *without* each vote
-predicts that vote (leave-one-vote-out log-likelihood), so an overconfident or a weak model
-is weighed as much as it predicts the annotators, and a useless one drops out (``w = 0``).
+temperature) and the weight ``v`` of the annotations (``v < 1`` when annotators err on the
+same hard images, which the product of independent votes would overcount) are chosen among
+small grids by how well the posterior *without* each vote predicts that vote
+(leave-one-vote-out log-likelihood), so an overconfident or a weak model is weighed as much
+as it predicts the annotators, and a useless one drops out (``w = 0``).
 
 Compared with CROWDLAB (``cleanlab.multiannotator``), which weighs each annotator by one
 accuracy figure, the confusion matrices learn *which* classes each annotator mixes up
@@ -40,6 +42,8 @@ MISSING = -1
 OTHER = -2
 #: Candidate weights of the model's log-probabilities (0 = annotations only, Dawid-Skene).
 MODEL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+#: Candidate weights of the annotations' log-likelihood (1 = independent votes).
+VOTE_WEIGHTS = (0.5, 0.75, 1.0)
 _EPS = 1e-6
 
 
@@ -66,6 +70,8 @@ class ConsensusResult:
         ``confusion[a, y, l]`` = estimated P(annotator a says l | true class y).
     model_weight : float
         The chosen exponent ``w`` of the held-out probabilities.
+    vote_weight : float
+        The chosen exponent ``v`` of the annotations' likelihood.
     log_likelihood : float
         Leave-one-vote-out log-likelihood of the annotations at the chosen weight.
     """
@@ -78,6 +84,7 @@ class ConsensusResult:
     confusion: np.ndarray
     model_weight: float
     log_likelihood: float
+    vote_weight: float = 1.0
 
 
 def vote_matrix(votes: np.ndarray, n_classes: int) -> np.ndarray:
@@ -116,7 +123,8 @@ def majority_vote(votes: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tuple[float, ...] = MODEL_WEIGHTS,
-                       n_iter: int = 50, shrinkage: float | None = None) -> ConsensusResult:
+                       vote_weights: tuple[float, ...] = VOTE_WEIGHTS, n_iter: int = 50,
+                       shrinkage: float | None = None) -> ConsensusResult:
     """Consensus labels from annotations and held-out probabilities (see the module docstring).
 
     Parameters
@@ -126,7 +134,10 @@ def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tu
     pred_probs : numpy.ndarray, shape (N, C)
         Held-out probabilities of models trained on provisional labels (e.g. the majority vote).
     weights : tuple of float
-        Candidate model weights; the one whose posteriors best predict each left-out vote is used.
+        Candidate model weights ``w``.
+    vote_weights : tuple of float
+        Candidate annotation weights ``v``; the pair whose posteriors best predict each left-out
+        vote is used.
     n_iter : int
         Maximum EM iterations per weight.
     shrinkage : float, optional
@@ -143,33 +154,34 @@ def estimate_consensus(votes: np.ndarray, pred_probs: np.ndarray, *, weights: tu
     beta = float(n_classes if shrinkage is None else shrinkage)
     log_p = np.log(probs / probs.sum(axis=1, keepdims=True))
     best = None
-    for w in weights:
-        posterior, confusion, _ = _em(votes, w * log_p, n_classes, beta, n_iter)
-        ll = _leave_one_out(votes, posterior, confusion)
-        if best is None or ll > best[2] + 1e-9:
-            best = (posterior, confusion, ll, w)
-    posterior, confusion, ll, w = best
+    for v in vote_weights:
+        for w in weights:
+            posterior, confusion, _ = _em(votes, w * log_p, n_classes, beta, n_iter, v)
+            ll = _leave_one_out(votes, posterior, confusion, v)
+            if best is None or ll > best[2] + 1e-9:
+                best = (posterior, confusion, ll, w, v)
+    posterior, confusion, ll, w, v = best
     labels = _argmax_ties_to_votes(posterior, votes, n_classes)
     n_ann = (votes != MISSING).sum(axis=1)
     agree = (votes == labels[:, None]).sum(axis=1)
     quality = posterior[np.arange(len(labels)), labels]
     disputed = agree < n_ann
-    unanimous = _unanimous_quality(votes[disputed], labels[disputed], w * log_p[disputed], confusion)
+    unanimous = _unanimous_quality(votes[disputed], labels[disputed], w * log_p[disputed], confusion, v)
     quality[disputed] = np.minimum(quality[disputed], unanimous * (1 - 1e-9))
     return ConsensusResult(
         labels=labels, posterior=posterior, quality=quality,
         agreement=np.where(n_ann > 0, agree / np.maximum(n_ann, 1), np.nan), n_annotations=n_ann,
-        confusion=confusion, model_weight=float(w), log_likelihood=float(ll))
+        confusion=confusion, model_weight=float(w), log_likelihood=float(ll), vote_weight=float(v))
 
 
 def _unanimous_quality(votes: np.ndarray, labels: np.ndarray, log_prior: np.ndarray,
-                       confusion: np.ndarray) -> np.ndarray:
+                       confusion: np.ndarray, v: float) -> np.ndarray:
     """P(true = labels[i]) had every annotator of image ``i`` voted ``labels[i]``, shape (n,)."""
     log_prior = log_prior - logsumexp(log_prior, axis=1, keepdims=True)
     joint = log_prior.copy()
     for a in range(votes.shape[1]):
         voted = np.flatnonzero(votes[:, a] != MISSING)
-        joint[voted] += np.log(confusion[a][:, labels[voted]]).T
+        joint[voted] += v * np.log(confusion[a][:, labels[voted]]).T
     return np.exp(joint[np.arange(len(labels)), labels] - logsumexp(joint, axis=1))
 
 
@@ -178,8 +190,8 @@ def _argmax_ties_to_votes(posterior: np.ndarray, votes: np.ndarray, n_classes: i
     return np.argmax(posterior + 1e-12 * vote_matrix(votes, n_classes), axis=1).astype(np.int64)
 
 
-def _em(votes: np.ndarray, log_prior: np.ndarray, n_classes: int, beta: float, n_iter: int):
-    """EM for one model weight: (posterior (N, C), confusion (M, C, C), marginal log-likelihood)."""
+def _em(votes: np.ndarray, log_prior: np.ndarray, n_classes: int, beta: float, n_iter: int, v: float = 1.0):
+    """EM for one pair of weights: (posterior (N, C), confusion (M, C, C), marginal log-likelihood)."""
     log_prior = log_prior - logsumexp(log_prior, axis=1, keepdims=True)
     m = votes.shape[1]
     start = np.full((n_classes, n_classes), 0.3 / max(n_classes - 1, 1))
@@ -187,7 +199,7 @@ def _em(votes: np.ndarray, log_prior: np.ndarray, n_classes: int, beta: float, n
     confusion = np.repeat(start[None], m, axis=0)
     previous = -np.inf
     for _ in range(n_iter):
-        joint = log_prior + _log_likelihood(votes, confusion)
+        joint = log_prior + v * _log_likelihood(votes, confusion)
         norm = logsumexp(joint, axis=1, keepdims=True)
         posterior = np.exp(joint - norm)
         ll = float(norm.sum())
@@ -195,19 +207,19 @@ def _em(votes: np.ndarray, log_prior: np.ndarray, n_classes: int, beta: float, n
         if ll - previous < 1e-7 * max(1.0, abs(ll)):
             break
         previous = ll
-    joint = log_prior + _log_likelihood(votes, confusion)
+    joint = log_prior + v * _log_likelihood(votes, confusion)
     norm = logsumexp(joint, axis=1, keepdims=True)
     return np.exp(joint - norm), confusion, float(norm.sum())
 
 
-def _leave_one_out(votes: np.ndarray, posterior: np.ndarray, confusion: np.ndarray) -> float:
+def _leave_one_out(votes: np.ndarray, posterior: np.ndarray, confusion: np.ndarray, v: float = 1.0) -> float:
     """Sum over votes of log P(vote | the image's other votes and the model), shape ()."""
     total = 0.0
     for a in range(votes.shape[1]):
         have = np.flatnonzero(votes[:, a] >= 0)
         said = votes[have, a]
         own = confusion[a][:, said].T  # (n, C): P(says l | true y)
-        without = posterior[have] / own
+        without = posterior[have] / own ** v
         without /= without.sum(axis=1, keepdims=True)
         total += float(np.log(np.maximum((without * own).sum(axis=1), 1e-300)).sum())
     return total

@@ -20,7 +20,7 @@ from labelaudit.scoring import flag, suggest, suspicion
 from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.signals.evidence import Evidence
 
-__all__ = ["CONSENSUS_SIGNALS", "ANNOTATOR_COLUMNS", "ConsensusScores", "score_consensus", "consensus_components"]
+__all__ = ["CONSENSUS_RECIPE", "CONSENSUS_SIGNALS", "ANNOTATOR_COLUMNS", "ConsensusScores", "score_consensus", "consensus_components"]
 
 #: Per-image consensus figures stored next to the signals: name -> (direction, description).
 CONSENSUS_SIGNALS = {
@@ -61,10 +61,16 @@ class ConsensusScores:
     summary: dict
 
 
+#: The score of a scan with several annotators per image: the probability that the consensus is right.
+#: It already holds the model's held-out evidence; the in-sample signals (``flip_loss_in``, ``aum``)
+#: refer to the label the folds trained on, not to the consensus, and added nothing on CIFAR-10N
+#: (README, "Several annotators per image").
+CONSENSUS_RECIPE = ("consensus_quality",)
+
+
 def consensus_components(components: Sequence[str]) -> tuple[str, ...]:
-    """The score recipe of a multi-annotator scan: ``label_quality`` replaced by ``consensus_quality``."""
-    out = tuple("consensus_quality" if c == "label_quality" else c for c in components)
-    return out if "consensus_quality" in out else ("consensus_quality", *out)
+    """The score recipe of a multi-annotator scan (:data:`CONSENSUS_RECIPE`), whatever the single-label one."""
+    return CONSENSUS_RECIPE
 
 
 def _direction(name: str) -> int:
@@ -93,7 +99,8 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
     paths, classes, annotators : sequences of str
         Image paths (N), class names (C), annotator names (M).
     components : sequence of str
-        The single-label recipe; see :func:`consensus_components`.
+        The single-label recipe, used when every image has one annotation (else
+        :data:`CONSENSUS_RECIPE`).
     flag_threshold : float, optional
         Flag ``mislabel_score >= flag_threshold`` instead of the estimated number of wrong consensus labels.
 
@@ -134,7 +141,7 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
     stats = _annotator_table(votes, result, classes, annotators)
     summary = {"n_annotators": len(annotators), "n_annotations": int(result.n_annotations.sum()),
                "n_disputed": int((agreement < 1).sum()), "n_changed_from_majority": int((labels != provisional).sum()),
-               "model_weight": result.model_weight, "estimated_wrong_consensus": n_wrong,
+               "model_weight": result.model_weight, "vote_weight": result.vote_weight, "estimated_wrong_consensus": n_wrong,
                "score_components": list(c for c in comps if c in signals.table.columns)}
     return ConsensusScores(scores=pd.concat([table, signals.table], axis=1), signals=signals, labels=labels,
                            consensus=result, annotators=stats, summary=summary)
