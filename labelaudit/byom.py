@@ -16,6 +16,7 @@ steps after them (signals, score, scan directory, review app, export) are the sa
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -88,19 +89,23 @@ def train_arrays(prepared: PreparedData, *, cfg: ScanConfig, progress: bool,
     else:
         flip = None if inputs.features_flip is None else _rows(inputs.features_flip.values, kept)
         settings = head_settings or HeadSettings()
+        started = time.perf_counter()
         heads = train_heads(_rows(inputs.features.values, kept), labels, _fold_assignment(labels, cfg.folds, cfg.seed),
                             len(prepared.classes), features_flip=flip, seed=cfg.seed, device=cfg.device,
                             precision=cfg.precision, settings=settings, progress=progress)
         results, trained = heads.results, heads.images_trained
-        described["head"] = {"kind": heads.kind, "holdout_losses": heads.holdout_losses, **settings.to_dict()}
+        described["head"] = {"kind": heads.kind, "holdout_losses": heads.holdout_losses,
+                             "seconds": round(time.perf_counter() - started, 2), **settings.to_dict()}
     features = None
     if inputs.features is not None:
         features = _rows(inputs.features.values, kept)
         precision = resolve_precision(cfg.precision, resolve_device(cfg.device))
+        started = time.perf_counter()
         neighbours, similarity = nearest_neighbours(features, KNN_K, reference=KNN_REFERENCE, seed=cfg.seed,
                                                     precision=precision)
         results[0].records.update(knn_neighbours=neighbours, knn_similarity=similarity)
-        described["knn"] = {"k": int(neighbours.shape[1]), "reference_rows": min(len(features), KNN_REFERENCE)}
+        described["knn"] = {"k": int(neighbours.shape[1]), "reference_rows": min(len(features), KNN_REFERENCE),
+                            "seconds": round(time.perf_counter() - started, 2)}
     return FoldRun(results=results, resumed=[], images_trained=trained,
                    features=None if features is None else _unit_rows(features), inputs=described)
 
