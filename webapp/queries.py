@@ -96,13 +96,15 @@ def with_votes(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> list[di
     (the scan's given label); in annotator order of the CSV.
     """
     paths = [it["path"] for it in items]
-    found: dict[str, list[dict[str, Any]]] = {}
+    found: dict[str, list[tuple[int, str, str]]] = {}
     for start in range(0, len(paths), 500):
         chunk = paths[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for path, name, label in conn.execute(
-                f"SELECT path, annotator, label FROM votes WHERE path IN ({marks}) ORDER BY path, rowid", chunk):
-            found.setdefault(path, []).append({"annotator": name, "label": label})
+        # one probe of the primary key per path; CSV order (rowid) restored here, not by an SQL sort
+        for path, order, name, label in conn.execute(
+                f"SELECT path, rowid, annotator, label FROM votes WHERE path IN ({marks})", chunk):
+            found.setdefault(path, []).append((order, name, label))
+    found = {p: [{"annotator": n, "label": lab} for _, n, lab in sorted(rows)] for p, rows in found.items()}
     for it in items:
         it["votes"] = [{**v, "agrees": v["label"] == it["given_label"]} for v in found.get(it["path"], [])]
     return items

@@ -441,11 +441,15 @@ def test_page_queries_are_index_probes_at_100k(big_conn, name):
     page = queries.list_samples(rec, f, after=after, limit=50)
     assert len(page.items) == 50
     tag_lookups = [(sql, p) for sql, p in rec.statements if "FROM tag_events" in sql.split("WHERE")[0]]
-    listing = [(sql, p) for sql, p in rec.statements if (sql, p) not in tag_lookups]
+    vote_lookups = [(sql, p) for sql, p in rec.statements if "FROM votes" in sql.split("WHERE")[0]]
+    listing = [(sql, p) for sql, p in rec.statements if (sql, p) not in tag_lookups + vote_lookups]
     assert 1 <= len(listing) <= 4  # one probe (two for merged halves) + the "is there a page before" probe
     assert len(tag_lookups) == 1  # the page's tags: one query for all its rows, along an index
     plan = query_plan(big_conn, *tag_lookups[0])
     assert not [step for step in plan if step.startswith("SCAN")] and "SEARCH t USING" in "\n".join(plan), plan
+    assert len(vote_lookups) == 1  # the annotators' votes (several annotators per image): one probe per row's path
+    plan = query_plan(big_conn, *vote_lookups[0])
+    assert "SEARCH votes USING INDEX" in "\n".join(plan) and "TEMP B-TREE" not in "\n".join(plan), plan
     sort_key = "path" if f.sort == "path" else "score_rank"
     for sql, params in listing:
         assert not re.search(r"\bOFFSET\b", sql, re.IGNORECASE), sql
