@@ -19,8 +19,9 @@ as it predicts the annotators, and a useless one drops out (``w = 0``).
 Compared with CROWDLAB (``cleanlab.multiannotator``), which weighs each annotator by one
 accuracy figure, the confusion matrices learn *which* classes each annotator mixes up
 (cat/dog, automobile/truck), and the weight of the model is fitted rather than set from
-its agreement with a majority vote. ``benchmarks/detect.py --annotators ...`` measures
-both on the same held-out probabilities.
+its agreement with a majority vote. ``benchmarks/detect.py --annotators ...`` (and
+``benchmarks/consensus_probs.py`` on a finished scan's probabilities) measures both on the
+same held-out probabilities (README, "Several annotators per image").
 
 Votes are integer arrays of shape (N, M) (M annotators): a class id, :data:`MISSING` (-1)
 where the annotator did not label the image, or :data:`OTHER` (-2) where the annotator's
@@ -36,7 +37,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 __all__ = ["MISSING", "OTHER", "ConsensusResult", "vote_matrix", "majority_vote", "estimate_consensus",
-           "annotator_stats", "MODEL_WEIGHTS"]
+           "annotator_stats", "MODEL_WEIGHTS", "VOTE_WEIGHTS"]
 
 MISSING = -1
 OTHER = -2
