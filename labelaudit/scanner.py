@@ -667,8 +667,9 @@ def write_outputs(scan_dir: ScanDir, prepared: PreparedData, run: FoldRun, score
         atomic_write(scan_dir.embeddings, lambda fh: np.save(fh, embeddings), binary=True)
     if scored.consensus is not None:
         atomic_write(scan_dir.annotators, lambda fh: scored.consensus.annotators.to_csv(fh, index=False))
-    else:
+    else:  # a re-scan without annotations leaves none of an earlier scan's behind
         scan_dir.annotators.unlink(missing_ok=True)
+        scan_dir.provisional_labels.unlink(missing_ok=True)
     _write_database(scan_dir, prepared, scored, manifest)
     scan_dir.write_manifest(manifest)
 
