@@ -252,6 +252,16 @@ def test_one_annotation_per_image_reduces_to_the_single_label_scan(tmp_path):
         assert np.array_equal(single[column].to_numpy(), multi[column].to_numpy()), column
     assert (multi.n_annotations == 1).all() and (multi.agreement == 1).all()
     assert np.allclose(multi.consensus_quality, single.label_quality)
+    # a re-scan of the same folder with plain labels (the folds resume) leaves no annotations behind
+    again = scan(folder.root, labels_csv=folder.root / "labels.csv", out=tmp_path / "multi", progress=False, **FAST)
+    assert "consensus_label" not in again.columns and again.attrs["summary"]["folds_resumed"] == [0, 1, 2]
+    files = ScanDir(tmp_path / "multi")
+    assert not files.annotators.exists() and not files.provisional_labels.exists()
+    conn = storage.connect(files.database, read_only=True)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 0
+    finally:
+        conn.close()
 
 
 def test_labels_and_annotations_together_are_refused(tmp_path):
