@@ -115,22 +115,21 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
     single-label recipe, and ``consensus_quality`` is ``label_quality``.
     """
     n_classes = len(classes)
-    pred_probs = Evidence(results, provisional, n_classes).pred_probs
-    result = estimate_consensus(votes, pred_probs)
+    result = estimate_consensus(votes, Evidence(results, provisional, n_classes).pred_probs)
     single = bool(((votes != -1).sum(axis=1) == 1).all() and (votes != -2).all())
     labels = np.asarray(provisional, dtype=np.int64) if single else result.labels
     signals = compute_signals(results, labels, n_classes)  # held-out signals against the consensus
     if single:
-        quality, agreement = signals.table["label_quality"].to_numpy(), np.ones(len(labels))
-        comps, posterior, n_wrong = tuple(components), signals.pred_probs, signals.n_label_issues
         result = _as_given(result, labels)
+        quality, comps, posterior, n_wrong = (signals.table["label_quality"].to_numpy(), tuple(components),
+                                              signals.pred_probs, signals.n_label_issues)
     else:
-        quality, agreement = result.quality, result.agreement
-        comps, posterior = consensus_components(components), result.posterior
+        quality, comps, posterior = result.quality, consensus_components(components), result.posterior
         n_wrong = int(round(float((1 - quality).sum())))
-    extra = pd.DataFrame({"agreement": agreement, "consensus_quality": quality})
-    signals.table = pd.concat([extra, signals.table], axis=1)
-    scores = combine_consensus(signals.table, [c for c in comps if c in signals.table.columns])
+    signals.table = pd.concat([pd.DataFrame({"agreement": result.agreement, "consensus_quality": quality}),
+                               signals.table], axis=1)
+    comps = [c for c in comps if c in signals.table.columns]
+    scores = combine_consensus(signals.table, comps)
     flagged = flag(scores, n_estimated=n_wrong, threshold=flag_threshold)
     names = np.asarray(classes, dtype=object)
     table = pd.DataFrame({
@@ -138,13 +137,20 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
         "suggested_label": names[suggest(posterior, labels, flagged)], "mislabel_score": scores,
         "flagged": flagged, "n_annotations": result.n_annotations,
     })
-    stats = _annotator_table(votes, result, classes, annotators)
-    summary = {"n_annotators": len(annotators), "n_annotations": int(result.n_annotations.sum()),
-               "n_disputed": int((agreement < 1).sum()), "n_changed_from_majority": int((labels != provisional).sum()),
-               "model_weight": result.model_weight, "vote_weight": result.vote_weight, "estimated_wrong_consensus": n_wrong,
-               "score_components": list(c for c in comps if c in signals.table.columns)}
+    summary = _summary(result, provisional, len(annotators), n_wrong, comps)
     return ConsensusScores(scores=pd.concat([table, signals.table], axis=1), signals=signals, labels=labels,
-                           consensus=result, annotators=stats, summary=summary)
+                           consensus=result, annotators=_annotator_table(votes, result, classes, annotators),
+                           summary=summary)
+
+
+def _summary(result: ConsensusResult, provisional: np.ndarray, n_annotators: int, n_wrong: int,
+             components: list[str]) -> dict:
+    """The scan summary's ``consensus`` entry (:class:`~labelaudit.scandir.ScanSummary`)."""
+    return {"n_annotators": n_annotators, "n_annotations": int(result.n_annotations.sum()),
+            "n_disputed": int((result.agreement < 1).sum()),
+            "n_changed_from_majority": int((result.labels != provisional).sum()),
+            "model_weight": result.model_weight, "vote_weight": result.vote_weight,
+            "estimated_wrong_consensus": n_wrong, "score_components": components}
 
 
 def _as_given(result: ConsensusResult, labels: np.ndarray) -> ConsensusResult:
