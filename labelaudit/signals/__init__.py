@@ -5,6 +5,7 @@
 * :mod:`~labelaudit.signals.evidence` -- :class:`Evidence`, the records gathered per sample;
 * :mod:`~labelaudit.signals.confident`, :mod:`~labelaudit.signals.dynamics`,
   :mod:`~labelaudit.signals.flip` -- the built-in signals by family;
+  :mod:`~labelaudit.signals.knn` -- kNN label agreement (scans from embeddings only);
 * :mod:`~labelaudit.signals.registry` -- :class:`SignalRegistry` and the default :data:`SIGNALS`;
 * :mod:`~labelaudit.signals.compute` -- :func:`compute_signals` -> :class:`Signals`.
 
