@@ -1,0 +1,94 @@
+"""The scanner on a real CUDA device (issue 8): skipped where PyTorch sees no CUDA device.
+
+Run on an accelerator with ``python -m pytest -q -m cuda``. The CPU suite only checks that
+these tests are collected and skipped; ``--device cuda`` without CUDA is tested in
+``test_training.py`` (a clear :class:`~labelaudit.errors.DeviceUnavailable`).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from noisy_data import FAST, make_noisy_folder
+from sklearn.metrics import roc_auc_score
+
+from labelaudit import scan
+from labelaudit.config import ScanConfig
+from labelaudit.folds import training
+from labelaudit.folds.executor import InProcessExecutor
+from labelaudit.folds.training import FoldJob, run_fold
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+CUDA_FAST = {**FAST, "device": "cuda"}
+
+
+def _auroc(folder, scores: pd.DataFrame) -> float:
+    truth = scores.merge(folder.truth[["path", "is_noisy"]], on="path")
+    return roc_auc_score(truth.is_noisy, truth.mislabel_score)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_noisy_folder(tmp_path_factory.mktemp("cuda") / "data", n_per_class=50)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_scan_on_cuda_ranks_the_planted_errors(folder, tmp_path, precision):
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, precision=precision, **CUDA_FAST)
+    summary = scores.attrs["summary"]
+    assert summary["device"].startswith("cuda")
+    assert np.isfinite(scores.mislabel_score).all()
+    assert _auroc(folder, scores) > 0.8
+
+
+def test_cuda_and_cpu_agree_in_meaning(folder, tmp_path):
+    """Not bit-identical (other kernels), but the same ranking quality on the same data."""
+    on_gpu = scan(folder.root, out=tmp_path / "gpu", progress=False, precision="fp32", **CUDA_FAST)
+    on_cpu = scan(folder.root, out=tmp_path / "cpu", progress=False, precision="fp32", **{**FAST, "device": "cpu"})
+    assert abs(_auroc(folder, on_gpu) - _auroc(folder, on_cpu)) < 0.1
+
+
+def test_same_seed_same_scores_on_cuda(folder, tmp_path):
+    first = scan(folder.root, out=tmp_path / "a", progress=False, **CUDA_FAST)
+    second = scan(folder.root, out=tmp_path / "b", progress=False, **CUDA_FAST)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_images_streamed_from_the_host_train_like_resident_ones(tmp_path, monkeypatch):
+    """Data too large for the device is copied batch by batch: same records as resident data."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    labels = rng.integers(0, 4, 64).astype(np.int64)
+    config = {**FAST, "device": "cuda", "precision": "fp32"}
+    job = FoldJob(fold=0, train_idx=np.arange(0, 64, 2), holdout_idx=np.arange(1, 64, 2),
+                  images_path=str(tmp_path / "images.npy"), labels=labels, n_classes=4,
+                  config=ScanConfig(**config).to_dict())
+    resident = run_fold(job)
+    monkeypatch.setattr(training, "_free_cuda_bytes", lambda device: 0)  # nothing "fits": stream
+    streamed = run_fold(job)
+    np.testing.assert_allclose(streamed.records["holdout_probs"], resident.records["holdout_probs"], atol=1e-5)
+    np.testing.assert_allclose(streamed.records["train_losses"], resident.records["train_losses"], atol=1e-5)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_interrupted_cuda_scan_resumes(folder, tmp_path):
+    def dies_in_second_fold(job, report=None):
+        if job.fold == 1:
+            raise _Killed
+        return run_fold(job, report=report)
+
+    with pytest.raises(_Killed):
+        scan(folder.root, out=tmp_path / "scan", progress=False, executor=InProcessExecutor(dies_in_second_fold),
+             **CUDA_FAST)
+    resumed = scan(folder.root, out=tmp_path / "scan", progress=False, **CUDA_FAST)
+    assert resumed.attrs["summary"]["folds_resumed"] == [0]
+    fresh = scan(folder.root, out=tmp_path / "fresh", progress=False, **CUDA_FAST)
+    pd.testing.assert_frame_equal(resumed, fresh)
