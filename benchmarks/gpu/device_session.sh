@@ -1,0 +1,41 @@
+#!/bin/bash
+# One call of the device tool for issue 8 (GPU): correctness, throughput, 40,000-image scans.
+#
+# Prepared on the CPU so a session that is lent an accelerator spends its device time on
+# measurements, not set-up. On the development machine, in the repository root, once:
+#
+#   echo /.whl/ >> .git/info/exclude; echo /.gpudata/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl cleanlab termcolor
+#   mkdir -p .gpudata && cp ../shared/datasets/cifar10-dev.tar.gz ../shared/datasets/cifar10n-dev-labels.csv.gz .gpudata/
+#
+# then call the device tool's `run` with carry [".whl", ".gpudata"] and the command
+#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan; default: all)
+# Each step appends JSON lines to $OUT/gpu.jsonl and its log to $OUT/<step>.log; the
+# figures go to benchmarks/results/ and the README's GPU section only from those files.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PWD || exit 1
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH=$PYTHONPATH:$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
+
+steps=${*:-tests throughput scan}
+for step in $steps; do
+  case $step in
+    tests)  # issue 8, point 1: the CUDA-marked tests
+      python3 -m pytest -q -m cuda tests/test_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -5 ;;
+    throughput)  # point 2: single-fold training images/s at the default net, several dataset sizes
+      for n in 10000 40000; do
+        python3 benchmarks/fold_throughput.py --device cuda --images $n --epochs 4 --threads 8 \
+          2>>"$OUT/throughput.log" | tee -a "$OUT/gpu.jsonl"
+      done ;;
+    scan)  # points 1-3: the 40,000-image scan with CIFAR-10N random1 labels, default settings
+      python3 benchmarks/detect.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \
+        --work /tmp/bench --per-class 0 --human random1 --baseline shared --device cuda --no-progress \
+        2>>"$OUT/scan.log" | tee -a "$OUT/gpu.jsonl" ;;
+    *) echo "unknown step $step" >&2 ;;
+  esac
+done
