@@ -42,7 +42,7 @@ from labelaudit.config import ScanConfig
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
 from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
-from labelaudit.folds.executor import FoldExecutor, resolve_executor
+from labelaudit.folds.executor import FoldExecutor, InProcessExecutor, resolve_executor
 from labelaudit.folds.store import FoldStore
 from labelaudit.scoring import (
     DEFAULT_RECIPE, DEFAULT_RECIPE_ARRAYS, DEFAULT_RECIPE_NO_FLIP, RECIPES, combine, flag, suggest,
@@ -328,7 +328,7 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
         return None
     from labelaudit.data.arrays import load_inputs
 
-    if executor not in (None, "local") and type(executor).__name__ != "InProcessExecutor":
+    if executor not in (None, "local") and not isinstance(executor, InProcessExecutor):
         raise SettingsError("--features / --pred-probs train small heads in this process; drop --executor ray")
     if arrays["features_flip"] is not None and not cfg.flip:
         raise SettingsError("--features-flip gives mirror signals, --no-flip turns them off: leave one out")
