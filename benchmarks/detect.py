@@ -200,6 +200,22 @@ def run_scan(root: Path, labels_csv: Path | None, out: Path, args, **extra):
     return scores, time.perf_counter() - started
 
 
+
+def recipe_figures(table: pd.DataFrame, is_noisy: np.ndarray) -> dict[str, dict[str, float]]:
+    """AUROC and AP of every score recipe whose signals are all columns of ``table``.
+
+    A recipe of signals this kind of scan does not make (``knn`` on an image scan, flip
+    recipes with ``--no-flip``) is left out rather than scored on a part of its signals.
+    """
+    from labelaudit.scoring import RECIPES, combine
+
+    figures = {}
+    for name, components in RECIPES.items():
+        if set(components) <= set(table.columns):
+            score = combine(table, components)
+            figures[name] = {"auroc": roc_auc_score(is_noisy, score), "ap": average_precision_score(is_noisy, score)}
+    return figures
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     command = "python benchmarks/detect.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -210,7 +226,6 @@ def main(argv=None) -> dict:
     import torch
 
     from labelaudit.scandir import ScanDir
-    from labelaudit.scoring import RECIPES, combine
     from labelaudit.signals import SIGNALS
 
     root = dataset_root(args.data, args.work)
@@ -262,8 +277,7 @@ def main(argv=None) -> dict:
                                                          is_noisy),
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
                           for s in SIGNALS if s in table.columns},
-        "recipes": {r: dict(zip(("auroc", "ap"), (roc_auc_score(is_noisy, sc), average_precision_score(is_noisy, sc))))
-                    for r in RECIPES for sc in [combine(table, RECIPES[r])]},
+        "recipes": recipe_figures(table, is_noisy),
     }
     if args.baseline == "separate":
         base_scores, base_wall = run_scan(root, labels_csv, out / "baseline", args, flip=False, flip_augment=True)

@@ -102,3 +102,20 @@ def test_annotation_table_keeps_one_to_all_labels_per_image_when_dropping(cifar_
     with pytest.raises(SystemExit, match="columns"):
         detect.annotation_table(subset, detect.parse_args(["--annotators", "random1,nobody",
                                                           "--human-labels", str(csv)]))
+
+
+def test_recipe_figures_leave_out_recipes_whose_signals_the_scan_lacks():
+    """An image scan has no knn_agreement: its recipes are left out, the others scored."""
+    detect = _load("detect")
+    from labelaudit.scoring import RECIPES
+
+    rng = np.random.default_rng(0)
+    is_noisy = rng.random(200) < 0.2
+    columns = {name for name in set().union(*RECIPES.values()) if name != "knn_agreement"}
+    table = pd.DataFrame({name: rng.random(200) + 2.0 * is_noisy * (1 if name != "aum" else -1)
+                          for name in columns})
+    figures = detect.recipe_figures(table, is_noisy)
+    with_knn = {name for name, parts in RECIPES.items() if "knn_agreement" in parts}
+    assert with_knn and not with_knn & set(figures)
+    assert set(figures) == set(RECIPES) - with_knn
+    assert all(0 <= f["auroc"] <= 1 and 0 <= f["ap"] <= 1 for f in figures.values())
