@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     from cleanlab.multiannotator import get_label_quality_multiannotator
 
     from labelaudit.consensus import annotator_stats, estimate_consensus, majority_vote
-    from labelaudit.consensus.scoring import combine_consensus, consensus_components
+    from labelaudit.consensus.scoring import CONSENSUS_RECIPE, combine_consensus
     from labelaudit.scandir import ScanDir
     from labelaudit.scoring import flag
 
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     table = pd.DataFrame({"consensus_quality": result.quality, "agreement": result.agreement,
                           "flip_loss_in": scores["flip_loss_in"].to_numpy(),
                           "label_quality": probs[np.arange(len(probs)), result.labels]})
-    components = [c for c in consensus_components(manifest.score_components) if c in table.columns]
+    components = [c for c in CONSENSUS_RECIPE if c in table.columns]
     mislabel = combine_consensus(table, components)
     n_wrong_est = int(round(float((1 - result.quality).sum())))
     flagged = flag(mislabel, n_estimated=n_wrong_est)

@@ -12,7 +12,7 @@ from labelaudit.folds.training import (
     FoldJob,
     TrainingDiverged,
     _batch_bounds,
-    _margin,
+    margin,
     _random_translate,
     late_epochs,
     resolve_device,
@@ -82,7 +82,7 @@ def test_run_fold_leaves_global_rng_and_cudnn_flags_alone(job):
 
 def test_margin_is_given_logit_minus_best_other():
     logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
-    np.testing.assert_allclose(_margin(logits, torch.tensor([0, 2])).numpy(), [1.0, -4.0])
+    np.testing.assert_allclose(margin(logits, torch.tensor([0, 2])).numpy(), [1.0, -4.0])
 
 
 def test_random_translate_shifts_by_at_most_pad():

@@ -20,7 +20,7 @@ from labelaudit.scoring import flag, suggest, suspicion
 from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.signals.evidence import Evidence
 
-__all__ = ["CONSENSUS_RECIPE", "CONSENSUS_SIGNALS", "ANNOTATOR_COLUMNS", "ConsensusScores", "score_consensus", "consensus_components"]
+__all__ = ["CONSENSUS_RECIPE", "CONSENSUS_SIGNALS", "ANNOTATOR_COLUMNS", "ConsensusScores", "score_consensus"]
 
 #: Per-image consensus figures stored next to the signals: name -> (direction, description).
 CONSENSUS_SIGNALS = {
@@ -66,11 +66,6 @@ class ConsensusScores:
 #: refer to the label the folds trained on, not to the consensus, and added nothing on CIFAR-10N
 #: (README, "Several annotators per image").
 CONSENSUS_RECIPE = ("consensus_quality",)
-
-
-def consensus_components(components: Sequence[str]) -> tuple[str, ...]:
-    """The score recipe of a multi-annotator scan (:data:`CONSENSUS_RECIPE`), whatever the single-label one."""
-    return CONSENSUS_RECIPE
 
 
 def _direction(name: str) -> int:
@@ -124,7 +119,7 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
         quality, comps, posterior, n_wrong = (signals.table["label_quality"].to_numpy(), tuple(components),
                                               signals.pred_probs, signals.n_label_issues)
     else:
-        quality, comps, posterior = result.quality, consensus_components(components), result.posterior
+        quality, comps, posterior = result.quality, CONSENSUS_RECIPE, result.posterior
         n_wrong = int(round(float((1 - quality).sum())))
     signals.table = pd.concat([pd.DataFrame({"agreement": result.agreement, "consensus_quality": quality}),
                                signals.table], axis=1)

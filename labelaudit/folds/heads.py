@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from labelaudit.errors import TrainingDiverged
 from labelaudit.folds.records import FoldResult
-from labelaudit.folds.training import late_epochs, resolve_device, resolve_precision
+from labelaudit.folds.training import autocast, late_epochs, margin, resolve_device, resolve_precision
 from labelaudit.progress import progress_bar
 
 __all__ = ["HEAD_KINDS", "HeadSettings", "HeadRun", "build_head", "train_heads", "run_head_fold",
@@ -138,7 +138,7 @@ class _Rows:
         return ((self.x_flip if flip else self.x)[idx] - self.mean) / self.std
 
     def autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.device, self.precision)
 
 
 def _tensor(values: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -304,7 +304,7 @@ def _train(head, data: _Rows, labels, train: torch.Tensor, settings: HeadSetting
             loss.mean().backward()
             optimizer.step()
             schedule.step()
-            margins[epoch, positions.cpu()] = _margin(logits.detach(), y).cpu()
+            margins[epoch, positions.cpu()] = margin(logits.detach(), y).cpu()
             losses[epoch, positions.cpu()] = loss.detach().cpu()
             if report is not None:
                 report(len(positions))
@@ -316,12 +316,6 @@ def _train(head, data: _Rows, labels, train: torch.Tensor, settings: HeadSetting
         records.update(view_losses=np.stack([v[0] for v in views]), view_flip_losses=np.stack([v[1] for v in views]),
                        view_flip_agree=np.stack([v[2] for v in views]))
     return records
-
-
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Given-label logit minus the largest other logit, (B,); > 0 exactly when ``argmax == y``."""
-    given = logits.gather(1, y[:, None]).squeeze(1)
-    return given - logits.scatter(1, y[:, None], float("-inf")).amax(1)
 
 
 @torch.no_grad()

@@ -35,7 +35,7 @@ from labelaudit.folds.models import build_model
 from labelaudit.folds.records import FoldResult
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
-           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "late_epochs", "load_images"]
+           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "late_epochs", "load_images", "autocast", "margin"]
 
 #: Bump when a change to the training code changes what a fold produces; stored folds
 #: made by another version are retrained instead of resumed.
@@ -291,7 +291,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
     """bfloat16 autocast of the forward pass when ``precision`` (resolved) is ``"bf16"``."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -327,14 +327,14 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
             if cfg.flip_augment:
                 x = _random_flip(x, generator)
             y = labels[idx]
-            with _autocast(data.device, data.precision):
+            with autocast(data.device, data.precision):
                 logits = model(data.normalised(x))
             sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             sample_loss.mean().backward()
             optimizer.step()
             schedule.step()
-            margins[epoch, positions] = _margin(logits.detach().float(), y)
+            margins[epoch, positions] = margin(logits.detach().float(), y)
             losses[epoch, positions] = sample_loss.detach()
             if report is not None:  # reading values back syncs a GPU: only every 16 steps
                 stats = (float(sample_loss.detach().mean()), float((margins[epoch, positions] > 0).float().mean())) \
@@ -361,7 +361,7 @@ def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """AUM margin ``z_y - max_{j != y} z_j`` of logits (B, C); > 0 exactly when ``argmax == y``."""
     given = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf")).amax(1)
@@ -376,7 +376,7 @@ def _eval_logits(model, data: _DeviceData, idx: torch.Tensor, cfg: ScanConfig, *
     out = []
     for start in range(0, len(idx), 4 * cfg.batch_size):
         x = _translate(data.batch(idx[start : start + 4 * cfg.batch_size], flip=flip), shift)
-        with _autocast(data.device, data.precision):
+        with autocast(data.device, data.precision):
             out.append(model(data.normalised(x)).float())
     return torch.cat(out) if out else torch.zeros(0, model.head.out_features, device=data.device)
 
@@ -427,6 +427,6 @@ def _features(model, data, idx, cfg) -> np.ndarray:
     out = []
     for start in range(0, len(idx), 4 * cfg.batch_size):
         x = data.normalised(data.batch(idx[start : start + 4 * cfg.batch_size]))
-        with _autocast(data.device, data.precision):
+        with autocast(data.device, data.precision):
             out.append(F.normalize(model.features(x).float(), dim=1).cpu())
     return torch.cat(out).numpy().astype(np.float16)
