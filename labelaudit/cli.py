@@ -68,6 +68,14 @@ def _config(flip: bool, **options) -> ScanConfig:
     return ScanConfig(flip=flip, **{k: v for k, v in options.items() if k in settings()})
 
 
+def _given_settings(options: dict) -> dict:
+    """The settings among ``options`` given on the command line (not left at their defaults): they win
+    over the ``--budget`` (:func:`labelaudit.config.resolve_budget`)."""
+    ctx = click.get_current_context()
+    return {k: v for k, v in options.items()
+            if k in settings() and ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE}
+
+
 #: ``scan`` options of a scan from embeddings or predicted probabilities, by parameter name.
 _ARRAY_OPTIONS = ("features", "features_flip", "pred_probs", "index")
 
@@ -151,8 +159,9 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
     ray_options = {name: options.pop(name) for name in _RAY_OPTIONS}
     with _user_errors():
         executor = _executor(options.pop("executor"), ray_options)
-        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv, config=_config(not no_flip, **options),
-                          executor=executor, progress=not quiet, **{k: options[k] for k in _ARRAY_OPTIONS})
+        scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv,
+                          config=_config(not no_flip, **options), executor=executor, progress=not quiet,
+                          **{k: options[k] for k in _ARRAY_OPTIONS}, **_given_settings(options))
     print_summary(scores.attrs["summary"], out)
 
 
@@ -219,14 +228,13 @@ def print_summary(summary, out: Path) -> None:
 
     s = ScanSummary.from_dict(summary) if isinstance(summary, dict) else summary
     files = ScanDir(out)
+    from_arrays = files.manifest_path.exists() and files.read_manifest().inputs is not None
     lines = [
-        f"Scanned {s.n_samples:,} images in {s.n_classes} classes on {s.device}.",
+        f"Scanned {s.n_samples:,} {'samples' if from_arrays else 'images'} in {s.n_classes} classes on {s.device}.",
         *_not_scored_lines(s, files),
         f"Out-of-sample accuracy against the given labels: {s.holdout_accuracy:.1%} "
         f"(always predicting the largest class: {s.majority_rate:.1%}).",
-        *(["Warning: the models are barely better than chance, so the scores and the noise estimate "
-           "below are unreliable; train longer (--epochs), wider (--width) or on more images."]
-          if s.weak_models else []),
+        *([_weak_models_warning(from_arrays)] if s.weak_models else []),
         f"Estimated noise rate: {s.estimated_noise_rate:.1%} "
         f"({s.n_estimated_label_issues:,} samples, confident learning).",
         f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
@@ -235,6 +243,13 @@ def print_summary(summary, out: Path) -> None:
         f"Next: labelaudit review {out}",
     ]
     click.echo("\n".join(lines))
+
+
+def _weak_models_warning(from_arrays: bool) -> str:
+    from labelaudit.scanner import weak_models_remedy
+
+    return ("Warning: the models are barely better than chance, so the scores and the noise estimate "
+            f"below are unreliable; {weak_models_remedy(from_arrays)}.")
 
 
 def _consensus_lines(s, files) -> list[str]:

@@ -38,7 +38,7 @@ from labelaudit.errors import ScanError, SettingsError, WeakModelsWarning
 from labelaudit.fsutil import atomic_write
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
-from labelaudit.config import ScanConfig
+from labelaudit.config import ScanConfig, resolve_budget
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
 from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
@@ -253,6 +253,7 @@ def scan(
     created = not scan_dir.path.exists()
     scan_dir.path.mkdir(parents=True, exist_ok=True)
     device = executor.device(cfg.device)
+    cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -275,7 +276,7 @@ def scan(
 
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
-        warnings.warn(_weak_message(summary), WeakModelsWarning, stacklevel=2)
+        warnings.warn(_weak_message(summary, from_arrays=run.inputs is not None), WeakModelsWarning, stacklevel=2)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
     manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
@@ -283,10 +284,17 @@ def scan(
     return scored.scores
 
 
-def _weak_message(summary: ScanSummary) -> str:
+def _weak_message(summary: ScanSummary, *, from_arrays: bool) -> str:
     return (f"the models are barely better than chance (held-out accuracy {summary.holdout_accuracy:.1%}, "
             f"always guessing the largest class: {summary.majority_rate:.1%}): the ranking is unreliable; "
-            "train longer (epochs), use larger images or more data")
+            f"{weak_models_remedy(from_arrays)}")
+
+
+def weak_models_remedy(from_arrays: bool) -> str:
+    """What to do about fold models barely better than chance (CNN options do not apply to heads on embeddings)."""
+    if from_arrays:
+        return "give more informative embeddings (--features) or more samples"
+    return "train longer (--epochs), wider (--width) or on more images"
 
 
 def _remove_empty_tree(path: Path) -> None:

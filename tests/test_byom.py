@@ -121,6 +121,16 @@ def test_nearest_neighbours_exclude_the_sample_itself():
     np.testing.assert_allclose(agreement, [0.5, 0.5, 0.0], atol=1e-5)
 
 
+def test_cli_summary_speaks_of_samples_and_embeddings(data, tmp_path):
+    noise = _npy(tmp_path, "noise.npy", np.random.default_rng(0).normal(size=data.features.shape).astype(np.float32))
+    result = CliRunner().invoke(main, ["scan", str(data.root), "--out", str(tmp_path / "scan"), "-q", "--folds", "3",
+                                       "--features", noise, "--index", str(data.index)])
+    assert result.exit_code == 0, result.output
+    assert f"Scanned {len(data.paths)} samples in 4 classes" in result.output
+    assert "barely better than chance" in result.output and "--features" in result.output
+    assert "--epochs" not in result.output  # CNN options do not apply to heads
+
+
 # ------------------------------------------------------------------ mismatches
 
 

@@ -26,6 +26,20 @@ def test_scan_command_writes_results_and_prints_summary(tmp_path):
     assert len(pd.read_csv(out / "scores.csv")) == 80
 
 
+def test_budget_options_given_on_the_command_line_win(tmp_path):
+    import json
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10)
+    out = tmp_path / "scan"
+    args = ["scan", str(folder.root), "--out", str(out), "-q", "--budget", "large", "--epochs", "12", "--width", "4",
+            "--image-size", "16"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "scan.json").read_text())["config"]
+    assert (config["budget"], config["epochs"], config["width"]) == ("large", 12, 4)  # given (12 = default): kept
+    assert (config["batch_size"], config["lr"]) == (512, 0.2)  # not given: the large budget's
+
+
 def test_scan_with_labels_csv_and_no_flip(tmp_path):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20, layout="csv")
     out = tmp_path / "scan"

@@ -8,7 +8,8 @@ import click
 import pytest
 
 from labelaudit.cli import main
-from labelaudit.config import NOT_TRAINING_FIELDS, TRAINING_FIELDS, ScanConfig, parse_setting, settings
+from labelaudit.config import (BUDGETS, NOT_TRAINING_FIELDS, TRAINING_FIELDS, ScanConfig, parse_setting,
+                               resolve_budget, settings)
 from labelaudit.errors import SettingsError
 
 FIELDS = [f.name for f in dataclasses.fields(ScanConfig)]
@@ -19,7 +20,7 @@ def _another_valid_value(name, base):
     current = getattr(base, name)
     spec, _ = settings()[name]
     if spec.kind is str:
-        candidates = ["cpu", "cuda", "cleanlab", "fp32"]
+        candidates = ["cpu", "cuda", "cleanlab", "fp32", "large"]
     elif spec.kind is bool:
         candidates = [not current]
     elif current is None:
@@ -36,7 +37,7 @@ def _another_valid_value(name, base):
 
 
 def test_the_fields_left_out_of_the_fingerprint_are_exactly_these():
-    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe"}
+    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe", "budget"}
     assert sorted(TRAINING_FIELDS + NOT_TRAINING_FIELDS) == sorted(FIELDS)  # every other field is hashed
 
 
@@ -119,3 +120,25 @@ def test_benchmark_options_are_derived_from_the_declarations():
     assert (args.epochs, args.lr, args.device, args.folds) == (3, 0.05, "cpu", None)
     with pytest.raises(SystemExit):
         detect.parse_args(["--folds", "1"])
+
+
+# ------------------------------------------------------------------ budgets
+
+
+def test_the_small_budget_is_the_defaults_and_auto_follows_the_device():
+    assert BUDGETS["small"] == {}
+    assert resolve_budget(ScanConfig(), "cuda") == ScanConfig()  # the default budget is small, on any device
+    assert resolve_budget(ScanConfig(budget="auto"), "cpu") == ScanConfig()  # "small" once resolved
+    large = resolve_budget(ScanConfig(budget="auto"), "cuda")
+    assert large.budget == "large" and {k: getattr(large, k) for k in BUDGETS["large"]} == BUDGETS["large"]
+    assert large.training_fingerprint() != ScanConfig().training_fingerprint()  # the folds know their budget
+    assert resolve_budget(large, "cuda") == large  # resolving twice changes nothing
+
+
+def test_settings_given_by_name_or_set_in_the_config_win_over_the_budget():
+    given = resolve_budget(ScanConfig(budget="large", epochs=12), "cuda", explicit={"epochs"})
+    assert given.epochs == 12 and given.width == BUDGETS["large"]["width"]  # 12 is the default, yet it was asked for
+    in_config = resolve_budget(ScanConfig(budget="large", width=8), "cpu")
+    assert in_config.width == 8 and in_config.epochs == BUDGETS["large"]["epochs"]
+    with pytest.raises(SettingsError, match="budget"):
+        ScanConfig(budget="huge")

@@ -1,0 +1,233 @@
+"""Screen a fold-training variant on the development slice, without a full scan.
+
+Trains folds of a finished development scan (default: two of its five folds, the same
+split, seed and images) with one *variant* of the training, and prints one JSON line:
+held-out accuracy against the truth and against the given labels, AUROC / AP of
+``1 - p(given label)`` for the truly wrong labels (held-out probabilities averaged over the
+image and its mirror, as in a scan), the share of truly wrong labels whose best other class
+is the truth, and the training time. With 2,000 held-out images the standard error is about
+one point of accuracy and 0.01 AUROC: a variant has to clear that to matter.
+
+Variants (``--variant``):
+
+* ``base`` -- the scan's own settings;
+* ``epochs:N`` -- N epochs instead of 12;
+* ``progressive:N:SIZE:FRAC`` -- N epochs, the first FRAC of them on images resized to
+  SIZE pixels (cheaper steps; FFCV-style progressive resizing);
+* ``drop:FRAC`` -- a second pass: each fold's training set without its FRAC most suspicious
+  samples by the finished scan's ``mislabel_score``;
+* ``relabel:FRAC`` -- a second pass: those samples trained on the scan's suggestion (its
+  held-out argmax) instead of their given label.
+
+``kmeans-ensemble`` trains nothing on images: label-free k-means patch features
+(:func:`byom.kmeans_patch_features`) of all the scan's images, linear/MLP heads per fold on
+them (a scan from ``--features``), and the held-out probabilities of the CNN and of the heads
+averaged (arithmetic and geometric, CNN weight 1.0 ... 0.5). All five folds.
+
+The second-pass variants read the finished scan's scores, which came from models that saw
+the held-out fold's labels; they measure what a second pass could buy, not a leak-free
+procedure. Example (the development scan comes from ``benchmarks/detect.py``)::
+
+    python benchmarks/detect.py --per-class 500 --max-index 30000 --human random1 --baseline shared --tag bf16
+    python benchmarks/dev_screen.py --variant base
+    python benchmarks/dev_screen.py --variant progressive:16:24:0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+DEFAULT_HUMAN = REPO.parent / "shared" / "datasets" / "cifar10n-dev-labels.csv.gz"
+DEFAULT_SCAN = REPO / "bench-out" / "human-random1-n5000-o0-bf16" / "scan"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", default="base")
+    p.add_argument("--scan", type=Path, default=DEFAULT_SCAN, help="a finished development scan (benchmarks/detect.py)")
+    p.add_argument("--human-labels", type=Path, default=DEFAULT_HUMAN)
+    p.add_argument("--truth-column", default="original")
+    p.add_argument("--folds", default="0,1", help="comma-separated 0-based folds to train")
+    p.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
+    return p.parse_args(argv)
+
+
+class DevScan:
+    """The images, labels, truth and fold split of a finished scan, in its row order."""
+
+    def __init__(self, scan: Path, human_labels: Path, truth_column: str) -> None:
+        from labelaudit.scandir import ScanDir
+        from labelaudit.scanner import _fold_assignment
+
+        self.path = scan
+        self.scores = pd.read_csv(scan / "scores.csv")
+        manifest = ScanDir(scan).read_manifest()
+        self.config, self.dataset_root = manifest.config, Path(manifest.dataset_root)
+        self.images_path = next((scan / "cache").glob("decoded-*.npy"))
+        self.images = np.load(self.images_path)
+        self.classes = sorted(self.scores.given_label.unique())
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.labels = self.scores.given_label.map(index).to_numpy().astype(np.int64)
+        human = pd.read_csv(human_labels, dtype=str).set_index("path")
+        self.truth = human.loc[self.scores.path, truth_column].map(index).to_numpy()
+        self.folds = _fold_assignment(self.labels, self.config["folds"], self.config["seed"])
+        if len(self.images) != len(self.labels):
+            raise SystemExit(f"{scan}: {len(self.images)} cached images for {len(self.labels)} rows")
+
+
+def figures(probs: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Accuracy, AUROC / AP of 1 - p(given) and best-other-class suggestion; probs (n, C)."""
+    wrong = labels != truth
+    given = probs[np.arange(len(labels)), labels]
+    other = np.where(np.arange(probs.shape[1])[None] == labels[:, None], -1.0, probs).argmax(1)
+    return {"acc_true": round(float((probs.argmax(1) == truth).mean()), 4),
+            "acc_given": round(float((probs.argmax(1) == labels).mean()), 4),
+            "auroc": round(float(roc_auc_score(wrong, -given)), 4),
+            "ap": round(float(average_precision_score(wrong, -given)), 4),
+            "suggestion_true_on_wrong": round(float((other[wrong] == truth[wrong]).mean()), 4)}
+
+
+# ------------------------------------------------------------------ training variants
+
+
+@contextlib.contextmanager
+def progressive_resizing(training, epochs: int, size: int, fraction: float) -> Iterator[None]:
+    """Patch fold training so its first ``fraction`` of epochs see images resized to ``size``."""
+    original_train, original_translate = training._train, training._random_translate
+    state = {"calls": 0, "steps": 1}
+
+    def train(model, data, labels, train_idx, cfg, *args, **kwargs):
+        state.update(calls=0, steps=len(training._batch_bounds(len(train_idx), cfg.batch_size)))
+        return original_train(model, data, labels, train_idx, cfg, *args, **kwargs)
+
+    def translate(x, pad, generator):
+        x = original_translate(x, pad, generator)
+        epoch = state["calls"] // state["steps"]
+        state["calls"] += 1
+        if epoch < int(fraction * epochs):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x
+
+    training._train, training._random_translate = train, translate
+    try:
+        yield
+    finally:
+        training._train, training._random_translate = original_train, original_translate
+
+
+def train_variant(dev: DevScan, variant: str, folds: list[int]) -> dict:
+    from labelaudit.config import ScanConfig
+    from labelaudit.folds import training
+
+    name, *params = variant.split(":")
+    settings = {k: v for k, v in dev.config.items() if k in ScanConfig.__dataclass_fields__}
+    patch = contextlib.nullcontext()
+    if name == "epochs":
+        settings["epochs"] = int(params[0])
+    elif name == "progressive":
+        settings["epochs"] = int(params[0])
+        patch = progressive_resizing(training, int(params[0]), int(params[1]), float(params[2]))
+    elif name not in ("base", "drop", "relabel"):
+        raise SystemExit(f"unknown variant {variant!r}")
+    cfg = ScanConfig(**settings)
+    suspicion = dev.scores.mislabel_score.to_numpy()
+    probs, rows, train_s = [], [], 0.0
+    with patch:
+        for k in folds:
+            train_idx, labels = np.flatnonzero(dev.folds != k), dev.labels.copy()
+            worst = train_idx[np.argsort(-suspicion[train_idx], kind="stable")[: int(len(train_idx) * float(params[0]))]] \
+                if name in ("drop", "relabel") else train_idx[:0]
+            if name == "drop":
+                train_idx = np.setdiff1d(train_idx, worst)
+            if name == "relabel":
+                labels[worst] = np.load(dev.path / "pred_probs.npy")[worst].argmax(1)
+            job = training.FoldJob(fold=k, train_idx=train_idx, holdout_idx=np.flatnonzero(dev.folds == k),
+                                   images_path=str(dev.images_path), labels=labels, n_classes=len(dev.classes),
+                                   config=cfg.to_dict(), embed_all=False, images=dev.images)
+            result = training.run_fold(job)
+            train_s += result.timings["train_s"]
+            p = result.records["holdout_probs"]
+            if "holdout_probs_flip" in result.records:
+                p = 0.5 * (p + result.records["holdout_probs_flip"])
+            probs.append(p)
+            rows.append(result.holdout_idx)
+    rows_all = np.concatenate(rows)
+    return {"folds": folds, "held_out": len(rows_all), "epochs": cfg.epochs, "train_s": round(train_s, 1),
+            **figures(np.concatenate(probs), dev.labels[rows_all], dev.truth[rows_all])}
+
+
+# ------------------------------------------------------------------ k-means ensemble
+
+
+def kmeans_ensemble(dev: DevScan, work: Path) -> dict:
+    from byom import kmeans_patch_features
+
+    started = time.perf_counter()
+    features = kmeans_patch_features(dev.images, seed=0)
+    feature_s = time.perf_counter() - started
+    work.mkdir(parents=True, exist_ok=True)
+    index, labels_csv = work / "index.csv", work / "labels.csv"
+    pd.DataFrame({"path": dev.scores.path}).to_csv(index, index=False)
+    pd.DataFrame({"path": dev.scores.path, "label": dev.scores.given_label}).to_csv(labels_csv, index=False)
+    started = time.perf_counter()
+    heads = _heads_scan(dev, features, work, index, labels_csv)
+    heads_s = time.perf_counter() - started
+    cnn = np.load(dev.path / "pred_probs.npy")
+    result = {"feature_s": round(feature_s, 1), "heads_s": round(heads_s, 1), "cnn": figures(cnn, dev.labels, dev.truth),
+              "kmeans_heads": figures(heads, dev.labels, dev.truth), "blends": {}}
+    for weight in (0.9, 0.8, 0.7, 0.6, 0.5):
+        arithmetic = weight * cnn + (1 - weight) * heads
+        geometric = np.exp(weight * np.log(cnn + 1e-7) + (1 - weight) * np.log(heads + 1e-7))
+        for kind, p in (("arithmetic", arithmetic), ("geometric", geometric)):
+            result["blends"][f"{kind}:{weight}"] = figures(p / p.sum(1, keepdims=True), dev.labels, dev.truth)
+    return result
+
+
+def _heads_scan(dev: DevScan, features: np.ndarray, work: Path, index: Path, labels_csv: Path) -> np.ndarray:
+    """Held-out probabilities (N, C) of heads trained per fold on ``features``, in the scan's row order."""
+    import labelaudit
+
+    out = work / "scan"
+    scores = labelaudit.scan(dev.dataset_root, labels_csv=labels_csv, out=out, index=index, features=features, progress=False)
+    probs = np.load(out / "pred_probs.npy")
+    return pd.DataFrame(probs, index=scores.path).loc[dev.scores.path].to_numpy()
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if not args.human_labels.exists() or not (args.scan / "scores.csv").exists():
+        print(json.dumps({"benchmark": "dev_screen", "skipped": f"needs {args.human_labels} and a finished scan {args.scan}"}))
+        return
+    dev = DevScan(args.scan, args.human_labels, args.truth_column)
+    started = time.perf_counter()
+    if args.variant == "kmeans-ensemble":
+        figures_ = kmeans_ensemble(dev, args.scan.parent / "kmeans-ensemble")
+    else:
+        figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")])
+    line = {"benchmark": "dev_screen", "variant": args.variant, "scan": str(args.scan), **figures_,
+            "wall_s": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
+            "command": "python benchmarks/dev_screen.py " + shlex.join(argv)}
+    print(json.dumps(line))
+    if args.out:
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()
