@@ -14,6 +14,10 @@ Variants (``--variant``):
 * ``epochs:N`` -- N epochs instead of 12;
 * ``progressive:N:SIZE:FRAC`` -- N epochs, the first FRAC of them on images resized to
   SIZE pixels (cheaper steps; FFCV-style progressive resizing);
+* ``mirror-select:EPOCH:FRAC`` -- noise-resistant training (the MDA idea): after EPOCH epochs,
+  the FRAC of training samples with the highest loss on their *mirror* image (eval mode; a
+  memorised wrong label does not carry over to the mirror) get no gradient for the rest of
+  the training;
 * ``drop:FRAC`` -- a second pass: each fold's training set without its FRAC most suspicious
   samples by the finished scan's ``mislabel_score``;
 * ``relabel:FRAC`` -- a second pass: those samples trained on the scan's suggestion (its
@@ -62,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scan", type=Path, default=DEFAULT_SCAN, help="a finished development scan (benchmarks/detect.py)")
     p.add_argument("--human-labels", type=Path, default=DEFAULT_HUMAN)
     p.add_argument("--truth-column", default="original")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of initialisation and augmentation (default: the scan's; the fold split stays the scan's)")
     p.add_argument("--folds", default="0,1", help="comma-separated 0-based folds to train")
     p.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
     return p.parse_args(argv)
@@ -130,18 +136,78 @@ def progressive_resizing(training, epochs: int, size: int, fraction: float) -> I
         training._train, training._random_translate = original_train, original_translate
 
 
-def train_variant(dev: DevScan, variant: str, folds: list[int]) -> dict:
+@contextlib.contextmanager
+def mirror_selection(training, after_epoch: int, fraction: float) -> Iterator[None]:
+    """Patch fold training: from epoch ``after_epoch`` on, the ``fraction`` of training samples with the
+    highest mirror-image loss are masked out of the gradient."""
+    original_train, original_batch = training._train, training._DeviceData.batch
+    original_ce = training.F.cross_entropy
+    state: dict = {}
+
+    def train(model, data, labels, train_idx, cfg, *args, **kwargs):
+        steps = len(training._batch_bounds(len(train_idx), cfg.batch_size))
+        state.update(model=model, data=data, labels=labels, train_idx=train_idx, cfg=cfg, calls=0, steps=steps,
+                     keep=None, idx=None)
+        return original_train(model, data, labels, train_idx, cfg, *args, **kwargs)
+
+    def batch(self, idx, *, flip=False):
+        if state.get("model") is not None and state["model"].training and not flip:
+            epoch = state["calls"] // state["steps"]
+            state["calls"] += 1
+            if epoch >= after_epoch and state["keep"] is None:
+                state["keep"] = _mirror_keep(training, state, fraction)
+                state["model"].train()
+            state["idx"] = idx
+        return original_batch(self, idx, flip=flip)
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        loss = original_ce(logits, target, *args, **kwargs)
+        if state.get("keep") is not None and logits.requires_grad and kwargs.get("reduction") == "none":
+            loss = loss * state["keep"][state["idx"]]
+        return loss
+
+    training._train, training._DeviceData.batch = train, batch
+    training.F = _with(training.F, cross_entropy=cross_entropy)
+    try:
+        yield
+    finally:
+        training._train, training._DeviceData.batch, training.F = original_train, original_batch, F
+
+
+def _mirror_keep(training, state: dict, fraction: float) -> torch.Tensor:
+    """Weight (N,) 1 for kept samples, 0 for the ``fraction`` of training samples with the highest mirror loss."""
+    train_idx = state["train_idx"]
+    logits = training._eval_logits(state["model"], state["data"], train_idx, state["cfg"], flip=True)
+    loss = F.cross_entropy(logits, state["labels"][train_idx], reduction="none")
+    keep = torch.ones(len(state["labels"]))
+    keep[train_idx[loss.argsort(descending=True)[: int(fraction * len(train_idx))]]] = 0
+    return keep
+
+
+def _with(module, **overrides):
+    """A stand-in for ``module`` with some attributes replaced."""
+    import types
+
+    kept = {k: getattr(module, k) for k in dir(module) if not k.startswith("__") and k not in overrides}
+    return types.SimpleNamespace(**kept, **overrides)
+
+
+def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int | None = None) -> dict:
     from labelaudit.config import ScanConfig
     from labelaudit.folds import training
 
     name, *params = variant.split(":")
     settings = {k: v for k, v in dev.config.items() if k in ScanConfig.__dataclass_fields__}
+    if train_seed is not None:
+        settings["seed"] = train_seed
     patch = contextlib.nullcontext()
     if name == "epochs":
         settings["epochs"] = int(params[0])
     elif name == "progressive":
         settings["epochs"] = int(params[0])
         patch = progressive_resizing(training, int(params[0]), int(params[1]), float(params[2]))
+    elif name == "mirror-select":
+        patch = mirror_selection(training, int(params[0]), float(params[1]))
     elif name not in ("base", "drop", "relabel"):
         raise SystemExit(f"unknown variant {variant!r}")
     cfg = ScanConfig(**settings)
@@ -167,7 +233,7 @@ def train_variant(dev: DevScan, variant: str, folds: list[int]) -> dict:
             probs.append(p)
             rows.append(result.holdout_idx)
     rows_all = np.concatenate(rows)
-    return {"folds": folds, "held_out": len(rows_all), "epochs": cfg.epochs, "train_s": round(train_s, 1),
+    return {"folds": folds, "held_out": len(rows_all), "epochs": cfg.epochs, "train_seed": cfg.seed, "train_s": round(train_s, 1),
             **figures(np.concatenate(probs), dev.labels[rows_all], dev.truth[rows_all])}
 
 
@@ -219,7 +285,7 @@ def main(argv=None) -> None:
     if args.variant == "kmeans-ensemble":
         figures_ = kmeans_ensemble(dev, args.scan.parent / "kmeans-ensemble")
     else:
-        figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")])
+        figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")], args.train_seed)
     line = {"benchmark": "dev_screen", "variant": args.variant, "scan": str(args.scan), **figures_,
             "wall_s": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
             "command": "python benchmarks/dev_screen.py " + shlex.join(argv)}
