@@ -54,7 +54,7 @@ def test_changing_a_field_changes_the_fingerprint_unless_it_is_declared_not_trai
 def test_fingerprint_of_the_defaults_is_stable():
     """The hash of the same settings does not drift between runs or processes (a change of this
     value means every stored fold retrains: do it only when training really changes)."""
-    assert ScanConfig().training_fingerprint() == "612d382cc9db5af2"
+    assert ScanConfig().training_fingerprint() == "11e5d0c4f59607c6"
 
 
 @pytest.mark.parametrize("name", FIELDS)
@@ -79,6 +79,11 @@ def test_cross_field_rule_and_none_only_where_the_default_is_none():
     with pytest.raises(SettingsError):
         ScanConfig(flip=True, flip_augment=True)
     ScanConfig(flip=False, flip_augment=True)
+    progressive = ScanConfig()  # the defaults: half of 16 epochs at 3/4 size
+    assert (progressive.early_epochs, progressive.early_size) == (8, 24)
+    assert (ScanConfig(image_size=16, epochs=5).early_epochs, ScanConfig(image_size=16).early_size) == (2, 12)
+    with pytest.raises(SettingsError):
+        ScanConfig(early_fraction=1.0)  # the last epochs always train at full size
     ScanConfig(flag_threshold=None)
     with pytest.raises(SettingsError):
         ScanConfig(epochs=None)

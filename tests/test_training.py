@@ -61,6 +61,24 @@ def test_fold_is_deterministic_and_no_flip_records_no_views(job):
     assert c.holdout_probs_flip is None and c.get("view_flip_losses") is None
 
 
+def test_early_epochs_train_on_smaller_images_and_stay_deterministic(job, monkeypatch):
+    import labelaudit.folds.training as training
+
+    seen = []
+    original = training._early_resize
+    monkeypatch.setattr(training, "_early_resize", lambda x, epoch, cfg: seen.append(
+        (epoch, original(x, epoch, cfg).shape[-1])) or original(x, epoch, cfg))
+    job.config = {**job.config, "early_fraction": 0.34, "early_scale": 0.5}  # 2 of 6 epochs at 8 px
+    a = run_fold(job)
+    sizes = dict(seen)
+    assert {e: sizes[e] for e in range(6)} == {0: 8, 1: 8, 2: 16, 3: 16, 4: 16, 5: 16}
+    assert a.records["holdout_probs"].shape == (12, 3)  # held-out predictions at full size
+    b = run_fold(job)
+    np.testing.assert_array_equal(a.records["train_losses"], b.records["train_losses"])
+    job.config = {**job.config, "early_fraction": 0.0}
+    assert not np.array_equal(run_fold(job).records["train_losses"], a.records["train_losses"])
+
+
 def test_run_fold_leaves_global_rng_and_cudnn_flags_alone(job):
     torch.manual_seed(123)
     np.random.seed(456)

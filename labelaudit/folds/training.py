@@ -264,6 +264,14 @@ def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> 
     return padded[batch, chans, rows, cols]
 
 
+def _early_resize(x: torch.Tensor, epoch: int, cfg: ScanConfig) -> torch.Tensor:
+    """The training batch (B, C, S, S) downscaled to ``cfg.early_size`` during the first ``cfg.early_epochs``."""
+    if epoch >= cfg.early_epochs or cfg.early_size >= x.shape[-1]:
+        return x
+    size = (cfg.early_size, cfg.early_size)
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
 def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the batch (B, C, S, S)."""
     mirror = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
@@ -323,7 +331,7 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         for step, (start, stop) in enumerate(batches):
             positions = order[start:stop]
             idx = train_idx[positions]
-            x = _random_translate(data.batch(idx), cfg.crop_padding, generator)
+            x = _early_resize(_random_translate(data.batch(idx), cfg.crop_padding, generator), epoch, cfg)
             if cfg.flip_augment:
                 x = _random_flip(x, generator)
             y = labels[idx]
