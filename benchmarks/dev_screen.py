@@ -13,7 +13,8 @@ Variants (``--variant``):
 * ``base`` -- the scan's own settings;
 * ``epochs:N`` -- N epochs instead of 12;
 * ``progressive:N:SIZE:FRAC`` -- N epochs, the first FRAC of them on images resized to
-  SIZE pixels (cheaper steps; FFCV-style progressive resizing);
+  SIZE pixels (cheaper steps; FFCV-style progressive resizing; labelaudit's ``early_fraction`` /
+  ``early_scale`` settings, the default since this screen);
 * ``mirror-select:EPOCH:FRAC`` -- noise-resistant training (the MDA idea): after EPOCH epochs,
   the FRAC of training samples with the highest loss on their *mirror* image (eval mode; a
   memorised wrong label does not carry over to the mirror) get no gradient for the rest of
@@ -112,31 +113,6 @@ def figures(probs: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict:
 
 
 @contextlib.contextmanager
-def progressive_resizing(training, epochs: int, size: int, fraction: float) -> Iterator[None]:
-    """Patch fold training so its first ``fraction`` of epochs see images resized to ``size``."""
-    original_train, original_translate = training._train, training._random_translate
-    state = {"calls": 0, "steps": 1}
-
-    def train(model, data, labels, train_idx, cfg, *args, **kwargs):
-        state.update(calls=0, steps=len(training._batch_bounds(len(train_idx), cfg.batch_size)))
-        return original_train(model, data, labels, train_idx, cfg, *args, **kwargs)
-
-    def translate(x, pad, generator):
-        x = original_translate(x, pad, generator)
-        epoch = state["calls"] // state["steps"]
-        state["calls"] += 1
-        if epoch < int(fraction * epochs):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x
-
-    training._train, training._random_translate = train, translate
-    try:
-        yield
-    finally:
-        training._train, training._random_translate = original_train, original_translate
-
-
-@contextlib.contextmanager
 def mirror_selection(training, after_epoch: int, fraction: float) -> Iterator[None]:
     """Patch fold training: from epoch ``after_epoch`` on, the ``fraction`` of training samples with the
     highest mirror-image loss are masked out of the gradient."""
@@ -197,15 +173,16 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
     from labelaudit.folds import training
 
     name, *params = variant.split(":")
-    settings = {k: v for k, v in dev.config.items() if k in ScanConfig.__dataclass_fields__}
+    # a scan made before progressive resizing existed trained every epoch at full size
+    settings = {"early_fraction": 0.0, **{k: v for k, v in dev.config.items() if k in ScanConfig.__dataclass_fields__}}
     if train_seed is not None:
         settings["seed"] = train_seed
     patch = contextlib.nullcontext()
     if name == "epochs":
         settings["epochs"] = int(params[0])
-    elif name == "progressive":
-        settings["epochs"] = int(params[0])
-        patch = progressive_resizing(training, int(params[0]), int(params[1]), float(params[2]))
+    elif name == "progressive":  # labelaudit's own setting since this screen chose it
+        settings.update(epochs=int(params[0]), early_scale=int(params[1]) / settings["image_size"],
+                        early_fraction=float(params[2]))
     elif name == "mirror-select":
         patch = mirror_selection(training, int(params[0]), float(params[1]))
     elif name not in ("base", "drop", "relabel"):

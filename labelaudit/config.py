@@ -21,6 +21,7 @@ import hashlib
 import json
 import numbers
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -275,7 +276,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_budget(cfg: "ScanConfig", device_type: str, explicit: Any = ()) -> "ScanConfig":
+def resolve_budget(cfg: "ScanConfig", device_type: str, explicit: Collection[str] = ()) -> "ScanConfig":
     """``cfg`` with its budget applied for a device of kind ``device_type`` (``"cpu"``, ``"cuda"``).
 
     ``auto`` becomes ``large`` on CUDA and ``small`` elsewhere. A field takes the budget's
