@@ -10,7 +10,10 @@ CSV's ``original`` column, and prints one JSON line per scan with:
   2-component mixture on the score);
 * the share of truly wrong labels whose suggestion is the true class, for the plain
   argmax, for "the most likely class other than the given label" (every sample), and for
-  that rule applied to the scan's flagged samples only (the argmax elsewhere).
+  that rule applied to the scan's flagged samples only (the argmax elsewhere), and for the
+  noise-aware posterior ``p(c | x) * noise_matrix[given, c]`` (Bayes with confident learning's
+  estimated P(given | true), read from the scan's ``noise_matrix.csv``: a class that people
+  often confuse with the given label is the likelier truth) in the same two ways.
 
 It was used to choose labelaudit's flag count and suggestion rule on the development
 slice (images of index < 30000); see the README, "Choosing the default".
@@ -73,6 +76,9 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
     others[np.arange(len(labels)), labels] = -np.inf
     flagged = scores.flagged.to_numpy().astype(bool)
     flagged_other = np.where(flagged, others.argmax(1), probs.argmax(1))
+    noise_matrix = pd.read_csv(scan / "noise_matrix.csv", index_col=0).loc[classes, classes].to_numpy()
+    posterior = others * noise_matrix[labels, :]  # -inf at the given label stays -inf
+    flagged_posterior = np.where(flagged, posterior.argmax(1), probs.argmax(1))
     return {
         "benchmark": "rules", "run": run.name, "n_samples": len(scores), "actual_noise_rate": float(is_noisy.mean()),
         "oos_accuracy_true": float((probs.argmax(1) == truth).mean()),
@@ -82,6 +88,8 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
             "argmax": float((probs.argmax(1) == truth)[is_noisy].mean()),
             "most_likely_other_class": float((others.argmax(1) == truth)[is_noisy].mean()),
             "other_class_if_flagged": float((flagged_other == truth)[is_noisy].mean()),
+            "noise_posterior_other_class": float((posterior.argmax(1) == truth)[is_noisy].mean()),
+            "noise_posterior_if_flagged": float((flagged_posterior == truth)[is_noisy].mean()),
         },
     }
 
