@@ -22,7 +22,15 @@ Variants (``--variant``):
 * ``drop:FRAC`` -- a second pass: each fold's training set without its FRAC most suspicious
   samples by the finished scan's ``mislabel_score``;
 * ``relabel:FRAC`` -- a second pass: those samples trained on the scan's suggestion (its
-  held-out argmax) instead of their given label.
+  held-out argmax) instead of their given label;
+* ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
+  models, i.e. the most that any noise-robust training could buy;
+* ``votes:majority`` / ``votes:soft`` -- several annotators (the ``random1..3`` columns): the
+  folds trained on the majority vote (what a scan with ``--annotations`` does) or on the
+  share of each image's annotators per class as a soft target; also prints the consensus
+  accuracy and the AUROC / AP of ``1 - consensus_quality`` for the wrong consensus labels
+  (:func:`labelaudit.consensus.estimate_consensus` on the held-out images). Given labels,
+  AUROC and AP are then those of the majority vote.
 
 ``kmeans-ensemble`` trains nothing on images: label-free k-means patch features
 (:func:`byom.kmeans_patch_features`) of all the scan's images, linear/MLP heads per fold on
@@ -160,6 +168,56 @@ def _mirror_keep(training, state: dict, fraction: float) -> torch.Tensor:
     return keep
 
 
+@contextlib.contextmanager
+def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
+    """Patch fold training: the gradient's cross-entropy is taken against ``targets`` (N, C) rows."""
+    original_batch, original_ce = training._DeviceData.batch, training.F.cross_entropy
+    state: dict = {}
+
+    def batch(self, idx, *, flip=False):
+        state["idx"] = idx
+        return original_batch(self, idx, flip=flip)
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        if logits.requires_grad and target.dim() == 1:
+            target = targets[state["idx"]]
+        return original_ce(logits, target, *args, **kwargs)
+
+    training._DeviceData.batch = batch
+    training.F = _with(training.F, cross_entropy=cross_entropy)
+    try:
+        yield
+    finally:
+        training._DeviceData.batch, training.F = original_batch, F
+
+
+class Votes:
+    """The annotators' votes of the development images (columns of the human-labels CSV)."""
+
+    COLUMNS = ("random1", "random2", "random3")
+
+    def __init__(self, dev: DevScan, human_labels: Path) -> None:
+        from labelaudit.consensus import majority_vote, vote_matrix
+
+        human = pd.read_csv(human_labels, dtype=str).set_index("path").loc[dev.scores.path]
+        index = {c: i for i, c in enumerate(dev.classes)}
+        self.votes = np.stack([human[c].map(index).to_numpy() for c in self.COLUMNS], axis=1)
+        self.majority = majority_vote(self.votes, len(dev.classes))
+        counts = vote_matrix(self.votes, len(dev.classes))
+        self.shares = torch.as_tensor(counts / counts.sum(1, keepdims=True), dtype=torch.float32)
+
+    def figures(self, probs: np.ndarray, rows: np.ndarray, truth: np.ndarray) -> dict:
+        from labelaudit.consensus import estimate_consensus
+
+        result = estimate_consensus(self.votes[rows], probs)
+        wrong = result.labels != truth
+        return {"majority_acc": round(float((self.majority[rows] == truth).mean()), 4),
+                "consensus_acc": round(float((result.labels == truth).mean()), 4),
+                "consensus_auroc": round(float(roc_auc_score(wrong, -result.quality)), 4),
+                "consensus_ap": round(float(average_precision_score(wrong, -result.quality)), 4),
+                "model_weight": result.model_weight, "vote_weight": result.vote_weight}
+
+
 def _with(module, **overrides):
     """A stand-in for ``module`` with some attributes replaced."""
     import types
@@ -168,7 +226,8 @@ def _with(module, **overrides):
     return types.SimpleNamespace(**kept, **overrides)
 
 
-def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int | None = None) -> dict:
+def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int | None = None,
+                  votes: Votes | None = None) -> dict:
     from labelaudit.config import ScanConfig
     from labelaudit.folds import training
 
@@ -185,14 +244,17 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
                         early_fraction=float(params[2]))
     elif name == "mirror-select":
         patch = mirror_selection(training, int(params[0]), float(params[1]))
-    elif name not in ("base", "drop", "relabel"):
+    elif name == "votes" and params[0] == "soft":
+        patch = soft_targets(training, votes.shares)
+    elif name not in ("base", "drop", "relabel", "truth", "votes"):
         raise SystemExit(f"unknown variant {variant!r}")
+    given = dev.truth if name == "truth" else votes.majority if name == "votes" else dev.labels
     cfg = ScanConfig(**settings)
     suspicion = dev.scores.mislabel_score.to_numpy()
     probs, rows, train_s = [], [], 0.0
     with patch:
         for k in folds:
-            train_idx, labels = np.flatnonzero(dev.folds != k), dev.labels.copy()
+            train_idx, labels = np.flatnonzero(dev.folds != k), given.copy()
             worst = train_idx[np.argsort(-suspicion[train_idx], kind="stable")[: int(len(train_idx) * float(params[0]))]] \
                 if name in ("drop", "relabel") else train_idx[:0]
             if name == "drop":
@@ -209,9 +271,13 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
                 p = 0.5 * (p + result.records["holdout_probs_flip"])
             probs.append(p)
             rows.append(result.holdout_idx)
-    rows_all = np.concatenate(rows)
-    return {"folds": folds, "held_out": len(rows_all), "epochs": cfg.epochs, "train_seed": cfg.seed, "train_s": round(train_s, 1),
-            **figures(np.concatenate(probs), dev.labels[rows_all], dev.truth[rows_all])}
+    rows_all, probs_all = np.concatenate(rows), np.concatenate(probs)
+    scored = votes.majority if name == "votes" else dev.labels
+    line = {"folds": folds, "held_out": len(rows_all), "epochs": cfg.epochs, "train_seed": cfg.seed,
+            "train_s": round(train_s, 1), **figures(probs_all, scored[rows_all], dev.truth[rows_all])}
+    if name == "votes":
+        line.update(votes.figures(probs_all, rows_all, dev.truth[rows_all]))
+    return line
 
 
 # ------------------------------------------------------------------ k-means ensemble
@@ -262,7 +328,8 @@ def main(argv=None) -> None:
     if args.variant == "kmeans-ensemble":
         figures_ = kmeans_ensemble(dev, args.scan.parent / "kmeans-ensemble")
     else:
-        figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")], args.train_seed)
+        votes = Votes(dev, args.human_labels) if args.variant.startswith("votes") else None
+        figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")], args.train_seed, votes)
     line = {"benchmark": "dev_screen", "variant": args.variant, "scan": str(args.scan), **figures_,
             "wall_s": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),
             "command": "python benchmarks/dev_screen.py " + shlex.join(argv)}

@@ -76,21 +76,23 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
     others[np.arange(len(labels)), labels] = -np.inf
     flagged = scores.flagged.to_numpy().astype(bool)
     flagged_other = np.where(flagged, others.argmax(1), probs.argmax(1))
-    noise_matrix = pd.read_csv(scan / "noise_matrix.csv", index_col=0).loc[classes, classes].to_numpy()
-    posterior = others * noise_matrix[labels, :]  # -inf at the given label stays -inf
-    flagged_posterior = np.where(flagged, posterior.argmax(1), probs.argmax(1))
+    suggestions = {
+        "argmax": float((probs.argmax(1) == truth)[is_noisy].mean()),
+        "most_likely_other_class": float((others.argmax(1) == truth)[is_noisy].mean()),
+        "other_class_if_flagged": float((flagged_other == truth)[is_noisy].mean()),
+    }
+    if (scan / "noise_matrix.csv").exists():
+        noise_matrix = pd.read_csv(scan / "noise_matrix.csv", index_col=0).loc[classes, classes].to_numpy()
+        posterior = others * noise_matrix[labels, :]  # -inf at the given label stays -inf
+        flagged_posterior = np.where(flagged, posterior.argmax(1), probs.argmax(1))
+        suggestions.update(noise_posterior_other_class=float((posterior.argmax(1) == truth)[is_noisy].mean()),
+                           noise_posterior_if_flagged=float((flagged_posterior == truth)[is_noisy].mean()))
     return {
         "benchmark": "rules", "run": run.name, "n_samples": len(scores), "actual_noise_rate": float(is_noisy.mean()),
         "oos_accuracy_true": float((probs.argmax(1) == truth).mean()),
         "auroc": float(roc_auc_score(is_noisy, score)), "ap": float(average_precision_score(is_noisy, score)),
         "flag_rules": flags,
-        "suggestion_true_on_wrong": {
-            "argmax": float((probs.argmax(1) == truth)[is_noisy].mean()),
-            "most_likely_other_class": float((others.argmax(1) == truth)[is_noisy].mean()),
-            "other_class_if_flagged": float((flagged_other == truth)[is_noisy].mean()),
-            "noise_posterior_other_class": float((posterior.argmax(1) == truth)[is_noisy].mean()),
-            "noise_posterior_if_flagged": float((flagged_posterior == truth)[is_noisy].mean()),
-        },
+        "suggestion_true_on_wrong": suggestions,
     }
 
 

@@ -565,7 +565,7 @@ def _score_table(prepared: PreparedData, signals: Signals, components: tuple[str
     table = pd.DataFrame({
         "path": prepared.paths,
         "given_label": names[prepared.labels],
-        "suggested_label": names[suggest(signals.pred_probs, prepared.labels, flagged, signals.noise_matrix)],
+        "suggested_label": names[suggest(signals.pred_probs, prepared.labels, flagged)],
         "mislabel_score": scores,
         "flagged": flagged,
     })

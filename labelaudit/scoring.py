@@ -124,7 +124,7 @@ def flag(scores: np.ndarray, *, n_estimated: int, threshold: float | None = None
 
 
 def suggest(pred_probs: np.ndarray, labels: np.ndarray | None = None,
-            flagged: np.ndarray | None = None, noise_matrix: np.ndarray | None = None) -> np.ndarray:
+            flagged: np.ndarray | None = None) -> np.ndarray:
     """Suggested class id per sample, shape (N,).
 
     Parameters
@@ -135,17 +135,6 @@ def suggest(pred_probs: np.ndarray, labels: np.ndarray | None = None,
         Given labels.
     flagged : numpy.ndarray of bool, shape (N,), optional
         Samples proposed for review.
-    noise_matrix : numpy.ndarray, shape (C, C), optional
-        ``noise_matrix[i, j]`` = estimated P(given label = i | true label = j) (confident
-        learning's, :func:`labelaudit.signals.confident.confident_learning`). When given, the
-        alternative of a flagged sample is the class ``c != given`` with the highest
-        ``pred_probs[c] * noise_matrix[given, c]``: Bayes' rule for the true class given the
-        image *and* the label a person gave it, so that of two classes the model finds about
-        equally likely the one people confuse with the given label wins (a cat labelled "dog"
-        rather than a cat labelled "frog"). On the development slice of real human noise
-        (CIFAR-10N random1 / aggre / worst) this suggested the truth for 0.5 / 1.1 / 1.8 more
-        points of the truly wrong labels than the model's runner-up (README, "Detection
-        engine: what was tried"); with uniform noise it changes nothing.
 
     Returns
     -------
@@ -158,10 +147,6 @@ def suggest(pred_probs: np.ndarray, labels: np.ndarray | None = None,
     best = pred_probs.argmax(axis=1)
     if labels is None or flagged is None:
         return best
-    labels = np.asarray(labels)
-    others = np.array(pred_probs, dtype=float)
-    if noise_matrix is not None:
-        # a floor keeps the model's order among classes never seen confused with the label
-        others *= np.maximum(np.nan_to_num(np.asarray(noise_matrix, dtype=float)), 1e-6)[labels, :]
+    others = pred_probs.copy()
     others[np.arange(len(labels)), labels] = -np.inf
     return np.where(flagged, others.argmax(axis=1), best)

@@ -81,6 +81,13 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
                                                "other_class_if_flagged": 0.5}  # only row 1 is flagged
     assert out["flag_rules"]["argmax_differs"]["n"] == 0  # every argmax equals the given label here
     assert set(out["flag_rules"]) >= set(rules.COUNT_RULES)
+    # with a noise matrix (rows given, columns true): people say "b" for a true c, rarely for an a
+    pd.DataFrame([[0.4, 0.05, 0.3], [0.05, 0.9, 0.6], [0.55, 0.05, 0.1]], index=["a", "b", "c"],
+                 columns=["a", "b", "c"]).to_csv(scan / "noise_matrix.csv")
+    out = rules.evaluate(tmp_path / "run", human)["suggestion_true_on_wrong"]
+    # row 1 (given b): a 0.2 * 0.05 < c 0.1 * 0.6 -> c (wrong); row 5 (given a): b 0.1 * 0.05 < c 0.3 * 0.3 -> c (right)
+    assert out["noise_posterior_other_class"] == 0.5
+    assert out["noise_posterior_if_flagged"] == 0.0  # row 1 flagged -> c; row 5 unflagged keeps its argmax a
 
 
 def test_annotation_table_keeps_one_to_all_labels_per_image_when_dropping(cifar_like, tmp_path):

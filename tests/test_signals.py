@@ -87,28 +87,6 @@ def test_suggestion_of_a_flagged_sample_is_never_its_given_label():
     np.testing.assert_array_equal(suggest(probs, labels, flagged), [1, 0, 2])
 
 
-def test_noise_matrix_moves_the_suggestion_to_the_class_people_confuse_with_the_label():
-    # classes: 0 cat, 1 dog, 2 frog; people labelling a dog say "cat" often, a frog "cat" rarely
-    noise_matrix = np.array([[0.80, 0.30, 0.02],   # P(given = cat | true = cat, dog, frog)
-                             [0.15, 0.65, 0.03],
-                             [0.05, 0.05, 0.95]])
-    probs = np.array([[0.30, 0.30, 0.40],   # labelled cat: frog is the model's runner-up ...
-                      [0.30, 0.30, 0.40]])
-    labels = np.array([0, 0])
-    flagged = np.array([True, False])
-    np.testing.assert_array_equal(suggest(probs, labels, flagged), [2, 2])
-    # ... but a dog is 0.30 * 0.30 against 0.40 * 0.02 for a frog; unflagged keeps the argmax
-    np.testing.assert_array_equal(suggest(probs, labels, flagged, noise_matrix), [1, 2])
-
-
-def test_noise_matrix_zeros_keep_the_models_order_and_never_suggest_the_given_label():
-    noise_matrix = np.eye(3)  # no confusion estimated at all
-    probs = np.array([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]])
-    labels = np.array([0, 1])
-    flagged = np.array([True, True])
-    np.testing.assert_array_equal(suggest(probs, labels, flagged, noise_matrix), [2, 2])
-
-
 def _fold(train_idx, holdout_idx, n_classes=2, epochs=3, flip=True):
     n_train, n_hold = len(train_idx), len(holdout_idx)
     probs = np.full((n_hold, n_classes), 1 / n_classes, np.float32)
