@@ -150,12 +150,8 @@ def mirror_selection(training, after_epoch: int, fraction: float) -> Iterator[No
             loss = loss * state["keep"][state["idx"]]
         return loss
 
-    training._train, training._DeviceData.batch = train, batch
-    training.F = _with(training.F, cross_entropy=cross_entropy)
-    try:
+    with _patched_training(training, train=train, batch=batch, cross_entropy=cross_entropy):
         yield
-    finally:
-        training._train, training._DeviceData.batch, training.F = original_train, original_batch, F
 
 
 def _mirror_keep(training, state: dict, fraction: float) -> torch.Tensor:
@@ -183,12 +179,8 @@ def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
             target = targets[state["idx"]]
         return original_ce(logits, target, *args, **kwargs)
 
-    training._DeviceData.batch = batch
-    training.F = _with(training.F, cross_entropy=cross_entropy)
-    try:
+    with _patched_training(training, batch=batch, cross_entropy=cross_entropy):
         yield
-    finally:
-        training._DeviceData.batch, training.F = original_batch, F
 
 
 class Votes:
@@ -216,6 +208,20 @@ class Votes:
                 "consensus_auroc": round(float(roc_auc_score(wrong, -result.quality)), 4),
                 "consensus_ap": round(float(average_precision_score(wrong, -result.quality)), 4),
                 "model_weight": result.model_weight, "vote_weight": result.vote_weight}
+
+
+@contextlib.contextmanager
+def _patched_training(training, *, train=None, batch=None, cross_entropy=None) -> Iterator[None]:
+    """Fold training with its ``_train``, ``_DeviceData.batch`` and/or ``F.cross_entropy`` replaced, restored after."""
+    saved = training._train, training._DeviceData.batch, training.F
+    training._train = train or training._train
+    training._DeviceData.batch = batch or training._DeviceData.batch
+    if cross_entropy is not None:
+        training.F = _with(training.F, cross_entropy=cross_entropy)
+    try:
+        yield
+    finally:
+        training._train, training._DeviceData.batch, training.F = saved
 
 
 def _with(module, **overrides):

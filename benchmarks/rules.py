@@ -83,7 +83,8 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
     }
     if (scan / "noise_matrix.csv").exists():
         noise_matrix = pd.read_csv(scan / "noise_matrix.csv", index_col=0).loc[classes, classes].to_numpy()
-        posterior = others * noise_matrix[labels, :]  # -inf at the given label stays -inf
+        posterior = probs * noise_matrix[labels, :]
+        posterior[np.arange(len(labels)), labels] = -np.inf  # after the product: -inf * 0 would be NaN
         flagged_posterior = np.where(flagged, posterior.argmax(1), probs.argmax(1))
         suggestions.update(noise_posterior_other_class=float((posterior.argmax(1) == truth)[is_noisy].mean()),
                            noise_posterior_if_flagged=float((flagged_posterior == truth)[is_noisy].mean()))
