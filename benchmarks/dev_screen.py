@@ -23,6 +23,9 @@ Variants (``--variant``):
   samples by the finished scan's ``mislabel_score``;
 * ``relabel:FRAC`` -- a second pass: those samples trained on the scan's suggestion (its
   held-out argmax) instead of their given label;
+* ``flip-augment:FRAC`` -- mirror half of each training batch during the first FRAC of the
+  epochs (1.0: all of them, the usual augmentation; the in-sample mirror signals then lose
+  their meaning, the held-out ones keep it);
 * ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
   models, i.e. the most that any noise-robust training could buy;
 * ``votes:majority`` / ``votes:soft`` -- several annotators (the ``random1..3`` columns): the
@@ -165,6 +168,23 @@ def _mirror_keep(training, state: dict, fraction: float) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def early_flips(training, fraction: float, seed: int) -> Iterator[None]:
+    """Patch fold training: random horizontal flips of half of each batch in the first ``fraction`` of the epochs."""
+    original_resize = training._early_resize
+    generator = torch.Generator().manual_seed(seed)
+
+    def early_resize(x, epoch, cfg):
+        x = original_resize(x, epoch, cfg)
+        return training._random_flip(x, generator) if epoch < fraction * cfg.epochs else x
+
+    training._early_resize = early_resize
+    try:
+        yield
+    finally:
+        training._early_resize = original_resize
+
+
+@contextlib.contextmanager
 def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
     """Patch fold training: the gradient's cross-entropy is taken against ``targets`` (N, C) rows."""
     original_batch, original_ce = training._DeviceData.batch, training.F.cross_entropy
@@ -250,6 +270,8 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
                         early_fraction=float(params[2]))
     elif name == "mirror-select":
         patch = mirror_selection(training, int(params[0]), float(params[1]))
+    elif name == "flip-augment":
+        patch = early_flips(training, float(params[0]), settings["seed"])
     elif name == "votes" and params[0] == "soft":
         patch = soft_targets(training, votes.shares)
     elif name not in ("base", "drop", "relabel", "truth", "votes"):
