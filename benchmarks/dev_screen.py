@@ -26,6 +26,8 @@ Variants (``--variant``):
 * ``flip-augment:FRAC`` -- mirror half of each training batch during the first FRAC of the
   epochs (1.0: all of them, the usual augmentation; the in-sample mirror signals then lose
   their meaning, the held-out ones keep it);
+* ``set:FIELD=VALUE,...`` -- other training settings (fields of ``ScanConfig``, e.g.
+  ``set:batch_size=64,lr=0.05``);
 * ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
   models, i.e. the most that any noise-robust training could buy;
 * ``votes:majority`` / ``votes:soft`` -- several annotators (the ``random1..3`` columns): the
@@ -252,6 +254,24 @@ def _with(module, **overrides):
     return types.SimpleNamespace(**kept, **overrides)
 
 
+def _settings(text: str) -> dict:
+    """``"batch_size=64,lr=0.05"`` -> ``{"batch_size": 64, "lr": 0.05}``, typed by the ``ScanConfig`` field."""
+    from labelaudit.config import ScanConfig
+
+    fields = ScanConfig.__dataclass_fields__
+    pairs = [item.split("=", 1) for item in text.split(",")]
+    unknown = [k for k, _ in pairs if k not in fields]
+    if unknown:
+        raise SystemExit(f"unknown ScanConfig field(s) {unknown}")
+    defaults = ScanConfig()
+
+    def typed(key: str, value: str):
+        kind = type(getattr(defaults, key))
+        return value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+
+    return {k: typed(k, v) for k, v in pairs}
+
+
 def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int | None = None,
                   votes: Votes | None = None) -> dict:
     from labelaudit.config import ScanConfig
@@ -270,6 +290,8 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
                         early_fraction=float(params[2]))
     elif name == "mirror-select":
         patch = mirror_selection(training, int(params[0]), float(params[1]))
+    elif name == "set":
+        settings.update(_settings(variant.split(":", 1)[1]))
     elif name == "flip-augment":
         patch = early_flips(training, float(params[0]), settings["seed"])
     elif name == "votes" and params[0] == "soft":
