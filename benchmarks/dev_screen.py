@@ -30,7 +30,7 @@ Variants (``--variant``):
   ``set:batch_size=64,lr=0.05``);
 * ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
   models, i.e. the most that any noise-robust training could buy;
-* ``votes:majority`` / ``votes:soft`` -- several annotators (the ``random1..3`` columns): the
+* ``votes:majority`` / ``votes:soft`` -- several annotators (``--annotators``, default the ``random1..3`` columns): the
   folds trained on the majority vote (what a scan with ``--annotations`` does) or on the
   share of each image's annotators per class as a soft target; also prints the consensus
   accuracy and the AUROC / AP of ``1 - consensus_quality`` for the wrong consensus labels
@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--truth-column", default="original")
     p.add_argument("--train-seed", type=int, default=None,
                    help="seed of initialisation and augmentation (default: the scan's; the fold split stays the scan's)")
+    p.add_argument("--annotators", default="random1,random2,random3",
+                   help="human-labels columns that are the annotators of the votes:* variants")
     p.add_argument("--folds", default="0,1", help="comma-separated 0-based folds to train")
     p.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
     return p.parse_args(argv)
@@ -208,14 +210,12 @@ def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
 class Votes:
     """The annotators' votes of the development images (columns of the human-labels CSV)."""
 
-    COLUMNS = ("random1", "random2", "random3")
-
-    def __init__(self, dev: DevScan, human_labels: Path) -> None:
+    def __init__(self, dev: DevScan, human_labels: Path, columns: list[str]) -> None:
         from labelaudit.consensus import majority_vote, vote_matrix
 
         human = pd.read_csv(human_labels, dtype=str).set_index("path").loc[dev.scores.path]
         index = {c: i for i, c in enumerate(dev.classes)}
-        self.votes = np.stack([human[c].map(index).to_numpy() for c in self.COLUMNS], axis=1)
+        self.votes = np.stack([human[c].map(index).to_numpy() for c in columns], axis=1)
         self.majority = majority_vote(self.votes, len(dev.classes))
         counts = vote_matrix(self.votes, len(dev.classes))
         self.shares = torch.as_tensor(counts / counts.sum(1, keepdims=True), dtype=torch.float32)
@@ -378,7 +378,7 @@ def main(argv=None) -> None:
     if args.variant == "kmeans-ensemble":
         figures_ = kmeans_ensemble(dev, args.scan.parent / "kmeans-ensemble")
     else:
-        votes = Votes(dev, args.human_labels) if args.variant.startswith("votes") else None
+        votes = Votes(dev, args.human_labels, args.annotators.split(",")) if args.variant.startswith("votes") else None
         figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")], args.train_seed, votes)
     line = {"benchmark": "dev_screen", "variant": args.variant, "scan": str(args.scan), **figures_,
             "wall_s": round(time.perf_counter() - started, 1), "torch_threads": torch.get_num_threads(),

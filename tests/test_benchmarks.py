@@ -126,3 +126,30 @@ def test_recipe_figures_leave_out_recipes_whose_signals_the_scan_lacks():
     assert with_knn and not with_knn & set(figures)
     assert set(figures) == set(RECIPES) - with_knn
     assert all(0 <= f["auroc"] <= 1 and 0 <= f["ap"] <= 1 for f in figures.values())
+
+
+def test_dev_screen_settings_are_typed_by_the_scan_config_field():
+    screen = _load("dev_screen")
+    assert screen._settings("batch_size=64,lr=0.05,tta=false,flip=1") == {
+        "batch_size": 64, "lr": 0.05, "tta": False, "flip": True}
+    with pytest.raises(SystemExit, match="no_such_field"):
+        screen._settings("no_such_field=3")
+
+
+def test_dev_screen_early_flips_mirror_only_the_early_epochs_and_restore_training():
+    import torch
+
+    from labelaudit.config import ScanConfig
+    from labelaudit.folds import training
+
+    screen = _load("dev_screen")
+    cfg = ScanConfig(epochs=4, early_fraction=0.0)
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    original = training._early_resize
+    with screen.early_flips(training, 0.5, seed=0):
+        early = torch.stack([training._early_resize(x, 0, cfg) for _ in range(20)])
+        late = training._early_resize(x, 2, cfg)
+    assert training._early_resize is original
+    assert torch.equal(late, x)
+    mirrored = (early == x.flip(3)).flatten(2).all(2)  # (20, 2): sample mirrored in that draw
+    assert mirrored.any() and not mirrored.all()
