@@ -2,7 +2,7 @@
 
 :func:`cleaned_labels` turns a scan database into a ``path,label`` table (corrected
 labels applied, samples marked unusable dropped, images the scan could not score kept
-with their given label); :func:`write_cleaned_labels` writes it
+with their given label, or with the decision an earlier scan's review made); :func:`write_cleaned_labels` writes it
 as CSV without ever replacing an existing file unless asked to, and
 :func:`copy_to_folder` lays the cleaned dataset out as ``<dest>/<label>/<file>`` with
 hard links (copies across devices). ``labelaudit export`` and the web app's download
@@ -25,8 +25,7 @@ import pandas as pd
 
 from labelaudit.errors import UnsafePath
 from labelaudit.fsutil import atomic_write, resolve_inside
-from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions
-from labelaudit.scandir import database as storage
+from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
@@ -83,11 +82,12 @@ def cleaned_labels(
     pandas.DataFrame
         Columns ``path, label`` (plus the full columns), ``path`` relative to the
         dataset root with POSIX separators: the scanned samples in scan order, then the
-        images the scan did not score (with their given label), by path.
+        images the scan did not score (with their given label, or their decision in force from
+        the review of an earlier scan), by path.
     """
     scanned = _scanned_labels(conn, full=full, auto_accept_above=auto_accept_above,
                               include_unusable=include_unusable)
-    unscored = _unscored_labels(storage.read_unscored(conn), full=full, include_unreadable=include_unusable)
+    unscored = _unscored_labels(unscored_with_decisions(conn), full=full, include_unreadable=include_unusable)
     out = scanned if unscored.empty else pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
     return _with_votes(conn, out) if full else out
 
@@ -136,21 +136,29 @@ def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: 
 
 
 def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: bool) -> pd.DataFrame:
-    """Rows of the images the scan did not score: readable ones keep their given label."""
+    """Rows of the images the scan did not score (:func:`~labelaudit.review.unscored_with_decisions`).
+
+    A readable one keeps its given label, or the decision in force for it (made in an earlier
+    scan that scored it): relabeled, dropped when marked unusable, as given when unsure. Files
+    that could not be decoded are left out (an empty label with ``include_unreadable``).
+    """
     readable = unscored["readable"].astype(bool).to_numpy()
-    if not include_unreadable:
-        unscored, readable = unscored[readable], readable[readable]
-    out = pd.DataFrame({"path": unscored["path"].astype(str),
-                        "label": np.where(readable, unscored["given_label"], "").astype(str)})
+    decided = unscored["action"].notna().to_numpy() & readable
+    unusable = decided & (unscored["action"] == "unusable").to_numpy()
+    relabeled = decided & unscored["label"].notna().to_numpy() & ~unscored["action"].isin(UNRESOLVED_ACTIONS).to_numpy()
+    label = np.where(relabeled, unscored["label"], unscored["given_label"])
+    label = np.where(readable & ~unusable, label, "").astype(str)
+    out = pd.DataFrame({"path": unscored["path"].astype(str), "label": label})
     if full:
         out["original_label"] = unscored["given_label"].astype(str)
-        out["decision"] = np.where(readable, UNSCORED, UNREADABLE)
-        out["reviewer"] = ""
-        out["decided_at"] = ""
+        out["decision"] = np.where(decided, unscored["action"], np.where(readable, UNSCORED, UNREADABLE))
+        out["reviewer"] = np.where(decided, unscored["reviewer"], "")
+        out["decided_at"] = np.where(decided, unscored["decided_at"], "")
         out["mislabel_score"] = np.nan
         out["suggested_label"] = ""
-        out["note"] = unscored["reason"].astype(str)
-    return out.reset_index(drop=True)
+        out["note"] = np.where(decided, unscored["note"], unscored["reason"]).astype(str)
+    keep = (readable & ~unusable) if not include_unreadable else np.ones(len(out), bool)
+    return out[keep].reset_index(drop=True)
 
 
 def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **options) -> dict[str, int]:

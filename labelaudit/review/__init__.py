@@ -2,7 +2,8 @@
 history, request ids), the decision in force, and the one writer of the database.
 
 ``samples_with_decisions(conn)`` -- every sample with its decision in force, as a
-DataFrame -- is what the export reads. Besides decisions: free tags (:mod:`.tags`), the
+DataFrame -- and ``unscored_with_decisions(conn)`` -- the images a scan did not score, with
+theirs -- are what the export reads. Besides decisions: free tags (:mod:`.tags`), the
 class order and keys (:mod:`.classorder`), map selections (:mod:`.selections`) and the 2-D
 map of the embeddings (:mod:`.projection`).
 """
@@ -24,6 +25,7 @@ from labelaudit.review.decisions import (
     record_decisions,
     samples_with_decisions,
     undo_last_decision,
+    unscored_with_decisions,
 )
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
 
@@ -31,5 +33,5 @@ __all__ = [
     "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
     "ReviewDatabase", "ClassOrder", "default_order", "parse_class_order", "read_class_order",
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "samples_with_decisions",
-    "SAMPLES_WITH_DECISIONS", "in_force",
+    "unscored_with_decisions", "SAMPLES_WITH_DECISIONS", "in_force",
 ]

@@ -18,12 +18,12 @@ import pandas as pd
 
 from labelaudit.errors import DecisionError, SampleNotFound
 from labelaudit.review.actions import Action, check_stored
-from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
+from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
 from labelaudit.scandir.database import transaction, utc_now
 
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
-    "samples_with_decisions", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
+    "samples_with_decisions", "unscored_with_decisions", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
 ]
 
 #: The fields of a decision as the API shows it.
@@ -254,6 +254,29 @@ def samples_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
     """
     rows = conn.execute(sql).fetchall()
     return pd.DataFrame([tuple(r) for r in rows], columns=_FRAME_COLUMNS)
+
+
+_UNSCORED_COLUMNS = ["path", "given_label", "reason", "readable", "action", "label", "note", "reviewer",
+                     "decided_at"]
+
+
+def unscored_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
+    """The images the scan did not score (by path) with the decision in force for each, as a DataFrame.
+
+    An image decided in an earlier scan keeps its decision when a re-scan no longer scores it
+    (its class became too small for the folds, its file no longer decodes).
+
+    Columns: ``path, given_label, reason, readable, action, label, note, reviewer, decided_at``
+    (the last five NULL for images without a decision in force). Empty for a database
+    written before the ``unscored`` table existed.
+    """
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() is None:
+        return pd.DataFrame(columns=_UNSCORED_COLUMNS)
+    rows = conn.execute(f"""
+        SELECT u.path, u.given_label, u.reason, u.readable, d.action, d.label, d.note, d.reviewer, d.decided_at
+        FROM unscored AS u LEFT JOIN decisions AS d ON {in_force("d", "u.path")} ORDER BY u.path
+    """).fetchall()
+    return pd.DataFrame([tuple(r) for r in rows], columns=_UNSCORED_COLUMNS)
 
 
 def decision_log(conn: sqlite3.Connection, *, limit: int = 100, before_id: int | None = None) -> list[dict[str, Any]]:

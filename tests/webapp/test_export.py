@@ -15,7 +15,14 @@ from labelaudit import review
 from labelaudit.errors import UnsafePath
 from labelaudit.scandir import database as storage
 from labelaudit.cli import main
-from labelaudit.export import cleaned_labels, copy_to_folder, resolve_image, safe_folder_name, write_cleaned_labels
+from labelaudit.export import (
+    cleaned_labels,
+    copy_to_folder,
+    export_summary,
+    resolve_image,
+    safe_folder_name,
+    write_cleaned_labels,
+)
 
 
 def decide_some(scan):
@@ -203,3 +210,35 @@ def test_resolve_image_raises_the_typed_unsafe_path(tmp_path):
     for bad in ["../etc/passwd", "/etc/passwd", "a\x00.png"]:
         with pytest.raises(UnsafePath):
             resolve_image(tmp_path, bad)
+
+
+def test_decisions_survive_a_rescan_that_leaves_their_images_unscored(scan):
+    """A re-scan in which decided images are no longer scored (their class became too small for
+    the folds) still exports them with their decision: relabeled, dropped, kept as decided."""
+    from fakescan import SIGNALS
+
+    s = scan.scores
+    relabeled, dropped, unsure, untouched = s.path[:4]
+    new = next(c for c in scan.classes if c != s.given_label[0])
+    conn = storage.connect(scan.db_path)
+    review.record_decision(conn, relabeled, "relabel", label=new, reviewer="ann", note="really")
+    review.record_decision(conn, dropped, "unusable", reviewer="ann")
+    review.record_decision(conn, unsure, "unsure", reviewer="bob")
+    # the re-scan: the first four images are now in a class too small for the folds
+    rest = s.iloc[4:].reset_index(drop=True)
+    storage.write_scan(
+        conn, rest, classes=scan.classes, class_counts=[int((rest.given_label == c).sum()) for c in scan.classes],
+        top_classes=[[] for _ in range(len(rest))], signal_columns=list(SIGNALS), meta={},
+        unscored=pd.DataFrame({"path": s.path[:4], "given_label": s.given_label[:4],
+                               "reason": "class too small", "readable": 1}))
+    df = cleaned_labels(conn).set_index("path")
+    assert df.label[relabeled] == new
+    assert dropped not in df.index
+    assert df.label[unsure] == s.given_label[2] and df.label[untouched] == s.given_label[3]
+    full = cleaned_labels(conn, full=True, include_unusable=True).set_index("path")
+    assert full.loc[relabeled, ["decision", "reviewer", "note"]].tolist() == ["relabel", "ann", "really"]
+    assert full.loc[dropped, ["decision", "label"]].tolist() == ["unusable", ""]
+    assert full.loc[unsure, "decision"] == "unsure"
+    assert full.loc[untouched, ["decision", "note"]].tolist() == ["unscored", "class too small"]
+    counts = export_summary(conn)
+    assert (counts["n_dropped"], counts["n_relabeled"], counts["n_unscored"], counts["n_unsure"]) == (1, 1, 1, 1)
