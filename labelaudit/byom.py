@@ -50,7 +50,7 @@ def prepare_arrays(data_dir: str | os.PathLike, scan_dir: ScanDir, inputs: Array
     ScanError
         Fewer than two classes (with enough samples).
     """
-    dataset = list_dataset(data_dir, labels_csv=labels_csv, exclude=scan_dir.path)
+    dataset = list_dataset(data_dir, labels_csv=labels_csv, exclude=scan_dir.own_paths())
     aligned = align_inputs(inputs, dataset)
     prepared = _keep_trainable_classes(dataset, 1 if aligned.mode == "pred_probs" else cfg.folds)
     if aligned.pred_probs is not None:

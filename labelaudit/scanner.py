@@ -381,7 +381,7 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
         annotations = read_annotations(annotations_csv, data_dir)
         labels_csv = write_provisional_labels(annotations, scan_dir.provisional_labels)
     dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
-                           cache_dir=scan_dir.cache, exclude=scan_dir.path, progress=progress)
+                           cache_dir=scan_dir.cache, exclude=scan_dir.own_paths(), progress=progress)
     prepared = _keep_trainable_classes(dataset, cfg.folds)
     prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
     prepared.annotations = annotations

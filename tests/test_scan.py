@@ -190,6 +190,19 @@ def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
     assert len(list((out / "cache").glob("decoded-*.npy"))) == 1
 
 
+def test_scan_dir_in_a_class_folder_or_the_dataset_folder_loses_no_image(tmp_path):
+    """--out DATA/<class> used to leave that whole class out silently, and --out DATA made the second
+    scan read its own folds/ as a class: only the scan's own files are left out of the dataset."""
+    for in_class in (True, False):
+        folder = make_noisy_folder(tmp_path / f"data-{in_class}", n_per_class=20)
+        out = folder.root / folder.truth.path[0].split("/")[0] if in_class else folder.root
+        for _ in range(2):  # the second scan meets the first one's files
+            scores = scan(folder.root, out=out, progress=False, **{**FAST, "epochs": 2})
+            assert len(scores) == 80 and set(scores.path) == set(folder.truth.path)
+            assert pd.read_csv(out / "skipped.csv").empty
+            assert scores.attrs["summary"]["empty_classes"] == [] and scores.attrs["summary"]["n_unscored"] == 0
+
+
 def test_class_names_with_quotes_are_reported(tmp_path):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     (folder.root / "don't").mkdir()

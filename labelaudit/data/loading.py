@@ -334,7 +334,8 @@ def _discover_folders(
 
     Returns the candidates (unsorted), the ``(path, reason)`` rows skipped and the
     sorted names of the class folders that hold no file. Hidden files and folders and
-    ``exclude`` (e.g. a cache folder) are ignored.
+    ``exclude`` (resolved files and folders, e.g. a scan directory's own) are ignored; a
+    folder holding nothing but excluded entries is not an empty class.
     """
     real_root = str(root)
     excluded = {str(path) for path in exclude}
@@ -342,6 +343,7 @@ def _discover_folders(
     skipped: list[tuple[str, str]] = []
     class_dirs: set[str] = set()
     with_files: set[str] = set()
+    with_excluded: set[str] = set()
 
     def on_error(exc: OSError) -> None:
         where = exc.filename or ""
@@ -355,7 +357,10 @@ def _discover_folders(
         kept_dirs = []
         for name in dirnames:
             full = os.path.join(dirpath, name)
-            if name.startswith(".") or (excluded and os.path.realpath(full) in excluded):
+            if name.startswith("."):
+                continue
+            if excluded and os.path.realpath(full) in excluded:
+                with_excluded.add(rel_dir.parts[0] if rel_dir.parts else name)
                 continue
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
@@ -367,6 +372,9 @@ def _discover_folders(
         for name in filenames:
             if name.startswith("."):
                 continue
+            if excluded and os.path.join(dirpath, name) in excluded:  # walked folders are real paths
+                with_excluded.update(rel_dir.parts[:1])
+                continue
             rel = (rel_dir / name).as_posix()
             if rel_dir == PurePosixPath("."):
                 _skip(skipped, rel, "not inside a class folder")
@@ -376,7 +384,7 @@ def _discover_folders(
             found = _stat_candidate(os.path.join(dirpath, name), rel, label, real_root, skipped)
             if found is not None:
                 candidates.append(found)
-    return candidates, skipped, sorted(class_dirs - with_files)
+    return candidates, skipped, sorted(class_dirs - with_files - with_excluded)
 
 
 def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
@@ -646,7 +654,7 @@ def load_dataset(
     image_size: int = 32,
     workers: int = 0,
     cache_dir: str | os.PathLike | None = None,
-    exclude: str | os.PathLike | None = None,
+    exclude: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     progress: bool = True,
 ) -> LoadedDataset:
     """Discover, decode and (optionally) cache every image of a dataset.
@@ -665,9 +673,10 @@ def load_dataset(
     cache_dir : str or path-like, optional
         Folder of the decoded-image cache (``decoded-<key>.npy`` + ``.json``); never
         scanned as part of the dataset.
-    exclude : str or path-like, optional
-        Another folder left out of the class-folder discovery (e.g. a scan directory
-        inside the dataset root).
+    exclude : path-like or sequence of path-likes, optional
+        Files and folders left out of the class-folder discovery (e.g. the scan
+        directory's own files, :meth:`labelaudit.scandir.ScanDir.own_paths`, when it lies
+        inside the dataset root: in a class folder, or the root itself).
     progress : bool
         Show a tqdm progress bar on stderr while decoding.
 
@@ -688,7 +697,7 @@ def load_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root_path = _resolve_root(root)
     cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, exclude])
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, *_paths(exclude)])
     label_of = {c.path: c.label for c in candidates}
     all_paths = [c.path for c in candidates]
 
@@ -722,6 +731,13 @@ def load_dataset(
     )
 
 
+def _paths(exclude) -> list:
+    """``exclude`` of :func:`load_dataset` as a list (one path, several, or none)."""
+    if exclude is None:
+        return []
+    return [exclude] if isinstance(exclude, (str, os.PathLike)) else list(exclude)
+
+
 def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
     """Candidates sorted by path, skipped rows and empty class folders of a dataset (nothing decoded).
 
@@ -743,7 +759,7 @@ def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Can
 
 
 def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
-                 exclude: str | os.PathLike | None = None) -> LoadedDataset:
+                 exclude: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> LoadedDataset:
     """The files and given labels of a dataset, listed without decoding any image.
 
     For scans from embeddings or predicted probabilities (:mod:`labelaudit.data.arrays`):
@@ -766,7 +782,7 @@ def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | Non
         ``root`` or ``labels_csv`` is missing or unusable, or lists no file.
     """
     root_path = _resolve_root(root)
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [exclude])
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, _paths(exclude))
     return LoadedDataset(
         root=root_path, paths=[c.path for c in candidates], label_names=[c.label for c in candidates],
         images=np.zeros((len(candidates), 0, 0, 3), np.uint8), skipped=_skipped_frame(skipped),

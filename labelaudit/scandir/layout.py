@@ -211,6 +211,8 @@ class ScanDir:
     MAP = "map_2d.npz"
     CACHE = "cache"
     FOLDS = "folds"
+    #: Files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal).
+    DATABASE_SIDECARS = ("-wal", "-shm", "-journal")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -235,6 +237,17 @@ class ScanDir:
     map = property(lambda self: self.path / self.MAP)
     cache = property(lambda self: self.path / self.CACHE)
     folds = property(lambda self: self.path / self.FOLDS)
+
+    def own_paths(self) -> list[Path]:
+        """Every file and folder a scan, the review app or an export writes here by default.
+
+        A scan directory inside the dataset folder (even the dataset folder itself, or a class
+        folder) leaves exactly these out of the dataset, and nothing else.
+        """
+        names = [self.MANIFEST, self.DATABASE, *(self.DATABASE + s for s in self.DATABASE_SIDECARS), self.SCORES,
+                 self.SKIPPED, self.NOISE_MATRIX, self.PRED_PROBS, self.PRED_PROBS_IMAGE, self.EMBEDDINGS,
+                 self.CLEANED_LABELS, self.ANNOTATORS, self.PROVISIONAL_LABELS, self.MAP, self.CACHE, self.FOLDS]
+        return [self.path / name for name in names]
 
     def require_database(self) -> Path:
         """The database file; :class:`ScanDirError` with the fix when it is missing."""
