@@ -245,6 +245,19 @@ def safe_folder_name(label: str) -> str:
     return name if name not in ("", ".", "..") else f"_{name}_"
 
 
+def _unused_name(rel: PurePosixPath, folder: str, used: set[tuple[str, str]]) -> str:
+    """The file name of ``rel`` in the copy's ``folder``: its own, else prefixed with its source folder
+    (``a/b/1.png`` -> ``a__b__1.png``), else that with a number (``a__b__1__2.png``): never one taken."""
+    name = rel.name
+    if (folder, name) not in used:
+        return name
+    name = safe_folder_name(str(rel.parent).replace("/", "__")) + "__" + rel.name
+    stem, suffix, k = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
+    while (folder, name) in used:
+        name, k = f"{stem}__{k}{suffix}", k + 1
+    return name
+
+
 @dataclass
 class FolderCopy:
     dest: Path
@@ -268,7 +281,8 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     Files are hard-linked from the dataset (no extra space), or copied when ``dest`` is on
     another device or the file system has no hard links. ``dest`` must not exist or be
     empty unless ``force`` (then files of the same name are replaced; nothing is deleted).
-    Two samples with the same file name and label get the sample's folder path prepended.
+    Two samples with the same file name and label get the sample's folder path prepended (and a
+    number when that name is taken too), so no file is written over another.
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
     """
     dest = Path(dest)
@@ -284,9 +298,7 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
             result.missing.append(rel)
             continue
         folder = safe_folder_name(label)
-        name = PurePosixPath(rel).name
-        if (folder, name) in used:
-            name = safe_folder_name(str(PurePosixPath(rel).parent).replace("/", "__")) + "__" + name
+        name = _unused_name(PurePosixPath(rel), folder, used)
         used.add((folder, name))
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -187,6 +187,19 @@ def test_to_folder_name_clashes_and_missing_files(tmp_path):
     assert res.missing == ["a/missing.png", "../etc/passwd"]
 
 
+def test_to_folder_never_writes_one_file_over_another(tmp_path):
+    """Prefixed names can clash too (a/b/1.png and a__b/1.png both become a__b__1.png; a plain a__1.png
+    meets the prefixed a/1.png): every file of the CSV still gets its own name in the copy."""
+    root = tmp_path / "data"
+    paths = ["0/1.png", "a/b/1.png", "a__b/1.png", "a/1.png", "z/a__1.png"]
+    for i, rel in enumerate(paths):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(str(i).encode())
+    res = copy_to_folder(pd.DataFrame({"path": paths, "label": ["x"] * len(paths)}), root, tmp_path / "out")
+    copied = sorted(p.read_bytes() for p in (tmp_path / "out" / "x").iterdir())
+    assert copied == [str(i).encode() for i in range(len(paths))] and res.n_linked + res.n_copied == len(paths)
+
+
 def test_writer_never_creates_folders_unasked(tmp_path):
     df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
     with pytest.raises(FileNotFoundError, match="--mkdir"):
