@@ -453,6 +453,10 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
                + _export_report(counts, files), err=to_stdout)
     _report_copy(copied, to_stdout)
+    if not files.manifest_path.exists():  # a (re-)scan killed before its last step
+        click.echo(f"Warning: no {files.MANIFEST} in {scan_dir}: its last scan did not finish, so this is the "
+                   "database as the last complete write left it (images a re-scan added may be missing); "
+                   "run the scan again to finish it.", err=True)
 
 
 def _cleaned(files, **options):

@@ -124,6 +124,16 @@ def test_cli_export(scan, tmp_path):
     assert runner.invoke(main, ["export", str(tmp_path)]).exit_code != 0  # not a scan
 
 
+def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
+    """A re-scan killed before it wrote scan.json leaves the database of the last finished write: the
+    export still works (the decisions are there) but says it may not hold the re-scan's images."""
+    (scan.scan_dir / "scan.json").unlink()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "labels.csv")])
+    assert r.exit_code == 0, r.output
+    assert "Warning: " in r.output and "did not finish" in r.output and "scan.json" in r.output
+    assert len(pd.read_csv(tmp_path / "labels.csv")) == len(scan.scores)
+
+
 def test_web_download_matches_cli(client, scan, tmp_path):
     decide_some(scan)
     r = client.get("/api/export.csv", params={"full": "true", "auto_accept_above": "0.95"})
