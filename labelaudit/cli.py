@@ -470,7 +470,8 @@ def _cleaned(files, **options):
     from labelaudit.export import cleaned_labels, export_summary
     from labelaudit.scandir import database as storage
 
-    conn = storage.connect(files.require_database())
+    storage.check_readable(files.require_database())
+    conn = storage.connect(files.database)
     try:
         df = cleaned_labels(conn, **options)
         counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
-    "TrainingDiverged", "ScanDirError", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
+    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
@@ -50,6 +50,11 @@ class TrainingDiverged(LabelauditError, RuntimeError):
 
 class ScanDirError(LabelauditError, FileNotFoundError):
     """A folder that is not a (complete) scan directory."""
+
+
+class CorruptDatabase(ScanDirError):
+    """A scan's ``labelaudit.db`` that SQLite cannot read (damaged, truncated, not a database); left as it is,
+    since it may hold review decisions worth recovering."""
 
 
 class UnsafePath(LabelauditError, ValueError):

@@ -241,6 +241,8 @@ def scan(
         dataset (row count, unknown path, NaN/inf, dtype, shape), before any training.
     MissingExtra
         ``executor="ray"`` without Ray installed (raised before anything is loaded).
+    CorruptDatabase
+        ``out`` holds a ``labelaudit.db`` that SQLite cannot read (before anything is loaded; left as it is).
     ClusterError
         The Ray cluster cannot be reached, or a fold's worker died past its retries.
     """
@@ -251,6 +253,8 @@ def scan(
     executor = resolve_executor(executor)
     scan_dir = ScanDir(out)
     created = not scan_dir.path.exists()
+    if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
+        storage.check_readable(scan_dir.database)
     scan_dir.path.mkdir(parents=True, exist_ok=True)
     device = executor.device(cfg.device)
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())

@@ -17,6 +17,7 @@ from labelaudit import __version__
 from labelaudit.errors import DecisionError, InvalidCursor, MapUnavailable, ReviewSettingsError, SampleNotFound
 from labelaudit.review import ReviewDatabase
 from labelaudit.review.projection import MapCache
+from labelaudit.scandir import database as storage
 
 from .deps import Settings
 from .routers import annotators, decisions, export, images, map, pages, samples, stats
@@ -86,7 +87,8 @@ def create_app(
     Raises
     ------
     ScanDirError
-        ``scan_dir`` is not a finished scan.
+        ``scan_dir`` is not a finished scan (:class:`~labelaudit.errors.CorruptDatabase`: its
+        database cannot be read).
     ValueError
         ``token`` is not a valid token.
     """
@@ -95,7 +97,8 @@ def create_app(
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)
-    review = ReviewDatabase(settings.scan.require_database())
+    storage.check_readable(settings.scan.require_database())
+    review = ReviewDatabase(settings.scan.database)
     settings.load_classes(review)
 
     @asynccontextmanager

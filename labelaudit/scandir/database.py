@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -20,10 +21,11 @@ from typing import Any
 
 import pandas as pd
 
+from labelaudit.errors import CorruptDatabase
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
+    "DB_NAME", "SCHEMA", "connect", "check_readable", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
@@ -92,21 +94,78 @@ def connect(db_path: str | Path, *, read_only: bool = False) -> sqlite3.Connecti
     committed transaction survives a killed process or a power cut, and
     ``check_same_thread=False`` so a web server's worker threads can share it
     behind their own lock.
+
+    Raises
+    ------
+    CorruptDatabase
+        SQLite cannot read the file (damaged, truncated, not a database); it is left as it is.
     """
     db_path = Path(db_path)
+    try:
+        return _connect(db_path, read_only=read_only)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):  # locked, no permission, ...: not damage
+            raise
+        raise _corrupt(db_path, exc) from None
+
+
+def check_readable(db_path: str | Path) -> None:
+    """Read every page of ``db_path`` once (``PRAGMA quick_check``) without writing to it.
+
+    Run before work that ends in writing the database (a scan) or that reads all of it
+    (the review app, an export), so that damage is reported at once, in one line.
+
+    Raises
+    ------
+    CorruptDatabase
+        SQLite cannot read the file or finds it damaged.
+    """
+    db_path = Path(db_path)
+    try:
+        conn = sqlite3.connect(_read_only_uri(db_path), uri=True)
+        try:
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise
+        raise _corrupt(db_path, exc) from None
+    if problem != "ok":
+        raise _corrupt(db_path, problem)
+
+
+def _corrupt(db_path: Path, problem: object) -> CorruptDatabase:
+    return CorruptDatabase(
+        f"{db_path} cannot be read ({problem}): the file is damaged or not a labelaudit database. It may hold "
+        f"review decisions: keep a copy, try `sqlite3 {db_path.name} .recover > recovered.sql`, then move it "
+        f"out of {db_path.parent} to scan there again")
+
+
+def _read_only_uri(db_path: Path) -> str:
+    """An SQLite ``file:`` URI opening ``db_path`` read-only (``?`` and ``#`` in the path escaped)."""
+    return f"file:{urllib.parse.quote(str(db_path.absolute()), safe='/')}?mode=ro"
+
+
+def _connect(db_path: Path, *, read_only: bool) -> sqlite3.Connection:
     if read_only:
         if not db_path.exists():
             raise FileNotFoundError(f"no labelaudit database at {db_path}")
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(_read_only_uri(db_path), uri=True, check_same_thread=False)
     else:
         conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    try:
+        if not read_only:
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(SCHEMA)
+            _ensure_review_schema(conn)
+        conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(SCHEMA)
-        _ensure_review_schema(conn)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout=10000")
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

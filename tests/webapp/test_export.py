@@ -134,6 +134,30 @@ def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
     assert len(pd.read_csv(tmp_path / "labels.csv")) == len(scan.scores)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_is_a_message_and_is_left_alone(scan, tmp_path, damage):
+    """A labelaudit.db that SQLite cannot read: export, review and a re-scan say so in one line, before
+    any work, and never write over it (it may hold decisions worth recovering)."""
+    from webapp_support import make_client
+
+    from labelaudit import scan as run_scan
+    from labelaudit.errors import CorruptDatabase
+
+    db = scan.db_path
+    payload = b"not a database at all" * 100 if damage == "garbage" else db.read_bytes()[:5000]
+    for sidecar in ("-wal", "-shm"):
+        db.with_name(db.name + sidecar).unlink(missing_ok=True)
+    db.write_bytes(payload)
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "labels.csv")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and ".recover" in r.output, r.output
+    assert r.output.startswith("Error: ") and r.output.count("\n") == 1
+    with pytest.raises(CorruptDatabase, match="labelaudit.db"):
+        make_client(scan.scan_dir)
+    with pytest.raises(CorruptDatabase, match="labelaudit.db"):
+        run_scan(scan.dataset_root, out=scan.scan_dir, progress=False, epochs=1, folds=2)
+    assert db.read_bytes() == payload and not (scan.scan_dir / "cache").exists()
+
+
 def test_web_download_matches_cli(client, scan, tmp_path):
     decide_some(scan)
     r = client.get("/api/export.csv", params={"full": "true", "auto_accept_above": "0.95"})
