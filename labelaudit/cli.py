@@ -444,7 +444,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
     with _user_errors():
         if to_folder is not None:  # refuse before writing anything
-            check_folder_target(to_folder, force=force)
+            check_folder_target(to_folder, force=force, dataset_root=dataset_root)
         if to_stdout:
             click.echo(to_csv_text(df), nl=False)
         else:

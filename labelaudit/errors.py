@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
-    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "ReviewError", "DecisionError", "SampleNotFound",
+    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
@@ -59,6 +59,10 @@ class CorruptDatabase(ScanDirError):
 
 class UnsafePath(LabelauditError, ValueError):
     """A path that leads outside the folder it must stay in."""
+
+
+class OverlappingFolders(LabelauditError, ValueError):
+    """An output folder that is, lies in or holds the dataset folder (writing there could replace its images)."""
 
 
 class ReviewError(LabelauditError):

@@ -23,8 +23,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from labelaudit.errors import UnsafePath
-from labelaudit.fsutil import atomic_write, resolve_inside
+from labelaudit.errors import OverlappingFolders, UnsafePath
+from labelaudit.fsutil import atomic_write, is_inside, resolve_inside
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
@@ -266,9 +266,23 @@ class FolderCopy:
     missing: list[str] | None = None
 
 
-def check_folder_target(dest: str | Path, *, force: bool = False) -> None:
-    """Raise ``FileExistsError`` unless ``dest`` may receive the class-folder copy."""
+def check_folder_target(dest: str | Path, *, force: bool = False, dataset_root: str | Path | None = None) -> None:
+    """Raise unless ``dest`` may receive the class-folder copy of the dataset in ``dataset_root``.
+
+    Raises
+    ------
+    OverlappingFolders
+        ``dest`` is the dataset folder, lies inside it or holds it: the copy could replace
+        images (even with ``force``), or be read as a class by the next scan.
+    FileExistsError
+        ``dest`` is a file, or a non-empty folder and not ``force``.
+    """
     dest = Path(dest)
+    if dataset_root is not None:
+        real_dest, real_root = Path(os.path.realpath(dest)), Path(os.path.realpath(dataset_root))
+        if is_inside(real_dest, real_root) or is_inside(real_root, real_dest):
+            raise OverlappingFolders(f"--to-folder {dest} overlaps the dataset folder {real_root}: the copy could "
+                                     "write over its images; choose a folder outside it")
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest} exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not force:
@@ -280,13 +294,14 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
 
     Files are hard-linked from the dataset (no extra space), or copied when ``dest`` is on
     another device or the file system has no hard links. ``dest`` must not exist or be
-    empty unless ``force`` (then files of the same name are replaced; nothing is deleted).
+    empty unless ``force`` (then files of the same name are replaced; nothing is deleted), and it
+    must not overlap ``dataset_root`` (:func:`check_folder_target`).
     Two samples with the same file name and label get the sample's folder path prepended (and a
     number when that name is taken too), so no file is written over another.
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
     """
     dest = Path(dest)
-    check_folder_target(dest, force=force)
+    check_folder_target(dest, force=force, dataset_root=dataset_root)
     result = FolderCopy(dest=dest, missing=[])
     used: set[tuple[str, str]] = set()
     for rel, label in zip(df["path"], df["label"]):

@@ -234,6 +234,25 @@ def test_to_folder_never_writes_one_file_over_another(tmp_path):
     assert copied == [str(i).encode() for i in range(len(paths))] and res.n_linked + res.n_copied == len(paths)
 
 
+def test_to_folder_refuses_the_dataset_folder_and_loses_no_image(scan, tmp_path):
+    """--to-folder DATA --force used to unlink an image before linking it onto itself (the only copy
+    gone); a copy inside the dataset, or around it, is refused too, before the CSV is written."""
+    from labelaudit.errors import OverlappingFolders
+
+    root = scan.dataset_root
+    before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    for dest in (root, root / "cleaned", root.parent):
+        out = tmp_path / "labels.csv"
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--to-folder", str(dest),
+                                      "--force"])
+        assert r.exit_code == 1 and "overlaps the dataset folder" in r.output and not out.exists(), r.output
+        df = pd.DataFrame({"path": scan.scores.path, "label": scan.scores.given_label})
+        with pytest.raises(OverlappingFolders):
+            copy_to_folder(df, root, dest, force=True)
+    assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
+    assert not (root / "cleaned").exists()
+
+
 def test_writer_never_creates_folders_unasked(tmp_path):
     df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
     with pytest.raises(FileNotFoundError, match="--mkdir"):
