@@ -442,6 +442,9 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
+    if out is not None and out.resolve() in {p.resolve() for p in files.own_paths() if p != files.cleaned_labels}:
+        raise click.ClickException(f"{out} is one of the scan's own files (the review's decisions live in "
+                                   f"{files.DATABASE}); write the CSV elsewhere")
     with _user_errors():
         if to_folder is not None:  # refuse before writing anything
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)

@@ -124,6 +124,17 @@ def test_cli_export(scan, tmp_path):
     assert runner.invoke(main, ["export", str(tmp_path)]).exit_code != 0  # not a scan
 
 
+@pytest.mark.parametrize("name", ["labelaudit.db", "scan.json", "scores.csv", "pred_probs.npy"])
+def test_cli_export_never_writes_over_the_scan_itself(scan, name):
+    """`-o SCAN/labelaudit.db --force` (a tab completion away from cleaned_labels.csv) replaced the
+    database, every decision with it, by the CSV."""
+    target = scan.scan_dir / name
+    before = target.read_bytes()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(target), "--force"])
+    assert r.exit_code != 0 and "Traceback" not in r.output and "scan's own" in r.output, r.output
+    assert target.read_bytes() == before
+
+
 def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
     """A re-scan killed before it wrote scan.json leaves the database of the last finished write: the
     export still works (the decisions are there) but says it may not hold the re-scan's images."""
