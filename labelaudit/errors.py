@@ -9,7 +9,7 @@ from __future__ import annotations
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ReviewError", "DecisionError", "SampleNotFound",
-    "InvalidCursor", "MissingExtra", "ClusterError", "InputArrayError",
+    "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
 ]
 
@@ -75,6 +75,11 @@ class DecisionError(ReviewError, ValueError):
 
 class SampleNotFound(ReviewError, LookupError):
     """No scanned sample with that id or path."""
+
+
+class StaleScan(ReviewError):
+    """A write from a page made from an earlier scan of the folder: a re-scan renumbers the samples, so
+    its sample ids may name other images now (reload the page)."""
 
 
 class InvalidCursor(ReviewError, ValueError):

@@ -26,12 +26,14 @@ from labelaudit.scandir.database import read_classes
 
 __all__ = ["Settings", "get_settings", "get_db", "get_review", "Db", "Review", "SettingsDep", "Embeddings",
            "LOOPBACK_NAMES", "get_reviewer", "Reviewer", "REVIEWER_COOKIE", "REVIEWER_PATTERN", "SignalStats",
-           "class_order"]
+           "class_order", "ScanId", "SCAN_HEADER", "get_scan_id"]
 
 #: A reviewer name chosen in the browser (cookie) or sent by a script (header).
 REVIEWER_PATTERN = re.compile(r"^[\w .@+-]{1,64}$")
 REVIEWER_COOKIE = "la_reviewer"
 REVIEWER_HEADER = "x-labelaudit-reviewer"
+#: The scan a page was made from (:meth:`labelaudit.review.ReviewDatabase.scan_id`), sent back with its writes.
+SCAN_HEADER = "x-labelaudit-scan"
 
 #: ``Host`` names always served without a token (IP literals of the loopback ranges too:
 #: see :func:`labelaudit.webapp.security.is_loopback`).
@@ -196,7 +198,13 @@ def get_reviewer(request: Request) -> str:
     return request.app.state.settings.reviewer
 
 
+def get_scan_id(request: Request) -> str | None:
+    """The scan the request's page was made from (``X-Labelaudit-Scan``), or None (a script)."""
+    return request.headers.get(SCAN_HEADER) or None
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Reviewer = Annotated[str, Depends(get_reviewer)]
 Db = Annotated[sqlite3.Connection, Depends(get_db)]
 Review = Annotated[ReviewDatabase, Depends(get_review)]
+ScanId = Annotated[str | None, Depends(get_scan_id)]

@@ -14,7 +14,14 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from labelaudit import __version__
-from labelaudit.errors import DecisionError, InvalidCursor, MapUnavailable, ReviewSettingsError, SampleNotFound
+from labelaudit.errors import (
+    DecisionError,
+    InvalidCursor,
+    MapUnavailable,
+    ReviewSettingsError,
+    SampleNotFound,
+    StaleScan,
+)
 from labelaudit.review import ReviewDatabase
 from labelaudit.review.projection import MapCache
 from labelaudit.scandir import database as storage
@@ -146,7 +153,8 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
 
 
 #: Typed review errors answered as a short JSON ``detail`` with this status.
-_ERROR_STATUS = {DecisionError: 422, ReviewSettingsError: 422, InvalidCursor: 422, MapUnavailable: 404}
+_ERROR_STATUS = {DecisionError: 422, ReviewSettingsError: 422, InvalidCursor: 422, MapUnavailable: 404,
+                 StaleScan: 409}
 
 
 def _short_json(status: int):
@@ -158,7 +166,7 @@ def _short_json(status: int):
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    """Typed review errors to HTTP: unknown sample 404, bad decision or cursor 422."""
+    """Typed review errors to HTTP: unknown sample 404, bad decision or cursor 422, a page of an earlier scan 409."""
 
     @app.exception_handler(SampleNotFound)
     async def not_found(request: Request, exc: SampleNotFound):

@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from labelaudit.errors import SampleNotFound
+from labelaudit.errors import SampleNotFound, StaleScan
 from labelaudit.review import decisions
 from labelaudit.review.actions import resolve
 from labelaudit.review.classorder import ClassOrder, write_class_order
 from labelaudit.review.selections import create_selection_in
 from labelaudit.review.tags import change_tags_in
-from labelaudit.scandir.database import connect, transaction
+from labelaudit.scandir.database import connect, read_meta, transaction
 
 __all__ = ["ReviewDatabase", "ConnectionPool", "StatsCache", "MAX_SQLITE_INT", "valid_id"]
 
@@ -76,6 +76,19 @@ class ConnectionPool:
             for conn in self._all:
                 conn.close()
             self._all.clear()
+
+
+def _scan_id(conn: sqlite3.Connection) -> str | None:
+    value = read_meta(conn).get("created_at")
+    return None if value is None else str(value)
+
+
+def _check_scan(conn: sqlite3.Connection, scan_id: str | None) -> None:
+    """:class:`StaleScan` unless ``scan_id`` is None or the scan that wrote the samples."""
+    current = _scan_id(conn) if scan_id is not None else None
+    if current is not None and scan_id != current:
+        raise StaleScan("the scan was run again since this page was loaded, so its sample numbers may name "
+                        "other images now: reload the page (nothing was saved)")
 
 
 def _open(db_path: Path) -> sqlite3.Connection:
@@ -154,6 +167,17 @@ class ReviewDatabase:
             with transaction(self._writer):
                 return fn(self._writer)
 
+    def scan_id(self, conn: sqlite3.Connection | None = None) -> str | None:
+        """Which scan wrote the samples (its ``created_at``; None for a database without it).
+
+        Pages send it back with their writes (:meth:`decide`, :meth:`change_tags`), since a
+        re-scan renumbers the sample ids they hold. ``conn``: a reader the caller holds.
+        """
+        if conn is not None:
+            return _scan_id(conn)
+        with self.reader() as own:
+            return _scan_id(own)
+
     def decide(
         self,
         sample_ids: Sequence[int],
@@ -163,11 +187,14 @@ class ReviewDatabase:
         note: str = "",
         reviewer: str = "",
         request_id: str | None = None,
+        scan_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Record ``action`` for each sample (one transaction, one undo step).
 
         The requested action is resolved per sample (:func:`labelaudit.review.actions.resolve`).
-        A ``request_id`` seen before returns that request's result and writes nothing.
+        A ``request_id`` seen before returns that request's result and writes nothing. With
+        ``scan_id`` (:meth:`scan_id` when the caller read the ids) nothing is written once
+        another scan has rewritten the samples.
 
         Returns
         -------
@@ -180,6 +207,8 @@ class ReviewDatabase:
             An id that is no scanned sample (nothing is written).
         DecisionError
             See :func:`~labelaudit.review.actions.resolve`.
+        StaleScan
+            ``scan_id`` is not the scan that wrote the samples (nothing is written).
         """
         ids = list(dict.fromkeys(sample_ids))
 
@@ -187,6 +216,7 @@ class ReviewDatabase:
             replay = decisions.replayed(conn, request_id, "decide")
             if replay is not None:
                 return decisions.recorded(conn, replay)
+            _check_scan(conn, scan_id)
             items = _resolved_items(conn, ids, action, label)
             new = decisions.record_decisions_in(conn, items, note=note, reviewer=reviewer, request_id=request_id)
             return decisions.recorded(conn, new)
@@ -204,15 +234,18 @@ class ReviewDatabase:
         return self.execute_write_fn(write)
 
     def change_tags(self, sample_id: int, *, add: Sequence[str] = (), remove: Sequence[str] = (),
-                    reviewer: str = "") -> tuple[str, list[str]]:
+                    reviewer: str = "", scan_id: str | None = None) -> tuple[str, list[str]]:
         """Add / remove free tags of one sample (appended events); return ``(path, its tags)``.
 
         Raises
         ------
         SampleNotFound, DecisionError
             See :func:`labelaudit.review.tags.change_tags_in`.
+        StaleScan
+            As for :meth:`decide`.
         """
         def write(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+            _check_scan(conn, scan_id)
             row = conn.execute("SELECT path FROM samples WHERE sample_id = ?",
                                (sample_id if valid_id(sample_id) else -1,)).fetchone()
             if row is None:

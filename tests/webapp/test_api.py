@@ -627,3 +627,31 @@ def test_decision_label_errors_explain(client, scan):
     r = client.post(f"/samples/{sid}/decision", data={"action": "accept", "label": other}, follow_redirects=False)
     assert r.status_code == 303
     assert client.get(f"/api/samples/{sid}").json()["decision"]["label"] == given
+
+
+def test_a_page_from_before_a_rescan_cannot_decide_on_another_image(scan):
+    """Sample ids are rows of the scan: a re-scan renumbers them. A page loaded before it sends the scan
+    it was made from (header / hidden field) and is refused (409, nothing written) instead of recording
+    its decision on whatever image has that id now; scripts without the header are unaffected."""
+    conn = storage.connect(scan.db_path)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (json.dumps("2026-01-01T00:00:00+00:00"),))
+    with make_client(scan.scan_dir) as client:
+        page = client.get("/samples/0").text
+        old = re.search(r'data-scan="([^"]*)"', page).group(1)
+        assert old == "2026-01-01T00:00:00+00:00" and f'name="scan" value="{old}"' in page
+        header = {"X-Labelaudit-Scan": old}
+        ok = client.post("/api/decisions", json={"sample_id": 0, "action": "accept"}, headers=header)
+        assert ok.status_code == 200, ok.text
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'created_at'", (json.dumps("2026-02-02T00:00:00+00:00"),))
+        refused = [
+            client.post("/api/decisions", json={"sample_id": 1, "action": "unusable"}, headers=header),
+            client.post("/api/decisions/batch", json={"sample_ids": [1, 2], "action": "unusable"}, headers=header),
+            client.post("/api/samples/1/tags", json={"add": ["x"]}, headers=header),
+            client.post("/samples/1/decision", data={"action": "unusable", "scan": old}, follow_redirects=False),
+        ]
+        assert [r.status_code for r in refused] == [409] * 4
+        assert "reload" in refused[0].json()["detail"]
+        assert set(samples_with_decisions(conn).dropna(subset=["action"]).sample_id) == {0}
+        assert client.post("/api/samples/1/tags", json={"add": ["x"]}).status_code == 200  # a script
+        new = {"X-Labelaudit-Scan": "2026-02-02T00:00:00+00:00"}
+        assert client.post("/api/decisions", json={"sample_id": 1, "action": "unusable"}, headers=new).status_code == 200

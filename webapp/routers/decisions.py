@@ -16,19 +16,19 @@ from fastapi import APIRouter, Body, Query
 from labelaudit.review.database import MAX_SQLITE_INT
 from labelaudit.review.decisions import decision_log
 
-from ..deps import Db, Review, Reviewer
+from ..deps import Db, Review, Reviewer, ScanId
 from ..schemas import BatchDecisionIn, DecisionIn, DecisionResult, UndoIn, UndoResult
 
 router = APIRouter(prefix="/api/decisions", tags=["decisions"])
 
 
-def _decide(review, reviewer: str, ids, body):
+def _decide(review, reviewer: str, ids, body, scan_id: str | None):
     return {"recorded": review.decide(ids, body.action, label=body.label, note=body.note,
-                                      reviewer=reviewer, request_id=body.request_id)}
+                                      reviewer=reviewer, request_id=body.request_id, scan_id=scan_id)}
 
 
 @router.post("", response_model=DecisionResult, summary="Record a decision")
-def post_decision(body: DecisionIn, review: Review, reviewer: Reviewer):
+def post_decision(body: DecisionIn, review: Review, reviewer: Reviewer, scan_id: ScanId):
     """Append a decision for one sample, committed before the response is sent.
 
     `accept` keeps the given label, `suggested` takes the suggested one, `relabel` sets
@@ -38,15 +38,17 @@ def post_decision(body: DecisionIn, review: Review, reviewer: Reviewer):
     is stored as `accept` / `suggested`. `relabel` without `label` is a 422; so is an
     `accept` / `suggested` whose `label` differs from the label it keeps (use `relabel`).
     A request that repeats an earlier `request_id` gets the earlier answer and writes nothing.
+    With an `X-Labelaudit-Scan` header (the pages send the scan they were made from) a 409 writes
+    nothing once the folder was scanned again (sample ids are renumbered by a re-scan).
     """
-    return _decide(review, reviewer, [body.sample_id], body)
+    return _decide(review, reviewer, [body.sample_id], body, scan_id)
 
 
 @router.post("/batch", response_model=DecisionResult, summary="Record one decision for many samples")
-def post_batch(body: BatchDecisionIn, review: Review, reviewer: Reviewer):
+def post_batch(body: BatchDecisionIn, review: Review, reviewer: Reviewer, scan_id: ScanId):
     """The same action for every sample (grid mode), in one transaction: all or none.
     Undo withdraws the whole batch."""
-    return _decide(review, reviewer, body.sample_ids, body)
+    return _decide(review, reviewer, body.sample_ids, body, scan_id)
 
 
 @router.post("/undo", response_model=UndoResult, summary="Undo the reviewer's last decision")

@@ -15,7 +15,7 @@ from labelaudit.errors import ReviewSettingsError
 from labelaudit.review import parse_class_order
 from fastapi.templating import Jinja2Templates
 
-from labelaudit.errors import DecisionError, InvalidCursor
+from labelaudit.errors import DecisionError, InvalidCursor, StaleScan
 from labelaudit.export import export_summary
 from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase
 from labelaudit.review.selections import selection_size
@@ -126,6 +126,7 @@ def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> 
         "keys_bar": shortcuts.bar(page),
         "config": config,
         "annotator_names": [a["annotator"] for a in queries.annotators(db, _stats(request))],
+        "scan_id": request.app.state.review.scan_id(db) or "",
         **extra,
     }
 
@@ -382,6 +383,7 @@ def sample_decision_form(
     label: Annotated[str | None, Form()] = None,
     note: Annotated[str, Form(max_length=2000)] = "",
     back: Annotated[str, Form(max_length=2000)] = "",
+    scan: Annotated[str, Form(max_length=200)] = "",
 ):
     """The sample page's form, for use without JavaScript: record, then show the page again."""
     if action.startswith("relabel:"):
@@ -389,9 +391,11 @@ def sample_decision_form(
     elif action != "relabel":
         label = None  # the form's class select is sent with every button; only relabel reads it
     try:
-        review.decide([sample_id], action, label=label or None, note=note, reviewer=reviewer)
+        review.decide([sample_id], action, label=label or None, note=note, reviewer=reviewer, scan_id=scan or None)
     except DecisionError as exc:
         return error_page(request, 422, str(exc))
+    except StaleScan as exc:
+        return error_page(request, 409, str(exc).capitalize() + ".")
     query = back if back and not back.startswith(("/", "\\")) and "://" not in back else ""
     return RedirectResponse(f"/samples/{sample_id}" + (f"?{query}" if query else ""), status_code=303)
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from labelaudit.review.tags import all_tags
 
 from .. import queries
-from ..deps import Db, Review, Reviewer, SettingsDep
+from ..deps import Db, Review, Reviewer, ScanId, SettingsDep
 from ..schemas import SampleDetail, SampleFilters, SamplePage, SampleId, TagsIn, TagsOut
 
 router = APIRouter(prefix="/api", tags=["samples"])
@@ -52,10 +52,11 @@ def get_sample(
 
 
 @router.post("/samples/{sample_id}/tags", response_model=TagsOut, summary="Add or remove tags of a sample")
-def post_tags(sample_id: SampleId, body: TagsIn, review: Review, reviewer: Reviewer):
+def post_tags(sample_id: SampleId, body: TagsIn, review: Review, reviewer: Reviewer, scan_id: ScanId):
     """Free tags (at most 40 characters, no comma; stored lower case). Each change is appended
     to the tag log with the reviewer's name; nothing is overwritten."""
-    path, tags = review.change_tags(sample_id, add=body.add, remove=body.remove, reviewer=reviewer)
+    path, tags = review.change_tags(sample_id, add=body.add, remove=body.remove, reviewer=reviewer,
+                                    scan_id=scan_id)
     return {"sample_id": sample_id, "path": path, "tags": tags}
 
 

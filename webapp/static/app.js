@@ -60,6 +60,8 @@
 
   async function api(method, url, body) {
     const opts = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    // the scan this page was made from: a re-scan renumbers the samples, and the server then refuses (409)
+    if (method !== 'GET' && document.body.dataset.scan) opts.headers['X-Labelaudit-Scan'] = document.body.dataset.scan;
     if (body !== undefined) {
       opts.headers['Content-Type'] = 'application/json';
       opts.body = JSON.stringify(body);
