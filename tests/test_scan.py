@@ -190,6 +190,7 @@ def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
     assert len(list((out / "cache").glob("decoded-*.npy"))) == 1
 
 
+@pytest.mark.filterwarnings("ignore::labelaudit.errors.WeakModelsWarning")  # 2 epochs: only the files matter
 def test_scan_dir_in_a_class_folder_or_the_dataset_folder_loses_no_image(tmp_path):
     """--out DATA/<class> used to leave that whole class out silently, and --out DATA made the second
     scan read its own folds/ as a class: only the scan's own files are left out of the dataset."""
