@@ -29,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from labelaudit.config import ScanConfig  # noqa: E402
+from labelaudit.config import BUDGETS, ScanConfig  # noqa: E402
 from labelaudit.folds.training import FoldJob, run_fold  # noqa: E402
 
 
@@ -41,13 +41,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--budget", default="small", choices=sorted(BUDGETS),
+                        help="the net, batch and learning rate of a training budget (labelaudit.config.BUDGETS)")
+    parser.add_argument("--compile", default="off", help="torch.compile mode of the fold model (off = eager); "
+                        "train_s then includes the compilation")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.image_size, args.image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, args.images).astype(np.int64)
-    cfg = ScanConfig(epochs=args.epochs, device=args.device, image_size=args.image_size)
+    preset = {k: v for k, v in BUDGETS[args.budget].items() if k != "epochs"}
+    cfg = ScanConfig(epochs=args.epochs, device=args.device, image_size=args.image_size, compile=args.compile, **preset)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "images.npy")
         np.save(path, images)
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = run_fold(job)
     trained = len(job.train_idx) * args.epochs
     line = {"benchmark": "fold_throughput", "images": args.images, "epochs": args.epochs, "threads": args.threads,
-            "device": args.device, "image_size": args.image_size, "train_s": round(result.timings["train_s"], 2),
+            "device": args.device, "image_size": args.image_size,
+            "budget": args.budget, "width": cfg.width, "batch_size": cfg.batch_size, "compile": cfg.compile, "train_s": round(result.timings["train_s"], 2),
             "predict_s": round(result.timings["predict_s"], 2),
             "train_images_per_s": round(trained / result.timings["train_s"], 1),
             "host": f"{platform.machine()}, {os.cpu_count()} cpus", "torch": torch.__version__,

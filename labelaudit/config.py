@@ -155,6 +155,11 @@ class ScanConfig:
         Randomly mirror half of each training batch (standard augmentation). Only
         allowed with ``flip=False``, since a mirror the model trains on is no held-out
         view; used by the benchmark's plain-cleanlab baseline.
+    compile : str
+        ``"off"`` (default) or a :func:`torch.compile` mode for the fold models
+        (:mod:`labelaudit.folds.compiled`); a compiler failure falls back to eager execution
+        with a :class:`~labelaudit.folds.compiled.CompileFallback` warning. An execution
+        detail like ``device``: not part of the fold fingerprint.
     seed : int
         Seed of the fold split, initialisation and augmentation.
     device : str
@@ -199,6 +204,9 @@ class ScanConfig:
                        "translations (test-time augmentation).")
     precision: str = _field("auto", str, "Arithmetic of the forward passes: auto (bfloat16 on CUDA and on CPUs "
                             "with native bfloat16, else float32), bf16 or fp32.", pattern=r"auto|bf16|fp32")
+    compile: str = _field("off", str, "torch.compile the fold models: off, default, reduce-overhead (CUDA graphs) or "
+                          "max-autotune; falls back to eager with a warning if compiling fails.",
+                          pattern=r"off|default|reduce-overhead|max-autotune", training=False)
     seed: int = _field(0, int, "Seed of the fold split, initialisation and augmentation.")
     device: str = _field("auto", str, "auto (CUDA when present), cpu, cuda or cuda:N.",
                          pattern=r"auto|cpu|cuda(:\d+)?", training=False)

@@ -10,7 +10,7 @@ __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
-    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning",
+    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning", "CompileFallback",
 ]
 
 
@@ -96,6 +96,10 @@ class MapUnavailable(ReviewError, LookupError):
 
 class WeakModelsWarning(UserWarning):
     """The scan's models are barely better than chance: its ranking of the images is unreliable."""
+
+
+class CompileFallback(RuntimeWarning):
+    """``torch.compile`` of a fold model failed; the fold goes on with eager execution of the same model."""
 
 
 class MissingExtra(LabelauditError, ImportError):

@@ -20,7 +20,7 @@ def _another_valid_value(name, base):
     current = getattr(base, name)
     spec, _ = settings()[name]
     if spec.kind is str:
-        candidates = ["cpu", "cuda", "cleanlab", "fp32", "large"]
+        candidates = ["cpu", "cuda", "cleanlab", "fp32", "large", "default"]
     elif spec.kind is bool:
         candidates = [not current]
     elif current is None:
@@ -37,7 +37,7 @@ def _another_valid_value(name, base):
 
 
 def test_the_fields_left_out_of_the_fingerprint_are_exactly_these():
-    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe", "budget"}
+    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe", "budget", "compile"}
     assert sorted(TRAINING_FIELDS + NOT_TRAINING_FIELDS) == sorted(FIELDS)  # every other field is hashed
 
 

@@ -45,6 +45,20 @@ def test_scan_on_cuda_ranks_the_planted_errors(folder, tmp_path, precision):
     assert _auroc(folder, scores) > 0.8
 
 
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_scan_on_cuda_compiles_and_ranks_like_eager(folder, tmp_path, mode):
+    """``--compile`` on the device: no fall-back to eager (it would hide a compiler problem), same quality."""
+    import warnings
+
+    from labelaudit.errors import CompileFallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallback)
+        compiled = scan(folder.root, out=tmp_path / "compiled", progress=False, compile=mode, **CUDA_FAST)
+    eager = scan(folder.root, out=tmp_path / "eager", progress=False, **CUDA_FAST)
+    assert abs(_auroc(folder, compiled) - _auroc(folder, eager)) < 0.1
+
+
 def test_cuda_and_cpu_agree_in_meaning(folder, tmp_path):
     """Not bit-identical (other kernels), but the same ranking quality on the same data."""
     on_gpu = scan(folder.root, out=tmp_path / "gpu", progress=False, precision="fp32", **CUDA_FAST)

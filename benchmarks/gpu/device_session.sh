@@ -10,7 +10,7 @@
 #   mkdir -p .gpudata && cp ../shared/datasets/cifar10-dev.tar.gz ../shared/datasets/cifar10n-dev-labels.csv.gz .gpudata/
 #
 # then call the device tool's `run` with carry [".whl", ".gpudata"] and the command
-#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan large; default: all)
+#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput compile scan large; default: all)
 # Each step appends JSON lines to $OUT/gpu.jsonl and its log to $OUT/<step>.log; the
 # figures go to benchmarks/results/ and the README's GPU section only from those files.
 set -uo pipefail
@@ -22,7 +22,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
 
-steps=${*:-tests throughput scan large}
+steps=${*:-tests throughput compile scan large}
 for step in $steps; do
   case $step in
     tests)  # issue 8, point 1: the CUDA-marked tests
@@ -31,6 +31,15 @@ for step in $steps; do
       for n in 10000 40000; do
         python3 benchmarks/fold_throughput.py --device cuda --images $n --epochs 4 --threads 8 \
           2>>"$OUT/throughput.log" | tee -a "$OUT/gpu.jsonl"
+      done ;;
+    compile)  # point 2: torch.compile of the fold model (train_s includes the compilation: 8 epochs amortise it)
+      for mode in default reduce-overhead; do for b in small large; do
+        python3 benchmarks/fold_throughput.py --device cuda --images 40000 --epochs 8 --threads 8 --budget $b --compile $mode \
+          2>>"$OUT/compile.log" | tee -a "$OUT/gpu.jsonl"
+      done; done
+      for b in small large; do  # the eager reference at the same epochs
+        python3 benchmarks/fold_throughput.py --device cuda --images 40000 --epochs 8 --threads 8 --budget $b \
+          2>>"$OUT/compile.log" | tee -a "$OUT/gpu.jsonl"
       done ;;
     scan)  # points 1-3: the 40,000-image scan with CIFAR-10N random1 labels, default settings
       python3 benchmarks/detect.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \

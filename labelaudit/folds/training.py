@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from labelaudit.config import ScanConfig
 from labelaudit.errors import DeviceUnavailable, TrainingDiverged
+from labelaudit.folds.compiled import maybe_compile
 from labelaudit.folds.models import build_model
 from labelaudit.folds.records import FoldResult
 
@@ -158,6 +159,7 @@ def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: Progr
 
     model = _seeded_model(job.n_classes, cfg, seed).to(device)
     model = model.to(memory_format=torch.channels_last)
+    model = maybe_compile(model, cfg.compile)
     started = time.perf_counter()
     records = _train(model, data, labels, train_idx, cfg, seed, job.fold, report)
     trained = time.perf_counter()
