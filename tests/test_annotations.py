@@ -74,6 +74,13 @@ def test_csv_errors_are_typed_and_name_the_problem(images, tmp_path, text, messa
     assert isinstance(err.value, DatasetError)  # the CLI's user-error handling covers it
 
 
+def test_csv_parse_error_is_one_line(images, tmp_path):
+    csv = _write(tmp_path / "ann.csv", "path,annotator,label\nimg/a.png,ann,cat\nimg/a.png,bob,cat,extra\n")
+    with pytest.raises(AnnotationsError, match="cannot be parsed") as err:
+        read_annotations(csv, images)
+    assert "\n" not in str(err.value) and str(err.value) == str(err.value).strip(), repr(str(err.value))
+
+
 def test_missing_csv_is_an_annotations_error(images, tmp_path):
     with pytest.raises(AnnotationsError, match="not found"):
         read_annotations(tmp_path / "none.csv", images)

@@ -224,3 +224,12 @@ def test_large_data_compares_the_kinds_on_the_first_fold_only(monkeypatch):
     run = train_heads(x, y, np.arange(300) % 3, 2, settings=HeadSettings(epochs=3, min_steps=4))
     assert [r.fold for r in run.results] == [0, 1, 2] and set(run.holdout_losses) == set(HEAD_KINDS)
     assert run.images_trained == (2 * 200 + 2 * 200) * 3  # both kinds on fold 1, the kept kind on folds 2-3
+
+
+def test_index_csv_parse_error_is_one_line(tmp_path):
+    from labelaudit.data.arrays import read_index
+
+    (tmp_path / "index.csv").write_text("path\na.png\nb.png,extra\n", encoding="utf-8")
+    with pytest.raises(InputArrayError, match="cannot read") as err:
+        read_index(tmp_path / "index.csv")
+    assert "\n" not in str(err.value) and str(err.value) == str(err.value).strip(), repr(str(err.value))

@@ -421,6 +421,16 @@ def test_csv_missing_columns(tmp_path):
         load(tmp_path, labels_csv=tmp_path / "empty.csv")
 
 
+def test_csv_parse_error_is_one_line(tmp_path):
+    """pandas ends its tokenizer message in a newline: the error ended in a stray blank line."""
+    save(solid(RED), tmp_path / "a.png")
+    (tmp_path / "l.csv").write_text("path,label\na.png,cat\nb.png,dog,extra\n", encoding="utf-8")
+    with pytest.raises(DatasetError, match="cannot be parsed") as err:
+        load(tmp_path, labels_csv=tmp_path / "l.csv")
+    message = str(err.value)
+    assert "\n" not in message and message == message.strip() and "line 3" in message, repr(message)
+
+
 def test_csv_no_usable_rows(tmp_path):
     save(solid(RED), tmp_path / "a.png")
     labels = write_csv(tmp_path / "l.csv", [("missing.png", "cat")])

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import AnnotationsError
-from labelaudit.data.loading import _csv_encodings, _csv_relative_path
+from labelaudit.data.loading import _csv_encodings, _csv_relative_path, csv_parse_problem
 
 __all__ = ["Annotations", "read_annotations", "LONG_COLUMNS"]
 
@@ -129,7 +129,7 @@ def _read(csv_path: Path) -> pd.DataFrame:
             raise AnnotationsError(f"annotations CSV {csv_path} is empty; it needs a header: "
                                    "path,annotator,label (long) or path,<annotator>,... (wide)") from None
         except (pd.errors.ParserError, ValueError) as exc:
-            raise AnnotationsError(f"annotations CSV {csv_path} cannot be parsed: {exc}") from None
+            raise AnnotationsError(f"annotations CSV {csv_path} cannot be parsed: {csv_parse_problem(exc)}") from None
     raise AnnotationsError(f"annotations CSV {csv_path} does not decode as UTF-8/16/32; save it as UTF-8")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.data.loading import LoadedDataset, _csv_relative_path
+from labelaudit.data.loading import LoadedDataset, _csv_relative_path, csv_parse_problem
 from labelaudit.errors import InputArrayError, MissingExtra
 
 __all__ = ["InputArray", "ArrayInputs", "read_array", "read_index", "load_inputs", "align_inputs"]
@@ -233,7 +233,7 @@ def read_index(source) -> np.ndarray:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise InputArrayError(f"--index: cannot read {path} as CSV: {exc}") from None
+        raise InputArrayError(f"--index: cannot read {path} as CSV: {csv_parse_problem(exc)}") from None
     by_name = {str(c).strip().lower(): c for c in table.columns}
     if "path" not in by_name:
         raise InputArrayError(f"--index: {path} needs a header with a 'path' column "

@@ -409,6 +409,11 @@ def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
     return ("utf-8-sig", "cp1252", "latin-1")
 
 
+def csv_parse_problem(exc: Exception) -> str:
+    """A CSV reader's error as one line (pandas' tokenizer message ends in a newline)."""
+    return " ".join(str(exc).split())
+
+
 def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
     """Read the ``path`` and ``label`` columns of a labels CSV, all values as strings."""
     if not labels_csv.is_file():
@@ -423,7 +428,7 @@ def _read_labels_csv(labels_csv: Path) -> pd.DataFrame:
         except pd.errors.EmptyDataError:
             raise DatasetError(f"labels CSV {labels_csv} is empty; it needs a header with columns 'path' and 'label'") from None
         except (pd.errors.ParserError, ValueError) as exc:
-            raise DatasetError(f"labels CSV {labels_csv} cannot be parsed: {exc}") from None
+            raise DatasetError(f"labels CSV {labels_csv} cannot be parsed: {csv_parse_problem(exc)}") from None
     if table is None:  # only a UTF-16/32 file can fail every encoding (latin-1 decodes any bytes)
         raise DatasetError(f"labels CSV {labels_csv} starts with a UTF-16/32 byte-order mark but does not "
                            "decode as such; save it as UTF-8")
