@@ -431,22 +431,23 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     """Write the cleaned labels of SCAN_DIR as CSV `path,label`: review decisions applied,
     samples marked unusable dropped, images the scan could not score kept with their given
     label. Paths are relative to the scanned dataset folder."""
-    from labelaudit.export import check_folder_target, copy_to_folder, to_csv_text, write_cleaned_labels
+    from labelaudit.export import (
+        check_csv_target, check_folder_target, copy_to_folder, to_csv_text, write_cleaned_labels,
+    )
     from labelaudit.scandir import ScanDir
 
     files = ScanDir(scan_dir)
     with _user_errors():
-        df, counts, dataset_root = _cleaned(files, full=full, auto_accept_above=auto_accept_above,
-                                            include_unusable=include_unusable)
+        df, counts, dataset_root, dataset_paths = _cleaned(files, full=full, auto_accept_above=auto_accept_above,
+                                                           include_unusable=include_unusable)
     to_stdout = str(output) == "-"
     out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
-    if out is not None and out.resolve() in {p.resolve() for p in files.own_paths() if p != files.cleaned_labels}:
-        raise click.ClickException(f"{out} is one of the scan's own files (the review's decisions live in "
-                                   f"{files.DATABASE}); write the CSV elsewhere")
-    with _user_errors():
-        if to_folder is not None:  # refuse before writing anything
+    with _user_errors():  # refuse before writing anything
+        if out is not None:
+            check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths)
+        if to_folder is not None:
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)
         if to_stdout:
             click.echo(to_csv_text(df), nl=False)
@@ -463,14 +464,15 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
 
 
 def _cleaned(files, **options):
-    """The cleaned-labels table, its counts and the dataset folder of the scan in ``files``.
+    """The cleaned-labels table, its counts, the dataset folder of the scan in ``files`` and the dataset's
+    files (:func:`labelaudit.export.dataset_files`).
 
     Raises
     ------
     ScanDirError
         No database in the folder.
     """
-    from labelaudit.export import cleaned_labels, export_summary
+    from labelaudit.export import cleaned_labels, dataset_files, export_summary
     from labelaudit.scandir import database as storage
 
     storage.check_readable(files.require_database())
@@ -479,9 +481,10 @@ def _cleaned(files, **options):
         df = cleaned_labels(conn, **options)
         counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
         legacy_root = storage.read_meta(conn).get("dataset_root")
+        paths = dataset_files(conn)
     finally:
         conn.close()
-    return df, counts, _dataset_root(files, legacy_root)
+    return df, counts, _dataset_root(files, legacy_root), paths
 
 
 def _dataset_root(files, legacy_root: str | None) -> str | None:

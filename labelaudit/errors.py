@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
-    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ReviewError", "DecisionError", "SampleNotFound",
+    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning", "CompileFallback",
 ]
@@ -63,6 +63,11 @@ class UnsafePath(LabelauditError, ValueError):
 
 class OverlappingFolders(LabelauditError, ValueError):
     """An output folder that is, lies in or holds the dataset folder (writing there could replace its images)."""
+
+
+class ProtectedFile(LabelauditError, ValueError):
+    """An output file that is one of the inputs: an image of the scanned dataset or one of the scan's own
+    files (``labelaudit.db``, ...); writing it would replace them, so it is refused even with ``--force``."""
 
 
 class ReviewError(LabelauditError):

@@ -23,14 +23,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from labelaudit.errors import OverlappingFolders, UnsafePath
+from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
 from labelaudit.fsutil import atomic_write, is_inside, resolve_inside
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
-    "safe_folder_name", "check_folder_target", "UNSCORED", "UNREADABLE",
+    "safe_folder_name", "check_folder_target", "check_csv_target", "dataset_files", "UNSCORED", "UNREADABLE",
 ]
 
 BASE_COLUMNS = ["path", "label"]
@@ -223,6 +223,59 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
         return atomic_write(out, lambda fh: fh.write(to_csv_text(df)), replace=force)
     except FileExistsError:
         raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
+
+
+def dataset_files(conn: sqlite3.Connection) -> list[str]:
+    """Paths (relative to the dataset root) of every labelled file the scan listed: scored or not."""
+    return [row[0] for row in conn.execute("SELECT path FROM samples UNION SELECT path FROM unscored")]
+
+
+def _places(path: str | Path) -> set[str]:
+    """Where writing ``path`` lands, as real paths: the file it leads to, and the name itself (a link)."""
+    path = Path(os.path.abspath(path))
+    return {os.path.realpath(path), os.path.join(os.path.realpath(path.parent), path.name)}
+
+
+def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | None = None,
+                     dataset_paths=()) -> None:
+    """Raise unless the cleaned-labels CSV may be written at ``out`` (``--force`` or not).
+
+    Parameters
+    ----------
+    out : path-like
+        The CSV file.
+    scan_dir : ScanDir
+        The scan exported; its own files (:meth:`~labelaudit.scandir.ScanDir.own_paths`) other than
+        ``cleaned_labels.csv`` are refused.
+    dataset_root : path-like, optional
+        The scanned folder that ``dataset_paths`` are relative to.
+    dataset_paths : iterable of str
+        The dataset's files (:func:`dataset_files`); ``out`` may lie in the dataset folder, as long as it
+        is none of them (also through a symbolic link or ``..``).
+
+    Raises
+    ------
+    ProtectedFile
+        ``out`` is one of the scan's own files, or one of the dataset's files.
+    """
+    places = _places(out)
+    own = {p for own in scan_dir.own_paths() if own != scan_dir.cleaned_labels for p in _places(own)}
+    if places & own:
+        raise ProtectedFile(f"{out} is one of the scan's own files (the review's decisions live in "
+                            f"{scan_dir.DATABASE}); write the CSV elsewhere")
+    if dataset_root is None or not os.path.lexists(out):  # nothing there that writing could replace
+        return
+    real_root = Path(os.path.realpath(dataset_root))
+    inside = [Path(p).relative_to(real_root).as_posix() for p in places if is_inside(Path(p), real_root)]
+    if not inside:
+        return
+    paths = set(dataset_paths)
+    hit = next((rel for rel in inside if rel in paths), None)
+    if hit is None:  # a dataset file reached through a symbolic link: resolve them all (only now)
+        hit = next((rel for rel in paths if places & _places(real_root / rel)), None)
+    if hit is not None:
+        raise ProtectedFile(f"{out} is an image of the scanned dataset ({hit}); write the CSV elsewhere "
+                            "(--force never replaces an input)")
 
 
 def resolve_image(root: str | Path, rel: str) -> Path:

@@ -135,6 +135,36 @@ def test_cli_export_never_writes_over_the_scan_itself(scan, name):
     assert target.read_bytes() == before
 
 
+def test_cli_export_never_writes_over_a_dataset_image(scan, tmp_path):
+    """`-o DATA/<class>/<image> --force` replaced the image, its only copy, by the CSV; through a
+    symbolic link or a `..` path too. A new CSV inside the dataset folder is still fine."""
+    from labelaudit.errors import ProtectedFile
+    from labelaudit.export import check_csv_target
+    from labelaudit.scandir import ScanDir
+
+    root = scan.dataset_root
+    first = scan.scores.path[0]
+    image = root / first
+    link = tmp_path / "link.png"
+    link.symlink_to(image)
+    before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    for target in (image, link, root / "square" / ".." / first):
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(target), "--force"])
+        assert r.exit_code == 1 and "Traceback" not in r.output and r.output.count("\n") == 1, r.output
+        assert "image of the scanned dataset" in r.output, r.output
+    assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
+    assert link.is_symlink()
+    (root / "circle" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ProtectedFile, match="broken.png"):  # an image the scan did not score is one too
+        check_csv_target(root / "circle" / "broken.png", ScanDir(scan.scan_dir), dataset_root=root,
+                         dataset_paths=["circle/broken.png"])
+    (root / "circle" / "alias.png").symlink_to(image)
+    with pytest.raises(ProtectedFile, match="alias.png"):  # the file behind a dataset entry that is a link
+        check_csv_target(image, ScanDir(scan.scan_dir), dataset_root=root, dataset_paths=["circle/alias.png"])
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(root / "cleaned.csv")])
+    assert r.exit_code == 0 and len(pd.read_csv(root / "cleaned.csv")) == len(scan.scores), r.output
+
+
 def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
     """A re-scan killed before it wrote scan.json leaves the database of the last finished write: the
     export still works (the decisions are there) but says it may not hold the re-scan's images."""
