@@ -484,21 +484,25 @@ def _cleaned(files, **options):
         paths = dataset_files(conn)
     finally:
         conn.close()
-    return df, counts, _dataset_root(files, legacy_root), paths
+    manifest = _read_manifest(files)
+    counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
+    counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
+    # the scanned folder from the manifest (from the database for scans made before it held it)
+    return df, counts, manifest.dataset_root if manifest else legacy_root, paths
 
 
-def _dataset_root(files, legacy_root: str | None) -> str | None:
-    """The scanned folder from the manifest (from the database for scans made before it held it)."""
+def _read_manifest(files):
+    """The scan's manifest, None for a scan that did not finish (no readable scan.json)."""
     from labelaudit.errors import ScanDirError
 
     try:
-        return files.read_manifest().dataset_root
+        return files.read_manifest()
     except ScanDirError:
-        return legacy_root
+        return None
 
 
 def _export_report(counts: dict[str, int], files) -> str:
-    """One line: kept, relabeled, dropped, unscored and unreadable images."""
+    """One line: kept, relabeled, dropped, unscored, unreadable and missing images."""
     text = (f"{counts['n_kept']:,} samples kept ({counts['n_relabeled']:,} relabeled, "
             f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
             f"{counts['n_reviewed']:,} reviewed.")
@@ -508,6 +512,9 @@ def _export_report(counts: dict[str, int], files) -> str:
     if counts["n_unreadable"]:
         text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are left out; "
                  f"see {files.skipped} (--full --include-unusable lists them).")
+    if counts.get("n_missing_files"):
+        what = "labels-CSV row(s) whose file is missing" if counts["from_labels_csv"] else "broken link(s)"
+        text += f" {counts['n_missing_files']:,} {what} are left out; see {files.skipped}."
     return text
 
 

@@ -600,6 +600,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         n_skipped=len(prepared.skipped()),
         n_unscored=len(prepared.unscored()),
         n_dropped_small_classes=len(prepared.too_small),
+        n_missing_files=prepared.dataset.n_missing_files,
         small_classes=prepared.small_classes,
         empty_classes=list(prepared.dataset.empty_classes),
         estimated_noise_rate=signals.n_label_issues / n,

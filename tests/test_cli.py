@@ -172,6 +172,23 @@ def test_export_keeps_every_readable_image(tmp_path):
     assert full.loc["disc/broken.png", "original_label"] == "disc"
 
 
+def test_export_report_counts_csv_rows_whose_file_is_missing(tmp_path):
+    """Rows of the labels CSV whose file does not exist are left out of the export like undecodable
+    files; the report said nothing of them (only skipped.csv and the scan's summary did)."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=8, layout="csv")
+    labels_csv = folder.root / "labels.csv"
+    with labels_csv.open("a", encoding="utf-8") as fh:
+        fh.write("images/gone_1.png,disc\nimages/gone_2.png,ring\n")
+    out = tmp_path / "scan"
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--labels", str(labels_csv), "--out", str(out),
+                                       "-q", *FAST_ARGS, "--folds=2", "--epochs=2"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "labels.csv")])
+    assert result.exit_code == 0, result.output
+    assert f"2 labels-CSV row(s) whose file is missing are left out; see {out / 'skipped.csv'}" in result.output
+    assert len(pd.read_csv(tmp_path / "labels.csv")) == 32
+
+
 def test_user_errors_are_matched_by_type_not_text():
     import click
     import pytest

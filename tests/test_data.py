@@ -431,6 +431,17 @@ def test_csv_parse_error_is_one_line(tmp_path):
     assert "\n" not in message and message == message.strip() and "line 3" in message, repr(message)
 
 
+def test_missing_files_are_counted(tmp_path):
+    """CSV rows naming no file and broken links: the export reports them (ScanSummary.n_missing_files)."""
+    save(solid(RED), tmp_path / "a.png")
+    save(solid(RED), tmp_path / "bad.png").write_bytes(b"not an image")
+    labels = write_csv(tmp_path / "l.csv", [("a.png", "cat"), ("bad.png", "cat"), ("gone.png", "dog")])
+    assert load(tmp_path, labels_csv=labels).n_missing_files == 1  # the undecodable file is not missing
+    save(solid(RED), tmp_path / "folders" / "cat" / "a.png")
+    (tmp_path / "folders" / "cat" / "link.png").symlink_to(tmp_path / "folders" / "cat" / "gone.png")
+    assert load(tmp_path / "folders").n_missing_files == 1
+
+
 def test_csv_no_usable_rows(tmp_path):
     save(solid(RED), tmp_path / "a.png")
     labels = write_csv(tmp_path / "l.csv", [("missing.png", "cat")])

@@ -56,6 +56,9 @@ DECODER_VERSION = 1
 MAX_IMAGE_PIXELS = 89_478_485
 
 SKIPPED_COLUMNS = ["path", "reason"]
+#: Reasons of the :attr:`LoadedDataset.skipped` rows of a listed file that does not exist: a labels-CSV
+#: row naming no file, a symbolic link to nothing (:attr:`LoadedDataset.n_missing_files` counts them).
+MISSING_FILE_REASONS = ("file not found", "file not found (broken link)")
 #: Columns of :attr:`LoadedDataset.unreadable`.
 UNREADABLE_COLUMNS = ["path", "given_label", "reason"]
 
@@ -111,6 +114,13 @@ class LoadedDataset:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def n_missing_files(self) -> int:
+        """Rows of ``skipped`` whose file does not exist (a labels-CSV row, a broken link); not decoded, so
+        not in ``unreadable`` either (a file gone while decoding is counted there)."""
+        missing = self.skipped["reason"].isin(MISSING_FILE_REASONS) & ~self.skipped["path"].isin(self.unreadable["path"])
+        return int(missing.sum())
 
 
 @dataclass(frozen=True)
@@ -312,7 +322,7 @@ def _stat_candidate(
     try:
         st = os.stat(full)
     except FileNotFoundError:
-        reason = "file not found (broken link)" if os.path.islink(full) else "file not found"
+        reason = MISSING_FILE_REASONS[1] if os.path.islink(full) else MISSING_FILE_REASONS[0]
         _skip(skipped, rel, reason)
         return None
     except OSError as exc:

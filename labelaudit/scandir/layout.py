@@ -65,6 +65,9 @@ class ScanSummary:
         the folds, or undecodable); they are kept in the export with their given label.
     n_dropped_small_classes : int
         Images in classes with fewer samples than folds.
+    n_missing_files : int
+        Rows of ``skipped.csv`` naming a file that does not exist (labels-CSV rows, broken links): not
+        in the export (0 in scans made before it was counted).
     small_classes : list of str
         Those classes.
     empty_classes : list of str
@@ -100,6 +103,7 @@ class ScanSummary:
     n_skipped: int = 0
     n_unscored: int = 0
     n_dropped_small_classes: int = 0
+    n_missing_files: int = 0
     small_classes: list[str] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
     estimated_noise_rate: float | None = None
