@@ -19,10 +19,9 @@ import numpy as np
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
-from labelaudit.review.decisions import DECISION_FIELDS, decision_history
+from labelaudit.review.decisions import DECISION_FIELDS, decision_history, unscored_with_decisions
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
 from labelaudit.review.tags import tags_by_path
-from labelaudit.scandir.database import read_unscored
 
 from .deps import Settings
 from .schemas import SampleFilters
@@ -441,18 +440,26 @@ def score_histogram(conn: sqlite3.Connection, cache: StatsCache, bins: int = 40)
 
 
 def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
-    """Images of the input the scan did not score: ``{"n", "by_reason", "items"}``.
+    """Images of the input the scan did not score: ``{"n", "by_reason", "n_decided", "by_decision", "items"}``.
 
-    Empty for databases written before the scanner recorded them (no ``unscored`` table).
+    Each item carries the decision in force for it (``decision``, ``decision_label``, ``reviewer``,
+    ``decided_at``; None when undecided), made in an earlier scan that scored it: the one the export
+    applies (:func:`labelaudit.review.unscored_with_decisions`). Empty for databases written before the
+    scanner recorded them (no ``unscored`` table).
     """
     def compute():
-        df = read_unscored(conn)
-        items = [{"path": p, "given_label": g, "reason": r, "readable": bool(x)}
-                 for p, g, r, x in zip(df["path"], df["given_label"], df["reason"], df["readable"])]
+        df = unscored_with_decisions(conn)
+        df = df.astype(object).where(df.notna(), None)
+        items = [{"path": r.path, "given_label": r.given_label, "reason": r.reason, "readable": bool(r.readable),
+                  "decision": r.action, "decision_label": r.label, "reviewer": r.reviewer,
+                  "decided_at": r.decided_at} for r in df.itertuples(index=False)]
         counts = df["reason"].value_counts()
         by_reason = sorted(({"reason": str(r), "n": int(n)} for r, n in counts.items()),
                            key=lambda d: (-d["n"], d["reason"]))
-        return {"n": len(items), "by_reason": by_reason, "items": items}
+        decided = df["action"].dropna().value_counts()
+        by_decision = [{"action": a, "n": int(decided[a])} for a in IN_FORCE_ACTIONS if a in decided.index]
+        return {"n": len(items), "by_reason": by_reason, "n_decided": int(decided.sum()),
+                "by_decision": by_decision, "items": items}
 
     return cache.get("unscored", conn, compute)
 

@@ -251,6 +251,11 @@ class UnscoredImage(BaseModel):
     given_label: str
     reason: str = Field(description="why it was not scored (class too small for the folds, undecodable, ...)")
     readable: bool = Field(description="the file could be decoded")
+    decision: str | None = Field(None, description="the decision in force for the image, made when an earlier "
+                                                   "scan scored it (the export applies it); null: none")
+    decision_label: str | None = Field(None, description="the label that decision gives (null for unusable, unsure)")
+    reviewer: str | None = None
+    decided_at: str | None = None
 
 
 class NoiseMatrix(BaseModel):

@@ -257,6 +257,43 @@ def test_unscored_images_are_listed_when_recorded(scan):
         assert "Not scored" in html and "class too small for the folds <b>2</b>" in html
 
 
+def test_unscored_images_show_the_decision_the_export_applies(scan, tmp_path):
+    """An image decided in an earlier scan that a re-scan no longer scores: the export applies the
+    decision (review.unscored_with_decisions), while /api/unscored and the overview showed only its
+    given label ("kept in the export with their given label")."""
+    import pandas as pd
+    from fakescan import SIGNALS
+
+    from labelaudit import review
+    from labelaudit.export import cleaned_labels
+
+    s = scan.scores
+    relabeled, dropped, untouched = s.path[:3]
+    new = next(c for c in scan.classes if c != s.given_label[0])
+    conn = storage.connect(scan.db_path)
+    review.record_decision(conn, relabeled, "relabel", label=new, reviewer="ann")
+    review.record_decision(conn, dropped, "unusable", reviewer="bob")
+    rest = s.iloc[3:].reset_index(drop=True)  # the re-scan: the first three are in a class too small now
+    storage.write_scan(
+        conn, rest, classes=scan.classes, class_counts=[int((rest.given_label == c).sum()) for c in scan.classes],
+        top_classes=[[] for _ in range(len(rest))], signal_columns=list(SIGNALS), meta={},
+        unscored=pd.DataFrame({"path": s.path[:3], "given_label": s.given_label[:3],
+                               "reason": "class too small", "readable": 1}))
+    exported = cleaned_labels(conn).set_index("path").label
+    conn.close()
+    with make_client(scan.scan_dir) as c:
+        items = {i["path"]: i for i in c.get("/api/unscored").json()}
+        html = c.get("/").text
+    assert (items[relabeled]["decision"], items[relabeled]["decision_label"], items[relabeled]["reviewer"]) == (
+        "relabel", new, "ann")
+    assert items[relabeled]["decision_label"] == exported[relabeled]
+    assert (items[dropped]["decision"], items[dropped]["reviewer"]) == ("unusable", "bob")
+    assert dropped not in exported.index
+    assert items[untouched]["decision"] is None and items[untouched]["decision_label"] is None
+    assert "2 of them decided in an earlier review" in html
+    assert "1 relabeled" in html and "1 unusable" in html
+
+
 # ---------------------------------------------------------------------------- 1: loopback addresses
 
 

@@ -50,8 +50,10 @@ def get_classes(settings: SettingsDep):
 @router.get("/unscored", response_model=list[UnscoredImage], summary="Images the scan did not score")
 def get_unscored(db: Db, review: Review):
     """Images of the input with a usable label that were not scored (in a class too small
-    for the folds, undecodable, ...), by path. The export keeps them with their given label.
-    Empty for scans made before these were recorded."""
+    for the folds, undecodable, ...), by path, each with the decision in force for it from the
+    review of an earlier scan (`decision`, `decision_label`; null when none). The export keeps the
+    readable ones with that decision applied, else with their given label. Empty for scans made
+    before these were recorded."""
     return queries.unscored(db, review.stats)["items"]
 
 
