@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import sys
 import time
 import warnings
@@ -252,7 +253,7 @@ def scan(
     components = _recipe_components(cfg.recipe, cfg.flip, arrays=inputs is not None)
     executor = resolve_executor(executor)
     scan_dir = ScanDir(out)
-    created = not scan_dir.path.exists()
+    created = _missing_folders(scan_dir.path)
     if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
         storage.check_readable(scan_dir.database)
     scan_dir.path.mkdir(parents=True, exist_ok=True)
@@ -264,9 +265,8 @@ def scan(
     try:
         prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, inputs=inputs, progress=progress,
                            annotations_csv=annotations_csv)
-    except BaseException:
-        if created:  # a scan that could not even load its data leaves no empty folder behind
-            _remove_empty_tree(scan_dir.path)
+    except BaseException:  # a scan that could not load its data leaves no folder it made behind
+        _remove_created(created)
         raise
     timings["load_s"] = time.perf_counter() - started
     phase = time.perf_counter()
@@ -301,13 +301,25 @@ def weak_models_remedy(from_arrays: bool) -> str:
     return "train longer (--epochs), wider (--width) or on more images"
 
 
-def _remove_empty_tree(path: Path) -> None:
-    """Remove ``path`` and its sub-folders if no file is in them (anything else stays)."""
-    for folder, _, files in os.walk(path, topdown=False):
-        if files:
-            return
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parent folders that do not exist yet, innermost first (none if it exists)."""
+    missing, path = [], Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """Undo a failed scan's folders (:func:`_missing_folders`, made by this run): the scan folder with all
+    this run wrote in it (the decode cache, ...), then its new parents while empty. A folder that existed
+    before the run is never in ``folders``, so nothing of it is touched."""
+    if not folders:
+        return
+    shutil.rmtree(folders[0], ignore_errors=True)
+    for parent in folders[1:]:
         try:
-            os.rmdir(folder)
+            os.rmdir(parent)
         except OSError:
             return
 

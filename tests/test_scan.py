@@ -242,6 +242,21 @@ def test_images_without_class_folders_are_named_and_leave_no_folder(tmp_path):
     assert not (tmp_path / "out" / "scan").exists()  # the failed scan removed the folder it made
 
 
+def test_a_scan_failing_after_decoding_removes_the_folder_it_made(tmp_path):
+    """"need at least 2 classes" comes after the images are decoded: the new scan folder kept cache/ (and
+    the folders made for it); a folder that was there before keeps everything it held."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10, classes=("disc",), noise_rate=0)
+    with pytest.raises(ScanError, match="at least 2 classes"):
+        scan(folder.root, out=tmp_path / "new" / "scan", progress=False, **FAST)
+    assert not (tmp_path / "new").exists()
+    old = tmp_path / "old"
+    (old / "folds").mkdir(parents=True)
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(ScanError, match="at least 2 classes"):
+        scan(folder.root, out=old, progress=False, **FAST)
+    assert (old / "notes.txt").read_text() == "mine" and (old / "folds").is_dir()
+
+
 def test_decoded_images_are_stored_once(scanned, tmp_path):
     _, out, _ = scanned
     assert list((out / "cache").glob("decoded-*.npy")) and not list((out / "cache").glob("scan-images-*.npy"))
