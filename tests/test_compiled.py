@@ -1,29 +1,23 @@
 """``--compile``: the fold model through torch.compile, and the fall-back to eager when compiling fails."""
 
-import functools
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from labelaudit.config import ScanConfig
 from labelaudit.folds import compiled
 from labelaudit.folds.compiled import CompileFallback, CompiledModel, maybe_compile
 from labelaudit.folds.models import build_model
-from labelaudit.folds.training import FoldJob, run_fold
+from labelaudit.folds.training import run_fold
+from test_training import job as fold_job  # noqa: F401 (the fixture)
 
 
 @pytest.fixture
-def job(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 1, 2], 12)
-    images = (rng.uniform(0, 80, (36, 16, 16, 3)) + labels[:, None, None, None] * 80).astype(np.uint8)
-    np.save(tmp_path / "images.npy", images)
-    cfg = ScanConfig(image_size=16, epochs=3, width=4, batch_size=8, lr=0.05, folds=3, early_fraction=0.0)
-    return FoldJob(fold=0, train_idx=np.arange(12, 36), holdout_idx=np.arange(12),
-                   images_path=str(tmp_path / "images.npy"), labels=labels, n_classes=3, config=cfg.to_dict(),
-                   embed_all=True)
+def job(fold_job):
+    """The training tests' tiny fold, shorter and at one image size (fewer shapes to compile)."""
+    fold_job.config = {**fold_job.config, "epochs": 3, "early_fraction": 0.0}
+    return fold_job
 
 
 def _with_compile(job, mode):

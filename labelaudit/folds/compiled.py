@@ -70,7 +70,8 @@ class CompiledModel(nn.Module):
 
     def _fall_back(self, exc: Exception) -> None:
         self._compiled = None
-        self.fallback_reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        self.fallback_reason = f"{type(exc).__name__}: {first_line}"
         warnings.warn(f"torch.compile (mode {self.mode!r}) failed, training on without it: {self.fallback_reason}",
                       CompileFallback, stacklevel=3)
 
