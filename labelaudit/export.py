@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -325,17 +326,23 @@ def check_folder_target(dest: str | Path, *, force: bool = False, dataset_root: 
     Raises
     ------
     OverlappingFolders
-        ``dest`` is the dataset folder, lies inside it or holds it: the copy could replace
-        images (even with ``force``), or be read as a class by the next scan.
+        ``dest`` is the dataset folder, lies inside it or holds it, or a folder in ``dest`` leads
+        into it (a symbolic link): the copy could replace images (even with ``force``), or be
+        read as a class by the next scan.
     FileExistsError
         ``dest`` is a file, or a non-empty folder and not ``force``.
     """
     dest = Path(dest)
     if dataset_root is not None:
-        real_dest, real_root = Path(os.path.realpath(dest)), Path(os.path.realpath(dataset_root))
-        if is_inside(real_dest, real_root) or is_inside(real_root, real_dest):
-            raise OverlappingFolders(f"--to-folder {dest} overlaps the dataset folder {real_root}: the copy could "
-                                     "write over its images; choose a folder outside it")
+        real_root = Path(os.path.realpath(dataset_root))
+        # the label folders already there count too: one may be a symbolic link into the dataset
+        folders = [dest, *(p for p in dest.iterdir() if p.is_dir())] if dest.is_dir() else [dest]
+        for folder in folders:
+            real = Path(os.path.realpath(folder))
+            if is_inside(real, real_root) or is_inside(real_root, real):
+                where = "" if folder == dest else f" ({folder.name} leads to {real})"
+                raise OverlappingFolders(f"--to-folder {dest} overlaps the dataset folder {real_root}{where}: the "
+                                         "copy could write over its images; choose a folder outside it")
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest} exists and is not a folder")
     if dest.exists() and any(dest.iterdir()) and not force:
@@ -347,8 +354,9 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
 
     Files are hard-linked from the dataset (no extra space), or copied when ``dest`` is on
     another device or the file system has no hard links. ``dest`` must not exist or be
-    empty unless ``force`` (then files of the same name are replaced; nothing is deleted), and it
-    must not overlap ``dataset_root`` (:func:`check_folder_target`).
+    empty unless ``force`` (then files of the same name are replaced, each only once its new
+    content is complete; nothing is deleted), and it must not overlap ``dataset_root``
+    (:func:`check_folder_target`).
     Two samples with the same file name and label get the sample's folder path prepended (and a
     number when that name is taken too), so no file is written over another.
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
@@ -370,14 +378,42 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
         used.add((folder, name))
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        try:
-            os.link(src, target)
+        if _place(src, target):
             result.n_linked += 1
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EOPNOTSUPP):
-                raise
-            shutil.copy2(src, target)
+        else:
             result.n_copied += 1
     return result
+
+
+#: ``os.link`` errors after which the file is copied instead (another device, no hard links there).
+_NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EOPNOTSUPP)
+
+
+def _place(src: Path, target: Path) -> bool:
+    """Hard-link ``src`` at ``target`` (a copy where links fail), replacing what is there only when complete.
+
+    The link or copy is made under a hidden temporary name beside ``target`` and renamed onto it,
+    so ``src`` is never removed, not even when ``target`` is ``src`` itself under another spelling
+    (renaming a link onto its own file changes nothing). A symbolic link at ``target`` is replaced,
+    not followed.
+
+    Returns
+    -------
+    bool
+        True for a hard link, False for a copy.
+    """
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+            linked = True
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            shutil.copy2(src, tmp)
+            linked = False
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return linked

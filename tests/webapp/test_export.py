@@ -294,6 +294,44 @@ def test_to_folder_refuses_the_dataset_folder_and_loses_no_image(scan, tmp_path)
     assert not (root / "cleaned").exists()
 
 
+def test_to_folder_refuses_a_label_folder_that_leads_into_the_dataset(scan, tmp_path):
+    """--to-folder CLEAN --force, where CLEAN/circle is a symbolic link to DATA/circle: writing a file of
+    the copy there unlinked the dataset image of that name (through the link) before linking it again,
+    so the image, its only copy, was gone. The folder is refused like the dataset folder itself."""
+    from labelaudit.errors import OverlappingFolders
+
+    root = scan.dataset_root
+    before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    dest = tmp_path / "clean"
+    dest.mkdir()
+    (dest / "circle").symlink_to(root / "circle", target_is_directory=True)
+    out = tmp_path / "labels.csv"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out), "--to-folder", str(dest), "--force"])
+    assert r.exit_code == 1 and "overlaps the dataset folder" in r.output and not out.exists(), r.output
+    df = pd.DataFrame({"path": scan.scores.path, "label": scan.scores.given_label})
+    with pytest.raises(OverlappingFolders):
+        copy_to_folder(df, root, dest, force=True)
+    assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
+
+
+def test_to_folder_never_deletes_a_source_image(scan, tmp_path, monkeypatch):
+    """Should an overlap go unnoticed (a case-insensitive file system spells the dataset folder otherwise,
+    a bind mount), writing a file of the copy onto its own source keeps the image: a file of the copy
+    replaces the old one only once it is complete, never by unlinking first."""
+    import labelaudit.export as export_module
+
+    root = scan.dataset_root
+    before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    monkeypatch.setattr(export_module, "check_folder_target", lambda *a, **k: None)
+    df = pd.DataFrame({"path": scan.scores.path, "label": scan.scores.given_label})
+    df = df[[p.split("/")[0] == safe_folder_name(label) for p, label in zip(df.path, df.label)]]
+    assert len(df) > 10
+    res = copy_to_folder(df, root, root, force=True)
+    assert res.n_linked == len(df)
+    assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
+    assert not [p for p in root.rglob(".*")]  # no temporary file left behind
+
+
 def test_writer_never_creates_folders_unasked(tmp_path):
     df = pd.DataFrame({"path": ["a.png"], "label": ["x"]})
     with pytest.raises(FileNotFoundError, match="--mkdir"):
