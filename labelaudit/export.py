@@ -301,14 +301,21 @@ def safe_folder_name(label: str) -> str:
 
 def _unused_name(rel: PurePosixPath, folder: str, used: set[tuple[str, str]]) -> str:
     """The file name of ``rel`` in the copy's ``folder``: its own, else prefixed with its source folder
-    (``a/b/1.png`` -> ``a__b__1.png``), else that with a number (``a__b__1__2.png``): never one taken."""
+    (``a/b/1.png`` -> ``a__b__1.png``), else that with a number (``a__b__1__2.png``): never one taken.
+
+    ``used`` holds the ``(folder, name)`` pairs taken, case-folded (on a case-insensitive file system
+    ``Cat/A.png`` and ``cat/a.png`` are one file); the pair chosen is added to it.
+    """
+    def taken(name: str) -> bool:
+        return (folder.casefold(), name.casefold()) in used
+
     name = rel.name
-    if (folder, name) not in used:
-        return name
-    name = safe_folder_name(str(rel.parent).replace("/", "__")) + "__" + rel.name
-    stem, suffix, k = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
-    while (folder, name) in used:
-        name, k = f"{stem}__{k}{suffix}", k + 1
+    if taken(name):
+        name = safe_folder_name(str(rel.parent).replace("/", "__")) + "__" + rel.name
+        stem, suffix, k = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
+        while taken(name):
+            name, k = f"{stem}__{k}{suffix}", k + 1
+    used.add((folder.casefold(), name.casefold()))
     return name
 
 
@@ -357,8 +364,8 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     empty unless ``force`` (then files of the same name are replaced, each only once its new
     content is complete; nothing is deleted), and it must not overlap ``dataset_root``
     (:func:`check_folder_target`).
-    Two samples with the same file name and label get the sample's folder path prepended (and a
-    number when that name is taken too), so no file is written over another.
+    Two samples with the same file name and label (compared case-folded) get the sample's folder path
+    prepended (and a number when that name is taken too), so no file is written over another.
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
     """
     dest = Path(dest)
@@ -375,7 +382,6 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
             continue
         folder = safe_folder_name(label)
         name = _unused_name(PurePosixPath(rel), folder, used)
-        used.add((folder, name))
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if _place(src, target):

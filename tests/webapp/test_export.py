@@ -275,6 +275,20 @@ def test_to_folder_never_writes_one_file_over_another(tmp_path):
     assert copied == [str(i).encode() for i in range(len(paths))] and res.n_linked + res.n_copied == len(paths)
 
 
+def test_to_folder_names_differ_in_more_than_case(tmp_path):
+    """On a case-insensitive file system (macOS, Windows) x/A.png and y/a.png, or the label folders Cat and
+    cat, land on one file: the second replaced the first in the copy. Names taken are compared case-folded."""
+    root = tmp_path / "data"
+    paths = ["x/A.png", "y/a.png", "z/b.png"]
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(rel.encode())
+    copy_to_folder(pd.DataFrame({"path": paths, "label": ["cat", "cat", "Cat"]}), root, tmp_path / "out")
+    names = [p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")]
+    assert len({n.casefold() for n in names}) == 3, names
+    assert sorted(names) == ["Cat/b.png", "cat/A.png", "cat/y__a.png"]
+
+
 def test_to_folder_refuses_the_dataset_folder_and_loses_no_image(scan, tmp_path):
     """--to-folder DATA --force used to unlink an image before linking it onto itself (the only copy
     gone); a copy inside the dataset, or around it, is refused too, before the CSV is written."""
