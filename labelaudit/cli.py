@@ -438,15 +438,15 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
 
     files = ScanDir(scan_dir)
     with _user_errors():
-        df, counts, dataset_root, dataset_paths = _cleaned(files, full=full, auto_accept_above=auto_accept_above,
-                                                           include_unusable=include_unusable)
+        df, counts, dataset_root, dataset_paths, inputs = _cleaned(
+            files, full=full, auto_accept_above=auto_accept_above, include_unusable=include_unusable)
     to_stdout = str(output) == "-"
     out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
     with _user_errors():  # refuse before writing anything
         if out is not None:
-            check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths)
+            check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths, inputs=inputs)
         if to_folder is not None:
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)
         if to_stdout:
@@ -464,8 +464,8 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
 
 
 def _cleaned(files, **options):
-    """The cleaned-labels table, its counts, the dataset folder of the scan in ``files`` and the dataset's
-    files (:func:`labelaudit.export.dataset_files`).
+    """The cleaned-labels table, its counts, the dataset folder of the scan in ``files``, the dataset's
+    files (:func:`labelaudit.export.dataset_files`) and the other files the scan read (its labels CSV).
 
     Raises
     ------
@@ -488,7 +488,8 @@ def _cleaned(files, **options):
     counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
     counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
     # the scanned folder from the manifest (from the database for scans made before it held it)
-    return df, counts, manifest.dataset_root if manifest else legacy_root, paths
+    inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
+    return df, counts, manifest.dataset_root if manifest else legacy_root, paths, inputs
 
 
 def _read_manifest(files):

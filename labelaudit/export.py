@@ -237,8 +237,18 @@ def _places(path: str | Path) -> set[str]:
     return {os.path.realpath(path), os.path.join(os.path.realpath(path.parent), path.name)}
 
 
+def _one_of(out: str | Path, places: set[str], protected: list[Path]) -> bool:
+    """Whether writing ``out`` (:func:`_places` ``places``) lands on one of a few ``protected`` files: by
+    name, or by identity where both exist (a case-insensitive file system spells one file several ways)."""
+    if places & {p for path in protected for p in _places(path)}:
+        return True
+    if not os.path.exists(out):
+        return False
+    return any(path.exists() and os.path.samefile(out, path) for path in protected)
+
+
 def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | None = None,
-                     dataset_paths=()) -> None:
+                     dataset_paths=(), inputs=()) -> None:
     """Raise unless the cleaned-labels CSV may be written at ``out`` (``--force`` or not).
 
     Parameters
@@ -253,17 +263,23 @@ def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | No
     dataset_paths : iterable of str
         The dataset's files (:func:`dataset_files`); ``out`` may lie in the dataset folder, as long as it
         is none of them (also through a symbolic link or ``..``).
+    inputs : iterable of path-like
+        Other files the scan read: its labels CSV (or annotations CSV), ``scan.json``'s ``labels_csv``.
 
     Raises
     ------
     ProtectedFile
-        ``out`` is one of the scan's own files, or one of the dataset's files.
+        ``out`` is one of the scan's own files, a file the scan read, or one of the dataset's files.
     """
     places = _places(out)
-    own = {p for own in scan_dir.own_paths() if own != scan_dir.cleaned_labels for p in _places(own)}
-    if places & own:
+    own = [p for p in scan_dir.own_paths() if p != scan_dir.cleaned_labels]
+    if _one_of(out, places, own):
         raise ProtectedFile(f"{out} is one of the scan's own files (the review's decisions live in "
                             f"{scan_dir.DATABASE}); write the CSV elsewhere")
+    read = [Path(p) for p in inputs if p]
+    if _one_of(out, places, read):
+        raise ProtectedFile(f"{out} is the labels CSV the scan read (the review's decisions refer to it); "
+                            "write the cleaned labels under another name (--force never replaces an input)")
     if dataset_root is None or not os.path.lexists(out):  # nothing there that writing could replace
         return
     real_root = Path(os.path.realpath(dataset_root))

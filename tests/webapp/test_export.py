@@ -165,6 +165,34 @@ def test_cli_export_never_writes_over_a_dataset_image(scan, tmp_path):
     assert r.exit_code == 0 and len(pd.read_csv(root / "cleaned.csv")) == len(scan.scores), r.output
 
 
+def test_cli_export_never_writes_over_the_labels_csv_the_scan_read(scan, tmp_path):
+    """`-o DATA/labels.csv --force`, the labels CSV the scan read, replaced the user's input (which the
+    scan's decisions refer to) by the cleaned labels: refused like the dataset's images (ProtectedFile)."""
+    from labelaudit.errors import ProtectedFile
+    from labelaudit.export import check_csv_target
+    from labelaudit.scandir import ScanDir
+
+    files = ScanDir(scan.scan_dir)
+    labels = scan.dataset_root / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"{p},{g}\n" for p, g in zip(scan.scores.path, scan.scores.given_label)),
+                      encoding="utf-8")
+    manifest = files.read_manifest()
+    manifest.labels_csv = str(labels)
+    files.write_manifest(manifest)
+    before = labels.read_bytes()
+    link = tmp_path / "labels-link.csv"
+    link.symlink_to(labels)
+    for target in (labels, link, scan.dataset_root / "circle" / ".." / "labels.csv"):
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(target), "--force"])
+        assert r.exit_code == 1 and "Traceback" not in r.output and r.output.count("\n") == 1, r.output
+        assert "labels CSV the scan read" in r.output and "another name" in r.output, r.output
+    assert labels.read_bytes() == before
+    with pytest.raises(ProtectedFile):
+        check_csv_target(labels, files, inputs=[labels])
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(scan.dataset_root / "cleaned.csv")])
+    assert r.exit_code == 0, r.output
+
+
 def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
     """A re-scan killed before it wrote scan.json leaves the database of the last finished write: the
     export still works (the decisions are there) but says it may not hold the re-scan's images."""
