@@ -265,10 +265,16 @@ def _consensus_lines(s, files) -> list[str]:
 
 def _not_scored_lines(s, files) -> list[str]:
     """What the scan left out: skipped files and rows, unscored images, empty class folders."""
+    kinds = s.skipped_by_kind()
+    parts = [text for n, text in [
+        (kinds["unreadable"], f"{kinds['unreadable']:,} unreadable"),
+        (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
+        (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
+                                 f"({', '.join(s.small_classes)})"),
+        (kinds["other"], f"{kinds['other']:,} other"),
+    ] if n]
     lines = [
-        f"Skipped {s.n_skipped:,} file(s) or CSV row(s)" + (
-            f" (incl. {s.n_dropped_small_classes} in classes too small for the folds: "
-            f"{', '.join(s.small_classes)})" if s.n_dropped_small_classes else "")
+        f"Skipped {s.n_skipped:,} file(s) or CSV row(s)" + (": " + ", ".join(parts) if parts else "")
         + (f"; see {files.skipped}" if s.n_skipped else "") + "."
     ]
     if s.n_unscored:

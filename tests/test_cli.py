@@ -177,12 +177,16 @@ def test_export_report_counts_csv_rows_whose_file_is_missing(tmp_path):
     files; the report said nothing of them (only skipped.csv and the scan's summary did)."""
     folder = make_noisy_folder(tmp_path / "data", n_per_class=8, layout="csv")
     labels_csv = folder.root / "labels.csv"
+    (folder.root / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with labels_csv.open("a", encoding="utf-8") as fh:
-        fh.write("images/gone_1.png,disc\nimages/gone_2.png,ring\n")
+        fh.write("images/gone_1.png,disc\nimages/gone_2.png,ring\nimages/broken.png,disc\n")
     out = tmp_path / "scan"
     result = CliRunner().invoke(main, ["scan", str(folder.root), "--labels", str(labels_csv), "--out", str(out),
                                        "-q", *FAST_ARGS, "--folds=2", "--epochs=2"])
     assert result.exit_code == 0, result.output
+    # the closing summary tells the missing files from the undecodable one (it said "Skipped 3 ...")
+    assert f"Skipped 3 file(s) or CSV row(s): 1 unreadable, 2 missing file(s); see {out / 'skipped.csv'}." in (
+        result.output), result.output
     result = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "labels.csv")])
     assert result.exit_code == 0, result.output
     assert f"2 labels-CSV row(s) whose file is missing are left out; see {out / 'skipped.csv'}" in result.output

@@ -125,6 +125,22 @@ class ScanSummary:
     def from_dict(cls, data: dict[str, Any]) -> "ScanSummary":
         return _from_dict(cls, data)
 
+    def skipped_by_kind(self) -> dict[str, int]:
+        """The ``n_skipped`` rows of ``skipped.csv`` by kind, for the scan's report and the review's overview.
+
+        Returns
+        -------
+        dict
+            ``unreadable`` (files that could not be decoded), ``missing`` (``n_missing_files``: no
+            file there), ``small_classes`` (``n_dropped_small_classes``) and ``other`` (the rest:
+            files outside class folders, links, repeated CSV rows, ...); they add up to ``n_skipped``.
+            Scans made before missing files were counted give them as ``other``.
+        """
+        unreadable = max(self.n_unscored - self.n_dropped_small_classes, 0)
+        known = unreadable + self.n_missing_files + self.n_dropped_small_classes
+        return {"unreadable": unreadable, "missing": self.n_missing_files,
+                "small_classes": self.n_dropped_small_classes, "other": max(self.n_skipped - known, 0)}
+
 
 @dataclass
 class ScanManifest:

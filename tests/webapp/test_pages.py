@@ -63,6 +63,21 @@ def test_overview_has_pictures_and_links(client, scan):
     assert "Estimated noise rate" in text and "Review progress" in text
 
 
+def test_overview_counts_the_skipped_files_by_kind(scan):
+    """The Flagged card called every skipped row "unreadable": files whose labels-CSV row names no file
+    (or a broken link), images in classes too small and other rows were lumped with undecodable ones."""
+    from labelaudit.scandir import ScanDir
+
+    files = ScanDir(scan.scan_dir)
+    manifest = files.read_manifest()
+    s = manifest.summary
+    s.n_skipped, s.n_unscored, s.n_dropped_small_classes, s.n_missing_files = 7, 3, 1, 2
+    files.write_manifest(manifest)
+    with make_client(scan.scan_dir) as c:
+        text = " ".join(" ".join(parse(c.get("/").text).text).split())
+    assert "7 skipped: 2 unreadable, 2 missing files, 1 in a class too small, 2 other" in text, text
+
+
 def test_queue_lists_flagged_with_shortcuts(client, scan):
     r = client.get("/queue")
     assert r.status_code == 200

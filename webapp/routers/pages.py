@@ -161,6 +161,7 @@ def overview(request: Request, db: Db, settings: SettingsDep):
     ctx = _base(
         request, settings, db, "overview",
         summary=summary.to_dict(),
+        skipped=summary.skipped_by_kind(),
         noise_rate=summary.estimated_noise_rate,
         unscored=queries.unscored(db, cache),
         heatmap=charts.heatmap(nm["classes"], nm["matrix"], pairs) if nm else None,
