@@ -253,10 +253,9 @@ def scan(
     components = _recipe_components(cfg.recipe, cfg.flip, arrays=inputs is not None)
     executor = resolve_executor(executor)
     scan_dir = ScanDir(out)
-    created = _missing_folders(scan_dir.path)
     if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
         storage.check_readable(scan_dir.database)
-    scan_dir.path.mkdir(parents=True, exist_ok=True)
+    created = _make_folders(scan_dir.path)
     device = executor.device(cfg.device)
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
     timings: dict[str, float] = {}
@@ -266,7 +265,7 @@ def scan(
         prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, inputs=inputs, progress=progress,
                            annotations_csv=annotations_csv)
     except BaseException:  # a scan that could not load its data leaves no folder it made behind
-        _remove_created(created)
+        _remove_created(created, scan_dir.path)
         raise
     timings["load_s"] = time.perf_counter() - started
     phase = time.perf_counter()
@@ -301,25 +300,37 @@ def weak_models_remedy(from_arrays: bool) -> str:
     return "train longer (--epochs), wider (--width) or on more images"
 
 
-def _missing_folders(path: Path) -> list[Path]:
-    """``path`` and those of its parent folders that do not exist yet, innermost first (none if it exists)."""
-    missing, path = [], Path(os.path.abspath(path))
-    while not os.path.lexists(path) and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
+def _make_folders(path: Path) -> list[Path]:
+    """Make ``path`` and its missing parent folders; return the ones this call made, innermost first.
 
-
-def _remove_created(folders: list[Path]) -> None:
-    """Undo a failed scan's folders (:func:`_missing_folders`, made by this run): the scan folder with all
-    this run wrote in it (the decode cache, ...), then its new parents while empty. A folder that existed
-    before the run is never in ``folders``, so nothing of it is touched."""
-    if not folders:
-        return
-    shutil.rmtree(folders[0], ignore_errors=True)
-    for parent in folders[1:]:
+    Each is made by one ``os.mkdir`` of its own, so a folder another process makes meanwhile (a second
+    scan into the same new folder) is never taken for this run's, and :func:`_remove_created` leaves it.
+    """
+    missing, parent = [], Path(os.path.abspath(path))
+    while not os.path.lexists(parent) and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    made = []
+    for folder in reversed(missing):
         try:
-            os.rmdir(parent)
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        made.append(folder)
+    Path(path).mkdir(parents=True, exist_ok=True)  # the error of a path that cannot be a folder
+    return made[::-1]
+
+
+def _remove_created(folders: list[Path], scan_path: Path) -> None:
+    """Undo a failed scan's folders (:func:`_make_folders`, made by this run): the scan folder with all
+    this run wrote in it (the decode cache, ...) when this run made it, then its new parents while
+    empty. A folder this run did not make is never in ``folders``, so nothing of it is touched."""
+    for folder in folders:
+        if folder == Path(os.path.abspath(scan_path)):
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        try:
+            os.rmdir(folder)
         except OSError:
             return
 

@@ -257,6 +257,29 @@ def test_a_scan_failing_after_decoding_removes_the_folder_it_made(tmp_path):
     assert (old / "notes.txt").read_text() == "mine" and (old / "folds").is_dir()
 
 
+def test_a_failing_scan_removes_no_folder_another_process_made(tmp_path, monkeypatch):
+    """The scan folder was taken as this run's when it was missing at the start; made meanwhile by
+    another process (a second scan into the same new folder), it was removed with that scan's files
+    when this run failed. Only a folder this run's own mkdir made is removed."""
+    import os
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=10, classes=("disc",), noise_rate=0)
+    out = tmp_path / "new" / "scan"
+    real_mkdir = os.mkdir
+
+    def raced_mkdir(path, *args, **kwargs):
+        if os.path.abspath(path) == str(out):  # the other process is first
+            real_mkdir(path, *args, **kwargs)
+            (out / "other.txt").write_text("the other scan's")
+            raise FileExistsError(17, "File exists", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", raced_mkdir)
+    with pytest.raises(ScanError, match="at least 2 classes"):
+        scan(folder.root, out=out, progress=False, **FAST)
+    assert (out / "other.txt").read_text() == "the other scan's"
+
+
 def test_decoded_images_are_stored_once(scanned, tmp_path):
     _, out, _ = scanned
     assert list((out / "cache").glob("decoded-*.npy")) and not list((out / "cache").glob("scan-images-*.npy"))
