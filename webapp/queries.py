@@ -444,7 +444,8 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
 
     Each item carries the decision in force for it (``decision``, ``decision_label``, ``reviewer``,
     ``decided_at``; None when undecided), made in an earlier scan that scored it: the one the export
-    applies (:func:`labelaudit.review.unscored_with_decisions`). Empty for databases written before the
+    applies to a readable image (:func:`labelaudit.review.unscored_with_decisions`); ``n_decided`` and
+    ``by_decision`` count the readable ones. Empty for databases written before the
     scanner recorded them (no ``unscored`` table).
     """
     def compute():
@@ -456,7 +457,8 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
         counts = df["reason"].value_counts()
         by_reason = sorted(({"reason": str(r), "n": int(n)} for r, n in counts.items()),
                            key=lambda d: (-d["n"], d["reason"]))
-        decided = df["action"].dropna().value_counts()
+        # the export applies a decision to a readable image only (an undecodable one is left out anyway)
+        decided = df.loc[df["readable"].astype(bool), "action"].dropna().value_counts()
         by_decision = [{"action": a, "n": int(decided[a])} for a in IN_FORCE_ACTIONS if a in decided.index]
         return {"n": len(items), "by_reason": by_reason, "n_decided": int(decided.sum()),
                 "by_decision": by_decision, "items": items}

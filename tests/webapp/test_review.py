@@ -294,6 +294,35 @@ def test_unscored_images_show_the_decision_the_export_applies(scan, tmp_path):
     assert "1 relabeled" in html and "1 unusable" in html
 
 
+def test_a_decision_on_an_undecodable_unscored_image_is_not_said_to_be_applied(scan):
+    """An image relabeled in an earlier scan whose file no longer decodes is left out of the export: the
+    overview counted its decision among those "applied by the export"; /api/unscored still shows it."""
+    import pandas as pd
+    from fakescan import SIGNALS
+
+    from labelaudit import review
+    from labelaudit.export import cleaned_labels
+
+    s = scan.scores
+    broken = s.path[0]
+    new = next(c for c in scan.classes if c != s.given_label[0])
+    conn = storage.connect(scan.db_path)
+    review.record_decision(conn, broken, "relabel", label=new, reviewer="ann")
+    rest = s.iloc[1:].reset_index(drop=True)
+    storage.write_scan(
+        conn, rest, classes=scan.classes, class_counts=[int((rest.given_label == c).sum()) for c in scan.classes],
+        top_classes=[[] for _ in range(len(rest))], signal_columns=list(SIGNALS), meta={},
+        unscored=pd.DataFrame({"path": [broken], "given_label": [s.given_label[0]],
+                               "reason": ["cannot identify image file"], "readable": [0]}))
+    assert broken not in set(cleaned_labels(conn).path)
+    conn.close()
+    with make_client(scan.scan_dir) as c:
+        items = c.get("/api/unscored").json()
+        html = c.get("/").text
+    assert items[0]["decision"] == "relabel"
+    assert "applied by the export" not in html and "or their decision" not in html
+
+
 # ---------------------------------------------------------------------------- 1: loopback addresses
 
 
