@@ -227,7 +227,18 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
 
 
 def dataset_files(conn: sqlite3.Connection) -> list[str]:
-    """Paths (relative to the dataset root) of every labelled file the scan listed: scored or not."""
+    """Every labelled file the scan listed, scored or not.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        The scan's database.
+
+    Returns
+    -------
+    list of str
+        Paths relative to the dataset root, POSIX separators (what :func:`check_csv_target` protects).
+    """
     return [row[0] for row in conn.execute("SELECT path FROM samples UNION SELECT path FROM unscored")]
 
 

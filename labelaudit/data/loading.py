@@ -420,7 +420,18 @@ def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
 
 
 def csv_parse_problem(exc: Exception) -> str:
-    """A CSV reader's error as one line (pandas' tokenizer message ends in a newline)."""
+    """A CSV reader's error as one line (pandas' tokenizer message ends in a newline).
+
+    Parameters
+    ----------
+    exc : Exception
+        What ``pandas.read_csv`` raised.
+
+    Returns
+    -------
+    str
+        Its message with every run of white space (newlines too) made one space, stripped.
+    """
     return " ".join(str(exc).split())
 
 

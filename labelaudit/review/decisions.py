@@ -266,9 +266,18 @@ def unscored_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
     An image decided in an earlier scan keeps its decision when a re-scan no longer scores it
     (its class became too small for the folds, its file no longer decodes).
 
-    Columns: ``path, given_label, reason, readable, action, label, note, reviewer, decided_at``
-    (the last five NULL for images without a decision in force). Empty for a database
-    written before the ``unscored`` table existed.
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        The scan's database (read-only will do).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path, given_label, reason, readable, action, label, note, reviewer, decided_at``
+        (the last five NULL for images without a decision in force; the decision is the one
+        :func:`~labelaudit.review.schema.in_force` defines), ordered by path. Empty for a
+        database written before the ``unscored`` table existed.
     """
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() is None:
         return pd.DataFrame(columns=_UNSCORED_COLUMNS)
