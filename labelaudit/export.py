@@ -11,12 +11,9 @@ both go through these functions.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
-import secrets
-import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -25,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
-from labelaudit.fsutil import atomic_write, is_inside, resolve_inside
+from labelaudit.fsutil import atomic_write, is_inside, place_file, resolve_inside
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
@@ -411,42 +408,8 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
         name = _unused_name(PurePosixPath(rel), folder, used)
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        if _place(src, target):
+        if place_file(src, target):
             result.n_linked += 1
         else:
             result.n_copied += 1
     return result
-
-
-#: ``os.link`` errors after which the file is copied instead (another device, no hard links there).
-_NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EOPNOTSUPP)
-
-
-def _place(src: Path, target: Path) -> bool:
-    """Hard-link ``src`` at ``target`` (a copy where links fail), replacing what is there only when complete.
-
-    The link or copy is made under a hidden temporary name beside ``target`` and renamed onto it,
-    so ``src`` is never removed, not even when ``target`` is ``src`` itself under another spelling
-    (renaming a link onto its own file changes nothing). A symbolic link at ``target`` is replaced,
-    not followed.
-
-    Returns
-    -------
-    bool
-        True for a hard link, False for a copy.
-    """
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-            linked = True
-        except OSError as exc:
-            if exc.errno not in _NO_LINK_ERRNOS:
-                raise
-            shutil.copy2(src, tmp)
-            linked = False
-        os.replace(tmp, target)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-    return linked

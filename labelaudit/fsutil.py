@@ -4,13 +4,18 @@
   half written (unique temporary name in the same folder, fsync, ``os.replace``);
 * :func:`resolve_inside` / :func:`is_inside` -- path containment: a relative path from data
   (a CSV row, a database row, a URL) never leads outside its root, through ``..``, an
-  absolute path or a symbolic link.
+  absolute path or a symbolic link;
+* :func:`place_file` -- a hard link (or a copy) of a file put at a new name, replacing what is
+  there only once complete, never removing the source.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -18,7 +23,7 @@ from typing import IO, Any
 
 from labelaudit.errors import UnsafePath
 
-__all__ = ["atomic_write", "is_inside", "resolve_inside", "umask"]
+__all__ = ["atomic_write", "is_inside", "place_file", "resolve_inside", "umask"]
 
 
 def umask() -> int:
@@ -124,3 +129,44 @@ def resolve_inside(root: str | os.PathLike, rel: str, *, must_exist: bool = True
     if must_exist and not real.is_file():
         raise FileNotFoundError(f"no file at {real_root / rel}")
     return real
+
+
+#: ``os.link`` errors after which the file is copied instead (another device, no hard links there).
+_NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES, errno.EOPNOTSUPP)
+
+
+def place_file(src: Path, target: Path) -> bool:
+    """Hard-link ``src`` at ``target`` (a copy where links fail), replacing what is there only when complete.
+
+    The link or copy is made under a hidden temporary name beside ``target`` and renamed onto it,
+    so ``src`` is never removed, not even when ``target`` is ``src`` itself under another spelling
+    (renaming a link onto its own file changes nothing). A symbolic link at ``target`` is replaced,
+    not followed.
+
+    Parameters
+    ----------
+    src : Path
+        The file to place (never removed).
+    target : Path
+        Where it goes; its folder must exist.
+
+    Returns
+    -------
+    bool
+        True for a hard link, False for a copy.
+    """
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        try:
+            os.link(src, tmp)
+            linked = True
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            shutil.copy2(src, tmp)
+            linked = False
+        os.replace(tmp, target)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return linked
