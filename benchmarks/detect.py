@@ -82,6 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=_setting_type(name), default=None,
                        metavar=spec.kind.__name__.upper(),
                        help=f"{spec.help} ({spec.describe()}; default: labelaudit's, {default!r})")
+    p.add_argument("--executor", choices=["local", "threads"], default="local",
+                   help="folds one at a time, or several at once in threads (labelaudit scan --executor)")
+    p.add_argument("--fold-workers", type=int, default=2, help="with --executor threads: folds at the same time")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -193,10 +196,13 @@ def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray)
 
 def run_scan(root: Path, labels_csv: Path | None, out: Path, args, **extra):
     from labelaudit import scan
+    from labelaudit.folds.executor import ThreadedExecutor
 
     chosen = {k: getattr(args, k) for k in _settings() if getattr(args, k) is not None}
+    executor = ThreadedExecutor(workers=args.fold_workers) if args.executor == "threads" else None
     started = time.perf_counter()
-    scores = scan(root, labels_csv=labels_csv, out=out, progress=not args.no_progress, **chosen, **extra)
+    scores = scan(root, labels_csv=labels_csv, out=out, progress=not args.no_progress, executor=executor,
+                  **chosen, **extra)
     return scores, time.perf_counter() - started
 
 

@@ -109,8 +109,11 @@ _RAY_OPTIONS = ("ray_address", "gpus_per_fold", "cpus_per_fold", "fold_retries",
 def _executor_options(func):
     """``--executor`` and the options of the Ray executor (see :class:`~labelaudit.folds.ray_executor.RayExecutor`)."""
     options = [
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="Where folds train: this process, or Ray tasks (needs: pip install \"labelaudit[ray]\")."),
+        click.option("--executor", type=click.Choice(["local", "threads", "ray"]), default="local", show_default=True,
+                     help="Where folds train: this process one at a time, this process several at once "
+                          "(threads; on CUDA one stream each), or Ray tasks (needs: pip install \"labelaudit[ray]\")."),
+        click.option("--fold-workers", type=click.IntRange(min=1), default=None,
+                     help="With --executor threads: folds trained at the same time  [default: 2]"),
         click.option("--ray-address", default=None,
                      help="Ray cluster to use, e.g. ray://HEAD:10001  [default: $RAY_ADDRESS, else a local Ray]"),
         click.option("--gpus-per-fold", type=click.FloatRange(min=0), default=None,
@@ -157,31 +160,39 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
 
     out = out or Path.cwd() / f"{data_dir.resolve().name}-scan"
     ray_options = {name: options.pop(name) for name in _RAY_OPTIONS}
+    fold_workers = options.pop("fold_workers")
     with _user_errors():
-        executor = _executor(options.pop("executor"), ray_options)
+        executor = _executor(options.pop("executor"), ray_options, fold_workers)
         scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv,
                           config=_config(not no_flip, **options), executor=executor, progress=not quiet,
                           **{k: options[k] for k in _ARRAY_OPTIONS}, **_given_settings(options))
     print_summary(scores.attrs["summary"], out)
 
 
-def _executor(name: str, ray_options: dict):
-    """The executor of the ``--executor`` options: None (in process) or a RayExecutor.
+def _executor(name: str, ray_options: dict, fold_workers: int | None):
+    """The executor of the ``--executor`` options: None (in process), a ThreadedExecutor or a RayExecutor.
 
     Raises
     ------
     click.UsageError
-        A Ray option given with ``--executor local``.
+        A Ray option given without ``--executor ray``, ``--fold-workers`` without ``--executor threads``.
     MissingExtra
         ``--executor ray`` without Ray installed.
     """
-    if name == "local":
-        ctx = click.get_current_context()
+    ctx = click.get_current_context()
+    if name != "ray":
         given = [f"--{n.replace('_', '-')}" for n in _RAY_OPTIONS
                  if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"{', '.join(given)} only apply with --executor ray")
+    if fold_workers is not None and name != "threads":
+        raise click.UsageError("--fold-workers only applies with --executor threads")
+    if name == "local":
         return None
+    if name == "threads":
+        from labelaudit.folds.executor import ThreadedExecutor
+
+        return ThreadedExecutor(workers=fold_workers or 2)
     from labelaudit.folds.ray_executor import RayExecutor
 
     o = ray_options

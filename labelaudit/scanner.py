@@ -202,11 +202,14 @@ def scan(
         (:mod:`labelaudit.consensus`). Not together with ``labels_csv``.
     config : ScanConfig, optional
         All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields.
-    executor : FoldExecutor or {"local", "ray"}, optional
-        Runs the fold jobs: ``"local"`` (default) trains them in this process
-        (:class:`~labelaudit.folds.executor.InProcessExecutor`), ``"ray"`` as Ray tasks
-        (:class:`~labelaudit.folds.ray_executor.RayExecutor` with its defaults; pass an
-        instance for other options). Same seed, same scores with either.
+    executor : FoldExecutor or {"local", "threads", "ray"}, optional
+        Runs the fold jobs: ``"local"`` (default) trains them in this process one after
+        the other (:class:`~labelaudit.folds.executor.InProcessExecutor`), ``"threads"``
+        two at a time in threads of this process
+        (:class:`~labelaudit.folds.executor.ThreadedExecutor`; pass an instance for another
+        number), ``"ray"`` as Ray tasks (:class:`~labelaudit.folds.ray_executor.RayExecutor`
+        with its defaults; pass an instance for other options). Same seed, same scores with
+        any of them (on the CPU up to the last digits, which depend on the threads per fold).
     progress : bool
         Show progress bars on stderr.
     features : path or numpy.ndarray of float, shape (N, D), optional
@@ -252,6 +255,8 @@ def scan(
                            index=index)
     components = _recipe_components(cfg.recipe, cfg.flip, arrays=inputs is not None)
     executor = resolve_executor(executor)
+    if (check_config := getattr(executor, "check_config", None)) is not None:
+        check_config(cfg.to_dict())
     scan_dir = ScanDir(out)
     if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
         storage.check_readable(scan_dir.database)
@@ -364,7 +369,8 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
     from labelaudit.data.arrays import load_inputs
 
     if executor not in (None, "local") and not isinstance(executor, InProcessExecutor):
-        raise SettingsError("--features / --pred-probs train small heads in this process; drop --executor ray")
+        raise SettingsError("--features / --pred-probs train small heads in this process, one at a time; "
+                            "drop --executor")
     if arrays["features_flip"] is not None and not cfg.flip:
         raise SettingsError("--features-flip gives mirror signals, --no-flip turns them off: leave one out")
     return load_inputs(**arrays)

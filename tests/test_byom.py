@@ -178,7 +178,8 @@ def _mismatch_cases(data, tmp_path):
         (["--features", str(tmp_path / "emb.txt")], "neither a .npy nor a .parquet file"),
         (["--features", good, "--index", str(no_path)], "needs a header with a 'path' column"),
         (["--features", good, "--features-flip", good, "--no-flip"], "leave one out"),
-        (["--features", good, "--executor", "ray"], "drop --executor ray"),
+        (["--features", good, "--executor", "ray"], "drop --executor"),
+        (["--features", good, "--executor", "threads"], "drop --executor"),
     ]
 
 

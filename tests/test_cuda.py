@@ -106,3 +106,21 @@ def test_interrupted_cuda_scan_resumes(folder, tmp_path):
     assert resumed.attrs["summary"]["folds_resumed"] == [0]
     fresh = scan(folder.root, out=tmp_path / "fresh", progress=False, **CUDA_FAST)
     pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def test_threaded_folds_run_in_their_own_streams_and_rank_like_sequential_ones(folder, tmp_path):
+    """``--executor threads`` on the device: each fold in a non-default stream, same ranking quality."""
+    from labelaudit.folds.executor import ThreadedExecutor
+
+    streams = []
+
+    def recording(job, report=None):
+        streams.append(torch.cuda.current_stream() != torch.cuda.default_stream())
+        return run_fold(job, report=report)
+
+    threaded = scan(folder.root, out=tmp_path / "threads", progress=False,
+                    executor=ThreadedExecutor(workers=3, run=recording), **CUDA_FAST)
+    local = scan(folder.root, out=tmp_path / "local", progress=False, **CUDA_FAST)
+    assert streams == [True] * CUDA_FAST["folds"]
+    assert threaded.attrs["summary"]["device"].endswith("3 folds at a time")
+    assert abs(_auroc(folder, threaded) - _auroc(folder, local)) < 0.1

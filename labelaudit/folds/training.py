@@ -14,12 +14,19 @@ Training leaves the caller's process as it found it: the model is initialised un
 :func:`torch.random.fork_rng` (the global RNG state is restored afterwards), augmentation
 and batch order draw from a private :class:`torch.Generator`, and the cuDNN flags that
 make CUDA runs reproducible are set only for the duration of the fold.
+
+Several folds may train at once in threads of one process
+(:class:`labelaudit.folds.executor.ThreadedExecutor`): the seeding of the global generator
+is serialised by a lock, and an executor that runs folds concurrently holds
+:func:`deterministic_cudnn` around all of them, so that no fold restores the flags while
+another one is still training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,7 +43,8 @@ from labelaudit.folds.models import build_model
 from labelaudit.folds.records import FoldResult
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
-           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "late_epochs", "load_images", "autocast", "margin"]
+           "resolve_device", "resolve_precision", "deterministic_cudnn", "cpu_has_native_bf16", "late_epochs",
+           "load_images", "autocast", "margin"]
 
 #: Bump when a change to the training code changes what a fold produces; stored folds
 #: made by another version are retrained instead of resumed.
@@ -144,7 +152,7 @@ def run_fold(job: FoldJob, *, report: ProgressReport | None = None) -> FoldResul
     """
     cfg = ScanConfig(**job.config)
     device = resolve_device(cfg.device)
-    with _deterministic_cudnn():
+    with deterministic_cudnn():
         return _run_fold(job, cfg, device, report)
 
 
@@ -184,22 +192,30 @@ def _fold_seed(cfg: ScanConfig, fold: int) -> int:
     return cfg.seed * 1009 + fold
 
 
+#: Serialises the seeding of PyTorch's global CPU generator (module initialisation has no
+#: generator argument), so that folds built in concurrent threads each get their own seed's weights.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def _seeded_model(n_classes: int, cfg: ScanConfig, seed: int) -> torch.nn.Module:
     """A fresh model, initialised on the CPU from ``seed`` without touching the global RNG state.
 
     ``fork_rng`` saves and restores the CPU generator around the seeding, so the caller's
-    stream of random numbers is unchanged; no CUDA generator is seeded or consumed.
+    stream of random numbers is unchanged; no CUDA generator is seeded or consumed. The
+    lock keeps a fold training in another thread from seeding the generator in between.
     """
-    with torch.random.fork_rng(devices=[]):
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
         return build_model(n_classes, width=cfg.width, depth=cfg.depth)
 
 
 @contextlib.contextmanager
-def _deterministic_cudnn() -> Iterator[None]:
+def deterministic_cudnn() -> Iterator[None]:
     """cuDNN without autotuning and with deterministic kernels inside, the caller's flags restored after.
 
-    Reproducible CUDA runs with ``--seed`` at some cost in speed; no effect on the CPU.
+    Reproducible CUDA runs with ``--seed`` at some cost in speed; no effect on the CPU. The
+    flags are process-wide: code running folds in several threads enters this once around
+    all of them (each fold's own entry then saves and restores the same values).
     """
     cudnn = torch.backends.cudnn
     saved = cudnn.benchmark, cudnn.deterministic
