@@ -27,8 +27,21 @@ __all__ = ["atomic_write", "is_inside", "place_file", "resolve_inside", "umask"]
 
 
 def umask() -> int:
-    """The process's file-creation mask (read without changing it for long)."""
-    mask = os.umask(0o022)
+    """The process's file-creation mask, read without changing it where the system allows.
+
+    On Linux it is read from ``/proc/self/status``. Elsewhere the only way is to set a mask
+    and put the old one back, during which a file another thread creates would get the
+    temporary mask; that window is kept to two system calls, and the temporary mask is
+    the strictest one (``0o077``), so such a file is never more open than the user asked.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 

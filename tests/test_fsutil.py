@@ -1,0 +1,42 @@
+"""The cross-cutting file-system helpers of :mod:`labelaudit.fsutil`."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labelaudit import fsutil
+
+
+@pytest.fixture
+def mask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_umask_is_read_without_setting_it(mask_027, monkeypatch):
+    """A threaded server must not see the mask change under it while another thread creates a file."""
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    assert fsutil.umask() == 0o027
+    assert calls == []
+
+
+def test_umask_without_proc_sets_the_strictest_mask_and_restores_it(mask_027, monkeypatch):
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(fsutil, "open", no_proc, raising=False)
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    assert fsutil.umask() == 0o027
+    assert calls == [0o077, 0o027]
+
+
+def test_atomic_write_gives_the_usual_mode(mask_027, tmp_path):
+    path = fsutil.atomic_write(tmp_path / "a.csv", lambda fh: fh.write("x\n"))
+    assert path.read_text() == "x\n" and (path.stat().st_mode & 0o777) == 0o640
