@@ -82,8 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument(f"--{name.replace('_', '-')}", type=_setting_type(name), default=None,
                        metavar=spec.kind.__name__.upper(),
                        help=f"{spec.help} ({spec.describe()}; default: labelaudit's, {default!r})")
-    p.add_argument("--executor", choices=["local", "threads"], default="local",
-                   help="folds one at a time, or several at once in threads (labelaudit scan --executor)")
+    p.add_argument("--executor", choices=["local", "threads", "stacked"], default="local",
+                   help="folds one at a time, several at once in threads, or all as one stacked network "
+                        "(labelaudit scan --executor)")
     p.add_argument("--fold-workers", type=int, default=2, help="with --executor threads: folds at the same time")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -199,7 +200,7 @@ def run_scan(root: Path, labels_csv: Path | None, out: Path, args, **extra):
     from labelaudit.folds.executor import ThreadedExecutor
 
     chosen = {k: getattr(args, k) for k in _settings() if getattr(args, k) is not None}
-    executor = ThreadedExecutor(workers=args.fold_workers) if args.executor == "threads" else None
+    executor = ThreadedExecutor(workers=args.fold_workers) if args.executor == "threads" else args.executor
     started = time.perf_counter()
     scores = scan(root, labels_csv=labels_csv, out=out, progress=not args.no_progress, executor=executor,
                   **chosen, **extra)

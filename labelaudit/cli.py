@@ -109,9 +109,11 @@ _RAY_OPTIONS = ("ray_address", "gpus_per_fold", "cpus_per_fold", "fold_retries",
 def _executor_options(func):
     """``--executor`` and the options of the Ray executor (see :class:`~labelaudit.folds.ray_executor.RayExecutor`)."""
     options = [
-        click.option("--executor", type=click.Choice(["local", "threads", "ray"]), default="local", show_default=True,
+        click.option("--executor", type=click.Choice(["local", "threads", "stacked", "ray"]), default="local",
+                     show_default=True,
                      help="Where folds train: this process one at a time, this process several at once "
-                          "(threads; on CUDA one stream each), or Ray tasks (needs: pip install \"labelaudit[ray]\")."),
+                          "(threads; on CUDA one stream each), all at once as one stacked network (GPU), or Ray "
+                          "tasks (needs: pip install \"labelaudit[ray]\")."),
         click.option("--fold-workers", type=click.IntRange(min=1), default=None,
                      help="With --executor threads: folds trained at the same time  [default: 2]"),
         click.option("--ray-address", default=None,
@@ -170,7 +172,7 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
 
 
 def _executor(name: str, ray_options: dict, fold_workers: int | None):
-    """The executor of the ``--executor`` options: None (in process), a ThreadedExecutor or a RayExecutor.
+    """The executor of the ``--executor`` options: None (in process), a Threaded-, Stacked- or RayExecutor.
 
     Raises
     ------
@@ -189,10 +191,10 @@ def _executor(name: str, ray_options: dict, fold_workers: int | None):
         raise click.UsageError("--fold-workers only applies with --executor threads")
     if name == "local":
         return None
-    if name == "threads":
-        from labelaudit.folds.executor import ThreadedExecutor
+    if name in ("threads", "stacked"):
+        from labelaudit.folds.executor import StackedExecutor, ThreadedExecutor
 
-        return ThreadedExecutor(workers=fold_workers or 2)
+        return ThreadedExecutor(workers=fold_workers or 2) if name == "threads" else StackedExecutor()
     from labelaudit.folds.ray_executor import RayExecutor
 
     o = ray_options

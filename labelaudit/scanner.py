@@ -202,12 +202,13 @@ def scan(
         (:mod:`labelaudit.consensus`). Not together with ``labels_csv``.
     config : ScanConfig, optional
         All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields.
-    executor : FoldExecutor or {"local", "threads", "ray"}, optional
+    executor : FoldExecutor or {"local", "threads", "stacked", "ray"}, optional
         Runs the fold jobs: ``"local"`` (default) trains them in this process one after
         the other (:class:`~labelaudit.folds.executor.InProcessExecutor`), ``"threads"``
         two at a time in threads of this process
         (:class:`~labelaudit.folds.executor.ThreadedExecutor`; pass an instance for another
-        number), ``"ray"`` as Ray tasks (:class:`~labelaudit.folds.ray_executor.RayExecutor`
+        number), ``"stacked"`` all at once as one stacked network
+        (:class:`~labelaudit.folds.executor.StackedExecutor`, for a GPU), ``"ray"`` as Ray tasks (:class:`~labelaudit.folds.ray_executor.RayExecutor`
         with its defaults; pass an instance for other options). Same seed, same scores with
         any of them (on the CPU up to the last digits, which depend on the threads per fold).
     progress : bool

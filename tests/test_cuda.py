@@ -124,3 +124,32 @@ def test_threaded_folds_run_in_their_own_streams_and_rank_like_sequential_ones(f
     assert streams == [True] * CUDA_FAST["folds"]
     assert threaded.attrs["summary"]["device"].endswith("3 folds at a time")
     assert abs(_auroc(folder, threaded) - _auroc(folder, local)) < 0.1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_stacked_folds_on_cuda_rank_like_sequential_ones(folder, tmp_path, precision):
+    """``--executor stacked`` on the device (grouped convolutions in cuDNN): same ranking quality."""
+    stacked = scan(folder.root, out=tmp_path / "stacked", progress=False, executor="stacked", precision=precision,
+                   **CUDA_FAST)
+    local = scan(folder.root, out=tmp_path / "local", progress=False, precision=precision, **CUDA_FAST)
+    assert stacked.attrs["summary"]["device"].startswith("cuda")
+    assert abs(_auroc(folder, stacked) - _auroc(folder, local)) < 0.1
+
+
+def test_stacked_folds_on_cuda_are_the_sequential_folds_at_a_small_learning_rate(tmp_path):
+    """As ``tests/test_stacked.py`` checks on the CPU: each member is exactly its fold's model."""
+    from labelaudit.folds.stacked import run_folds_stacked
+
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1, 2], 16)
+    np.save(tmp_path / "images.npy", (rng.uniform(0, 80, (48, 16, 16, 3)) + labels[:, None, None, None] * 80)
+            .astype(np.uint8))
+    cfg = ScanConfig(image_size=16, epochs=4, width=4, batch_size=8, lr=1e-4, folds=3, precision="fp32",
+                     device="cuda")
+    folds = np.arange(48) % 3
+    jobs = [FoldJob(fold=k, train_idx=np.flatnonzero(folds != k), holdout_idx=np.flatnonzero(folds == k),
+                    images_path=str(tmp_path / "images.npy"), labels=labels, n_classes=3, config=cfg.to_dict())
+            for k in range(3)]
+    for seq, st in zip((run_fold(job) for job in jobs), run_folds_stacked(jobs)):
+        for name in ("train_losses", "holdout_probs", "view_losses"):
+            np.testing.assert_allclose(st.records[name], seq.records[name], atol=1e-4, err_msg=name)

@@ -10,7 +10,7 @@
 #   mkdir -p .gpudata && cp ../shared/datasets/cifar10-dev.tar.gz ../shared/datasets/cifar10n-dev-labels.csv.gz .gpudata/
 #
 # then call the device tool's `run` with carry [".whl", ".gpudata"] and the command
-#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan threads compile large; default: all)
+#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan threads stacked compile large; default: all)
 # Each step appends JSON lines to $OUT/gpu.jsonl and its log to $OUT/<step>.log; the
 # figures go to benchmarks/results/ and the README's GPU section only from those files.
 set -uo pipefail
@@ -22,7 +22,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
 
-steps=${*:-tests throughput scan threads compile large}
+steps=${*:-tests throughput scan threads stacked compile large}
 for step in $steps; do
   case $step in
     tests)  # issue 8, point 1: the CUDA-marked tests
@@ -49,6 +49,12 @@ for step in $steps; do
       python3 benchmarks/detect.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \
         --work /tmp/bench --per-class 0 --human random1 --baseline shared --device cuda --executor threads \
         --fold-workers 5 --tag threads --no-progress 2>>"$OUT/threads.log" | tee -a "$OUT/gpu.jsonl" ;;
+    stacked)  # point 2: the same scan with the 5 folds as one stacked network (--executor stacked), both budgets
+      for b in small large; do
+        python3 benchmarks/detect.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \
+          --work /tmp/bench --per-class 0 --human random1 --baseline shared --device cuda --executor stacked \
+          --budget $b --tag stacked-$b --no-progress 2>>"$OUT/stacked.log" | tee -a "$OUT/gpu.jsonl"
+      done ;;
     large)  # point 3: the quality a GPU can buy, --budget large (labelaudit.config.BUDGETS), three label sets
       for h in random1 worst aggre; do
         python3 benchmarks/detect.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \

@@ -4,12 +4,14 @@ An executor takes :class:`~labelaudit.folds.training.FoldJob` objects and hands 
 :class:`~labelaudit.folds.records.FoldResult` objects. :class:`InProcessExecutor` runs
 them one after the other here; :class:`ThreadedExecutor` runs several at once in threads
 of this process (on CUDA each fold in its own stream, so that small models share one
-device); :class:`labelaudit.folds.ray_executor.RayExecutor` runs each as a Ray task, on
-one machine or a cluster. Any other engine only has to implement
+device); :class:`StackedExecutor` trains all of them at once as one stacked network (one
+program's kernel launches for K models, :mod:`labelaudit.folds.stacked`);
+:class:`labelaudit.folds.ray_executor.RayExecutor` runs each as a Ray task, on one machine
+or a cluster. Any other engine only has to implement
 :class:`FoldExecutor` (jobs are plain data: index arrays, a config dict and the path of a
 ``.npy`` file; results are index arrays and named numpy records). Finished folds are kept
 by :class:`labelaudit.folds.store.FoldStore`; :func:`resolve_executor` turns the names
-``"local"`` / ``"threads"`` / ``"ray"`` into executors.
+``"local"`` / ``"threads"`` / ``"stacked"`` / ``"ray"`` into executors.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import torch
 
 from labelaudit.errors import SettingsError
 from labelaudit.folds.records import FoldResult
+from labelaudit.folds.stacked import run_folds_stacked
 from labelaudit.folds.training import FoldJob, ProgressReport, deterministic_cudnn, resolve_device, run_fold
 
-__all__ = ["FoldExecutor", "InProcessExecutor", "ThreadedExecutor", "EXECUTORS", "resolve_executor"]
+__all__ = ["FoldExecutor", "InProcessExecutor", "ThreadedExecutor", "StackedExecutor", "EXECUTORS",
+           "resolve_executor"]
 
 #: Executor names accepted by :func:`resolve_executor` (and ``labelaudit scan --executor``).
-EXECUTORS = ("local", "threads", "ray")
+EXECUTORS = ("local", "threads", "stacked", "ray")
 
 
 class FoldExecutor(Protocol):
@@ -187,6 +191,38 @@ class ThreadedExecutor:
             return self._run(job, report=report)
 
 
+class StackedExecutor:
+    """Train all the jobs' folds at once as one stacked network in this process.
+
+    See :mod:`labelaudit.folds.stacked`: K fold models side by side in grouped
+    convolutions, each exactly its fold's model, trained with the kernel launches of one.
+    Meant for a GPU; on the CPU grouped convolutions are slower than separate ones. All
+    folds finish together, so a scan stopped during training keeps none of them (the
+    in-process executors store each fold as it finishes).
+
+    Parameters
+    ----------
+    run : callable
+        ``run(jobs, report=...) -> list[FoldResult]``;
+        :func:`~labelaudit.folds.stacked.run_folds_stacked` by default.
+    """
+
+    def __init__(self, run: Callable[..., list[FoldResult]] = run_folds_stacked) -> None:
+        self._run = run
+
+    def device(self, setting: str) -> torch.device:
+        """This process's device for ``setting`` (:func:`~labelaudit.folds.training.resolve_device`)."""
+        return resolve_device(setting)
+
+    def describe(self, device: torch.device) -> str:
+        """:meth:`InProcessExecutor.describe`, and that the folds trained stacked."""
+        return f"{InProcessExecutor().describe(device)}, folds stacked in one network"
+
+    def map(self, jobs: Sequence[FoldJob], *, report: ProgressReport | None = None) -> Iterator[FoldResult]:
+        """Train ``jobs`` together; yield their results (in job order) once all are trained."""
+        yield from self._run(list(jobs), report=report)
+
+
 def _serialised(report: ProgressReport | None, stop: threading.Event) -> ProgressReport:
     """``report`` behind a lock, raising :class:`_Cancelled` in the calling fold once ``stop`` is set."""
     lock = threading.Lock()
@@ -220,7 +256,8 @@ def resolve_executor(executor: FoldExecutor | str | None) -> FoldExecutor:
     ----------
     executor : FoldExecutor, str or None
         None or ``"local"``: :class:`InProcessExecutor`; ``"threads"``: a
-        :class:`ThreadedExecutor` with two folds at a time; ``"ray"``: a
+        :class:`ThreadedExecutor` with two folds at a time; ``"stacked"``: a
+        :class:`StackedExecutor`; ``"ray"``: a
         :class:`~labelaudit.folds.ray_executor.RayExecutor` with its defaults (a local Ray
         instance, or the cluster ``RAY_ADDRESS`` names).
 
@@ -235,6 +272,8 @@ def resolve_executor(executor: FoldExecutor | str | None) -> FoldExecutor:
         return InProcessExecutor()
     if executor == "threads":
         return ThreadedExecutor()
+    if executor == "stacked":
+        return StackedExecutor()
     if executor == "ray":
         from labelaudit.folds.ray_executor import RayExecutor
 

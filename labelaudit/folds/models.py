@@ -8,10 +8,13 @@ blocks, then global max-pooling and a linear head.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-__all__ = ["ConvBNAct", "ResidualBlock", "CompactResNet", "build_model"]
+__all__ = ["ConvBNAct", "ResidualBlock", "CompactResNet", "StackedResNet", "build_model"]
 
 
 class ConvBNAct(nn.Sequential):
@@ -85,3 +88,88 @@ class CompactResNet(nn.Module):
 def build_model(num_classes: int, *, width: int, depth: int, stages: int = 3) -> CompactResNet:
     """Return a freshly initialised :class:`CompactResNet` (see its parameters)."""
     return CompactResNet(num_classes, width=width, depth=depth, stages=stages)
+
+
+class StackedResNet(nn.Module):
+    """K independent :class:`CompactResNet` models evaluated as one network (one kernel per layer).
+
+    Member ``k``'s channels are block ``k`` of every layer: each convolution becomes a
+    grouped convolution with ``groups = K`` (weights concatenated along the output
+    channels), each batch norm one over ``K * C`` channels, and the linear heads one batched
+    product. Nothing is shared between members: their gradients, batch-norm statistics and
+    (per-parameter) optimizer updates are exactly those of K separate models, so the stack
+    trains K folds at the cost of one program's kernel launches (the point on a GPU, where a
+    small model leaves the device idle between launches).
+
+    Parameters
+    ----------
+    members : sequence of CompactResNet
+        Same architecture each; their current weights, buffers and modes are copied.
+
+    Notes
+    -----
+    ``forward`` maps ``(N, K * 3, H, W)`` (member ``k``'s images in channels ``3k..3k+2``)
+    to logits ``(N, K, num_classes)``; ``features`` returns ``(N, K, embedding_dim)``.
+    """
+
+    def __init__(self, members: Sequence[CompactResNet]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a stack needs at least one member")
+        self.k = len(members)
+        self.body = _stack([m.body for m in members])
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.embedding_dim = members[0].embedding_dim
+        self.head_weight = nn.Parameter(torch.stack([m.head.weight.detach().clone() for m in members]))  # (K, C, D)
+        self.logit_scale = members[0].logit_scale
+
+    @property
+    def num_classes(self) -> int:
+        return self.head_weight.shape[1]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)).flatten(1).view(len(x), self.k, self.embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("nkd,kcd->nkc", self.features(x), self.head_weight) * self.logit_scale
+
+
+def _stack(members: Sequence[nn.Module]) -> nn.Module:
+    """One module computing ``members`` (same structure) side by side on concatenated channels."""
+    first = members[0]
+    if isinstance(first, nn.Conv2d):
+        return _stack_conv(members)
+    if isinstance(first, nn.BatchNorm2d):
+        return _stack_batch_norm(members)
+    if isinstance(first, (nn.ReLU, nn.MaxPool2d, nn.AdaptiveMaxPool2d)):  # channel-wise, no parameters
+        return copy.deepcopy(first)
+    if not list(first.children()) or first._parameters or first._buffers:
+        raise TypeError(f"cannot stack {type(first).__name__} modules")
+    stacked = copy.copy(first)  # the container's forward, with its children replaced
+    stacked._modules = dict(first._modules)
+    for name in first._modules:
+        setattr(stacked, name, _stack([m._modules[name] for m in members]))
+    return stacked
+
+
+def _stack_conv(members: Sequence[nn.Conv2d]) -> nn.Conv2d:
+    first, k = members[0], len(members)
+    conv = nn.Conv2d(k * first.in_channels, k * first.out_channels, first.kernel_size, stride=first.stride,
+                     padding=first.padding, dilation=first.dilation, groups=k * first.groups,
+                     bias=first.bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(torch.cat([m.weight for m in members]))
+        if first.bias is not None:
+            conv.bias.copy_(torch.cat([m.bias for m in members]))
+    return conv
+
+
+def _stack_batch_norm(members: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
+    first = members[0]
+    norm = nn.BatchNorm2d(len(members) * first.num_features, eps=first.eps, momentum=first.momentum)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(norm, name).copy_(torch.cat([getattr(m, name) for m in members]))
+        norm.num_batches_tracked.copy_(first.num_batches_tracked)
+    norm.train(first.training)
+    return norm

@@ -244,9 +244,13 @@ class _DeviceData:
         self.std = torch.ones(1, 3, 1, 1, device=device)
 
     def fit_normalisation(self, idx: torch.Tensor) -> None:
+        """Normalise by the channel mean and standard deviation of the images ``idx`` (a fold's training set)."""
+        self.mean, self.std = self.channel_statistics(idx)
+
+    def channel_statistics(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation (1, 3, 1, 1) of the images ``idx`` (every n-th, at most ~5,000)."""
         sample = self.batch(idx[:: max(1, len(idx) // 5000)])
-        self.mean = sample.mean(dim=(0, 2, 3), keepdim=True)
-        self.std = sample.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        return sample.mean(dim=(0, 2, 3), keepdim=True), sample.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
 
     def batch(self, idx: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
         """Float batch of shape (B, 3, S, S), values in [0, 1] before normalisation."""
@@ -271,9 +275,18 @@ def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> 
     """Shift each image of (B, C, S, S) by up to ``pad`` pixels (reflection padding)."""
     if pad == 0:
         return x
+    return shift_each(x, pad, translation_draws(len(x), pad, generator).to(x.device))
+
+
+def translation_draws(n: int, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Random offsets (2, n) in ``[0, 2 * pad]`` (rows, columns) of :func:`shift_each`, drawn on the CPU."""
+    return torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device="cpu")
+
+
+def shift_each(x: torch.Tensor, pad: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Image ``i`` of (B, C, S, S) moved by ``shifts[:, i] - pad`` pixels (reflection padding)."""
     b, _, s, _ = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    shifts = torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device="cpu").to(x.device)
     ar = torch.arange(s, device=x.device)
     rows = (shifts[0][:, None] + ar)[:, None, :, None]  # (B, 1, S, 1)
     cols = (shifts[1][:, None] + ar)[:, None, None, :]  # (B, 1, 1, S)
@@ -292,7 +305,16 @@ def _early_resize(x: torch.Tensor, epoch: int, cfg: ScanConfig) -> torch.Tensor:
 
 def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirror a random half of the batch (B, C, S, S)."""
-    mirror = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return mirror_where(x, mirror_draws(len(x), generator).to(x.device))
+
+
+def mirror_draws(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Which of ``n`` images to mirror (bool, (n,)), each with probability 1/2, drawn on the CPU."""
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def mirror_where(x: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, S, S) with the images where ``mirror`` (B,) is True mirrored left-right."""
     return torch.where(mirror[:, None, None, None], x.flip(3), x)
 
 
@@ -327,16 +349,7 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
     """Train ``model`` in place; return the training records (see :func:`run_fold`)."""
     n_train = len(train_idx)
     batches = _batch_bounds(n_train, cfg.batch_size)
-    total_steps = cfg.epochs * len(batches)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay
-    )
-    warmup_steps = max(1, int(cfg.warmup * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (step + 1) / warmup_steps if step < warmup_steps
-        else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
-    )
+    optimizer, schedule = sgd_one_cycle(model.parameters(), cfg, cfg.epochs * len(batches))
     generator = torch.Generator().manual_seed(seed)
     late = late_epochs(cfg.epochs) if cfg.flip else []
     dev = train_idx.device
@@ -377,6 +390,22 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
                        view_flip_agree=np.stack(view_flip_agree))
     return records
+
+
+def sgd_one_cycle(parameters, cfg: ScanConfig, total_steps: int):
+    """Nesterov SGD and its one-cycle schedule (linear warm-up over ``cfg.warmup``, then linear decay to 0).
+
+    Returns ``(optimizer, scheduler)``; the scheduler is stepped after every optimizer step.
+    """
+    optimizer = torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                                weight_decay=cfg.weight_decay)
+    warmup_steps = max(1, int(cfg.warmup * total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (step + 1) / warmup_steps if step < warmup_steps
+        else max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)),
+    )
+    return optimizer, schedule
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
