@@ -112,6 +112,21 @@ def test_folds_of_different_sizes_train_and_record_only_their_own_samples(tmp_pa
     assert np.isfinite(results[0].records["all_features"].astype(float)).all()
 
 
+def test_a_topped_up_member_keeps_its_own_random_stream(tmp_path, one_thread):
+    """The top-up of a smaller fold's last batch draws no augmentation from its stream.
+
+    Folds of 33, 33 and 34 training images in batches of 10 (same batches but the last):
+    at a learning rate of ~0, only the images of each epoch's last batch (whose batch-norm
+    statistics include the top-up) may differ from ``run_fold``; an order or augmentation
+    drawn from a stream that the top-up advanced would change every later epoch.
+    """
+    jobs = _jobs(tmp_path, n=50, batch_size=10, lr=1e-9)
+    for seq, st in zip((run_fold(job) for job in jobs), run_folds_stacked(jobs)):
+        n_train = len(seq.train_idx)
+        differ = (np.abs(st.records["train_losses"] - seq.records["train_losses"]) > 1e-5).sum(1)
+        assert (differ <= n_train - 30).all(), (seq.fold, differ)
+
+
 def test_divergence_names_the_fold(tmp_path):
     jobs = _jobs(tmp_path, lr=1e30)
     with pytest.raises(TrainingDiverged, match="fold 1"):

@@ -255,7 +255,7 @@ def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -
         for step, (start, stop) in enumerate(batches):
             positions = record[:, start:stop]  # (K, B)
             idx = train_idx.gather(1, sample[:, start:stop])
-            logits, y = _augmented_logits(stack, idx, labels, epoch)
+            logits, y = _augmented_logits(stack, idx, labels, epoch, start)
             sample_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none",
                                           label_smoothing=cfg.label_smoothing).view_as(y)
             weight = (positions < n).float()
@@ -273,20 +273,24 @@ def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -
     return [_member_records(k, m, margins, losses, views) for k, m in enumerate(members)]
 
 
-def _augmented_logits(stack: _Stack, idx: torch.Tensor, labels: torch.Tensor, epoch: int):
+def _augmented_logits(stack: _Stack, idx: torch.Tensor, labels: torch.Tensor, epoch: int, start: int):
     """Training logits (K, B, C) and labels (K, B) of each member's images ``idx`` (K, B), augmented.
 
     Every member draws its translations, then its mirrors, from its own generator, in the
-    order :func:`~labelaudit.folds.training.run_fold` draws them.
+    order :func:`~labelaudit.folds.training.run_fold` draws them, and only for its own
+    images of the batch (positions ``start`` on): its top-up is neither shifted nor
+    mirrored and takes nothing from its stream, so the next epoch's order is run_fold's.
     """
     cfg = stack.cfg
     b = idx.shape[1]
     shifts, mirrors = [], []
     for member in stack.members:
+        real = max(0, min(b, member.n_train - start))
         if cfg.crop_padding:
-            shifts.append(translation_draws(b, cfg.crop_padding, member.generator))
+            shift = translation_draws(real, cfg.crop_padding, member.generator)
+            shifts.append(torch.cat([shift, torch.full((2, b - real), cfg.crop_padding, dtype=shift.dtype)], dim=1))
         if cfg.flip_augment:
-            mirrors.append(mirror_draws(b, member.generator))
+            mirrors.append(torch.cat([mirror_draws(real, member.generator), torch.zeros(b - real, dtype=torch.bool)]))
     x = stack.data.batch(idx.reshape(-1))
     if shifts:
         x = shift_each(x, cfg.crop_padding, torch.cat(shifts, dim=1).to(x.device))
