@@ -10,7 +10,11 @@ streams as :func:`~labelaudit.folds.training.run_fold`), normalised by its own s
 with its own loss; nothing crosses between members, so no fold's model sees its held-out
 labels. When fold sizes differ (stratified folds may differ by a few images), the smaller
 folds' last batch of each epoch is topped up with some of their own images, which get no
-weight in the loss and no entry in the records.
+weight in the loss, no entry in the records and no augmentation draws. They do enter that
+batch's batch-norm statistics (and the running ones), and where the fold sizes straddle a
+multiple of the batch size a smaller fold's last batch is cut differently (or is a step of
+top-up only, which momentum and weight decay still act on) under the largest fold's
+schedule: such a fold's model is then close to, not exactly, its ``run_fold`` model.
 
 On the CPU the grouped convolutions are slower than separate ones (README, "What a scan
 does"), so this is a GPU option; the CPU runs it correctly, which the tests check.
