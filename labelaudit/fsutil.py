@@ -35,7 +35,7 @@ def umask() -> int:
     the strictest one (``0o077``), so such a file is never more open than the user asked.
     """
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:  # Name: is any bytes
             for line in status:
                 if line.startswith("Umask:"):
                     return int(line.split()[1], 8)

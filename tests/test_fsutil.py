@@ -37,6 +37,20 @@ def test_umask_without_proc_sets_the_strictest_mask_and_restores_it(mask_027, mo
     assert calls == [0o077, 0o027]
 
 
+def test_umask_is_read_past_a_process_name_that_is_not_ascii(mask_027, monkeypatch, tmp_path):
+    """``Name:`` is the process's comm, any bytes (e.g. set by setproctitle): no fallback to setting the mask."""
+    status = tmp_path / "status"
+    status.write_bytes("Name:\tpr\u00fcfung\nUmask:\t0027\nState:\tR (running)\n".encode())
+    real_open = open
+    monkeypatch.setattr(fsutil, "open", lambda path, *args, **kwargs: real_open(status, *args, **kwargs),
+                        raising=False)
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
+    assert fsutil.umask() == 0o027
+    assert calls == []
+
+
 def test_atomic_write_gives_the_usual_mode(mask_027, tmp_path):
     path = fsutil.atomic_write(tmp_path / "a.csv", lambda fh: fh.write("x\n"))
     assert path.read_text() == "x\n" and (path.stat().st_mode & 0o777) == 0o640
