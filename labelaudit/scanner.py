@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -551,8 +552,13 @@ class _FoldProgress:
     def __init__(self, bar, folds: int, epochs: int) -> None:
         self._bar, self._folds, self._epochs = bar, folds, epochs
         self._running: dict[int, list[float]] = {}  # fold -> [epoch, images since the first report, first, last]
+        self._lock = threading.Lock()  # fold threads report while the scan's thread calls finished()
 
     def __call__(self, n: int, fold: int, epoch: int, loss: float, acc: float) -> None:
+        with self._lock:
+            self._update(n, fold, epoch, loss, acc)
+
+    def _update(self, n: int, fold: int, epoch: int, loss: float, acc: float) -> None:
         now = time.perf_counter()
         state = self._running.setdefault(fold, [0, -n, now, now])
         state[0], state[1], state[3] = epoch, state[1] + n, now
@@ -563,7 +569,8 @@ class _FoldProgress:
 
     def finished(self, fold: int) -> None:
         """Drop ``fold`` from the description (its result is in)."""
-        self._running.pop(fold, None)
+        with self._lock:
+            self._running.pop(fold, None)
 
     def _describe(self) -> str:
         parts = []

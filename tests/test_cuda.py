@@ -152,4 +152,6 @@ def test_stacked_folds_on_cuda_are_the_sequential_folds_at_a_small_learning_rate
             for k in range(3)]
     for seq, st in zip((run_fold(job) for job in jobs), run_folds_stacked(jobs)):
         for name in ("train_losses", "holdout_probs", "view_losses"):
-            np.testing.assert_allclose(st.records[name], seq.records[name], atol=1e-4, err_msg=name)
+            # float32 convolutions run in TF32 on Ampere and later (PyTorch's default for cuDNN):
+            # grouped and dense kernels round differently at ~1e-3
+            np.testing.assert_allclose(st.records[name], seq.records[name], atol=5e-3, err_msg=name)
