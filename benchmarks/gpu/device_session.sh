@@ -11,6 +11,11 @@
 #
 # then call the device tool's `run` with carry [".whl", ".gpudata"] and the command
 #   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan threads stacked compile large; default: all)
+# Device time is short (15 minutes a session, start-up included; at most 10 minutes a command), so
+# run the steps in order of what they decide, e.g. a first call `tests scan stacked` (correctness,
+# the default scan's time, whether one stacked program beats K sequential folds), a second
+# `threads large` (streams; the quality target), `compile` and `throughput` last. Each step's
+# lines reach $OUT as soon as it ends, so a command cut off by its timeout keeps finished steps.
 # Each step appends JSON lines to $OUT/gpu.jsonl and its log to $OUT/<step>.log; the
 # figures go to benchmarks/results/ and the README's GPU section only from those files.
 set -uo pipefail
