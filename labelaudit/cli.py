@@ -543,3 +543,8 @@ def _report_copy(copied, to_stdout: bool) -> None:
         click.echo(f"Cleaned dataset in {copied.dest}: {copied.n_linked:,} hard links, {copied.n_copied:,} copies"
                    + (f"; {len(copied.missing):,} image(s) missing, e.g. {copied.missing[0]}" if copied.missing
                       else "") + ".", err=to_stdout)
+        if copied.renamed:
+            shown = ", ".join(f"{label!r} -> {folder}/" for label, folder in list(copied.renamed.items())[:5])
+            more = f" (and {len(copied.renamed) - 5:,} more)" if len(copied.renamed) > 5 else ""
+            click.echo(f"{len(copied.renamed):,} label(s) cannot be their own folder name (path characters, or "
+                       f"a name that differs from another only in case): {shown}{more}.", err=to_stdout)

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -28,7 +28,7 @@ from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscor
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
-    "safe_folder_name", "check_folder_target", "check_csv_target", "dataset_files", "UNSCORED", "UNREADABLE",
+    "safe_folder_name", "label_folders", "check_folder_target", "check_csv_target", "dataset_files", "UNSCORED", "UNREADABLE",
 ]
 
 BASE_COLUMNS = ["path", "label"]
@@ -323,6 +323,38 @@ def safe_folder_name(label: str) -> str:
     return name if name not in ("", ".", "..") else f"_{name}_"
 
 
+def label_folders(labels) -> dict[str, str]:
+    """A folder name for each label of the copy, no two alike even case-folded.
+
+    :func:`safe_folder_name` can map two labels to one name (``a/b`` and ``a_b``), and a
+    case-insensitive file system (macOS, Windows) makes ``Cat`` and ``cat`` one folder: either
+    would merge two classes in the copy. A label that is already a safe name keeps it (the
+    first in sorted order, of labels differing only in case); the others get ``__2``,
+    ``__3``, ... appended.
+
+    Parameters
+    ----------
+    labels : iterable of str
+        The labels of the copy (repeats allowed).
+
+    Returns
+    -------
+    dict
+        Label -> folder name.
+    """
+    unique = sorted(set(labels))
+    plain = {label: safe_folder_name(label) for label in unique}
+    taken: set[str] = set()
+    folders: dict[str, str] = {}
+    for label in sorted(unique, key=lambda label: (plain[label] != label, label)):
+        name, k = plain[label], 2
+        while name.casefold() in taken:
+            name, k = f"{plain[label]}__{k}", k + 1
+        taken.add(name.casefold())
+        folders[label] = name
+    return folders
+
+
 def _unused_name(rel: PurePosixPath, folder: str, used: set[tuple[str, str]]) -> str:
     """The file name of ``rel`` in the copy's ``folder``: its own, else prefixed with its source folder
     (``a/b/1.png`` -> ``a__b__1.png``), else that with a number (``a__b__1__2.png``): never one taken.
@@ -349,6 +381,8 @@ class FolderCopy:
     n_linked: int = 0
     n_copied: int = 0
     missing: list[str] | None = None
+    #: label -> folder, for the labels whose folder is not the label itself (see :func:`label_folders`)
+    renamed: dict[str, str] = field(default_factory=dict)
 
 
 def check_folder_target(dest: str | Path, *, force: bool = False, dataset_root: str | Path | None = None) -> None:
@@ -388,13 +422,17 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     empty unless ``force`` (then files of the same name are replaced, each only once its new
     content is complete; nothing is deleted), and it must not overlap ``dataset_root``
     (:func:`check_folder_target`).
+    Each label gets its own folder (:func:`label_folders`: no two alike case-folded; those not
+    named as their label are listed in ``renamed``).
     Two samples with the same file name and label (compared case-folded) get the sample's folder path
     prepended (and a number when that name is taken too), so no file is written over another.
     Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
     """
     dest = Path(dest)
     check_folder_target(dest, force=force, dataset_root=dataset_root)
-    result = FolderCopy(dest=dest, missing=[])
+    folders = label_folders(label for label in df["label"] if label != "")
+    result = FolderCopy(dest=dest, missing=[],
+                        renamed={label: folder for label, folder in folders.items() if folder != label})
     used: set[tuple[str, str]] = set()
     for rel, label in zip(df["path"], df["label"]):
         if label == "":
@@ -404,7 +442,7 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
         except (UnsafePath, FileNotFoundError):
             result.missing.append(rel)
             continue
-        folder = safe_folder_name(label)
+        folder = folders[label]
         name = _unused_name(PurePosixPath(rel), folder, used)
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)

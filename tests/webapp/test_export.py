@@ -311,10 +311,29 @@ def test_to_folder_names_differ_in_more_than_case(tmp_path):
     for rel in paths:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(rel.encode())
-    copy_to_folder(pd.DataFrame({"path": paths, "label": ["cat", "cat", "Cat"]}), root, tmp_path / "out")
+    res = copy_to_folder(pd.DataFrame({"path": paths, "label": ["cat", "cat", "Cat"]}), root, tmp_path / "out")
     names = [p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")]
     assert len({n.casefold() for n in names}) == 3, names
-    assert sorted(names) == ["Cat/b.png", "cat/A.png", "cat/y__a.png"]
+    assert sorted(names) == ["Cat/b.png", "cat__2/A.png", "cat__2/y__a.png"]  # two classes, two folders
+    assert res.renamed == {"cat": "cat__2"}
+
+
+def test_to_folder_never_merges_two_labels_into_one_folder(tmp_path):
+    """``a/b`` and ``a_b`` both became the folder ``a_b``: two classes merged in the copy."""
+    from labelaudit.export import label_folders
+
+    root = tmp_path / "data"
+    paths = ["1.png", "2.png", "3.png", "4.png"]
+    root.mkdir()
+    for rel in paths:
+        (root / rel).write_bytes(rel.encode())
+    labels = ["a/b", "a_b", "a_b__2", ".."]
+    res = copy_to_folder(pd.DataFrame({"path": paths, "label": labels}), root, tmp_path / "out")
+    folders = {p.parent.name: p.name for p in (tmp_path / "out").rglob("*.png")}
+    assert len(folders) == 4 and folders["a_b"] == "2.png" and folders["a_b__2"] == "3.png"
+    assert res.renamed == {"a/b": "a_b__3", "..": "_.._"}
+    assert folders["a_b__3"] == "1.png"
+    assert len({name.casefold() for name in label_folders(["X", "x", "x__2", "X__2"]).values()}) == 4
 
 
 def test_to_folder_refuses_the_dataset_folder_and_loses_no_image(scan, tmp_path):
@@ -429,3 +448,13 @@ def test_decisions_survive_a_rescan_that_leaves_their_images_unscored(scan):
     assert full.loc[untouched, ["decision", "note"]].tolist() == ["unscored", "class too small"]
     counts = export_summary(conn)
     assert (counts["n_dropped"], counts["n_relabeled"], counts["n_unscored"], counts["n_unsure"]) == (1, 1, 1, 1)
+
+
+def test_export_names_the_labels_whose_folder_is_another(capsys, tmp_path):
+    from labelaudit.cli import _report_copy
+    from labelaudit.export import FolderCopy
+
+    _report_copy(FolderCopy(dest=tmp_path, n_linked=3, missing=[], renamed={"a/b": "a_b__2", "cat": "cat__2"}),
+                 to_stdout=False)
+    out = capsys.readouterr().out
+    assert "2 label(s) cannot be their own folder name" in out and "'a/b' -> a_b__2/" in out
