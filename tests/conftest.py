@@ -7,6 +7,17 @@ __all__ = ["FAST", "NoisyFolder", "make_noisy_folder"]
 
 
 @pytest.fixture
+def one_thread():
+    """One PyTorch thread for the test, so that folds trained alone or side by side round alike."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
 def noisy_folder(tmp_path) -> NoisyFolder:
     return make_noisy_folder(tmp_path / "data")
 

@@ -17,14 +17,6 @@ from labelaudit.folds.stacked import run_folds_stacked
 from labelaudit.folds.training import FoldJob, run_fold
 
 
-@pytest.fixture
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def _jobs(tmp_path, n=48, **settings):
     """Fold jobs of a 3-class set of ``n`` images, 3 folds (of equal size when 3 divides ``n``)."""
     rng = np.random.default_rng(0)

@@ -19,15 +19,6 @@ from labelaudit.folds.training import FoldJob, run_fold
 
 
 @pytest.fixture
-def one_thread():
-    """Every fold on one PyTorch thread, threaded or not, so that their arithmetic is the same."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
-@pytest.fixture
 def jobs(tmp_path):
     """Three fold jobs of a 3-class, 48-image set (each fold holds out 16 images)."""
     rng = np.random.default_rng(0)

@@ -127,13 +127,11 @@ class ThreadedExecutor:
         self.workers = workers
         self._run = run
 
-    def device(self, setting: str) -> torch.device:
-        """This process's device for ``setting`` (:func:`~labelaudit.folds.training.resolve_device`)."""
-        return resolve_device(setting)
+    device = InProcessExecutor.device
 
     def describe(self, device: torch.device) -> str:
         """:meth:`InProcessExecutor.describe` and the number of folds trained at once."""
-        return f"{InProcessExecutor().describe(device)}, {self.workers} folds at a time"
+        return f"{InProcessExecutor.describe(self, device)}, {self.workers} folds at a time"
 
     def map(self, jobs: Sequence[FoldJob], *, report: ProgressReport | None = None) -> Iterator[FoldResult]:
         """Run ``jobs``, ``workers`` at a time, yielding each result as it finishes.
@@ -210,13 +208,11 @@ class StackedExecutor:
     def __init__(self, run: Callable[..., list[FoldResult]] = run_folds_stacked) -> None:
         self._run = run
 
-    def device(self, setting: str) -> torch.device:
-        """This process's device for ``setting`` (:func:`~labelaudit.folds.training.resolve_device`)."""
-        return resolve_device(setting)
+    device = InProcessExecutor.device
 
     def describe(self, device: torch.device) -> str:
         """:meth:`InProcessExecutor.describe`, and that the folds trained stacked."""
-        return f"{InProcessExecutor().describe(device)}, folds stacked in one network"
+        return f"{InProcessExecutor.describe(self, device)}, folds stacked in one network"
 
     def map(self, jobs: Sequence[FoldJob], *, report: ProgressReport | None = None) -> Iterator[FoldResult]:
         """Train ``jobs`` together; yield their results (in job order) once all are trained."""

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from labelaudit.config import ScanConfig
-from labelaudit.errors import SettingsError, TrainingDiverged
+from labelaudit.errors import SettingsError
 from labelaudit.folds.compiled import maybe_compile
 from labelaudit.folds.models import StackedResNet
 from labelaudit.folds.records import FoldResult
@@ -48,6 +48,7 @@ from labelaudit.folds.training import (
     _translate,
     autocast,
     deterministic_cudnn,
+    fold_result,
     late_epochs,
     load_images,
     margin,
@@ -152,19 +153,7 @@ def _run(jobs, cfg: ScanConfig, device, report) -> list[FoldResult]:
             if job.embed_all:
                 records[k]["all_features"] = features[k]
     timings = {"train_s": trained - started, "predict_s": time.perf_counter() - trained}
-    return [_result(member, member_records, timings, cfg) for member, member_records in zip(members, records)]
-
-
-def _result(member: _Member, records: dict[str, np.ndarray], timings, cfg: ScanConfig) -> FoldResult:
-    job = member.job
-    probs = records["holdout_probs"]
-    if not (np.isfinite(records["train_losses"]).all() and np.isfinite(probs).all()):
-        raise TrainingDiverged(
-            f"training diverged in fold {job.fold + 1} (non-finite loss or predictions); "
-            f"lower the learning rate (--lr, now {cfg.lr})")
-    accuracy = float((probs.argmax(1) == job.labels[job.holdout_idx]).mean()) if len(probs) else math.nan
-    return FoldResult(fold=job.fold, train_idx=np.asarray(job.train_idx), holdout_idx=np.asarray(job.holdout_idx),
-                      holdout_accuracy=accuracy, records=records, timings=dict(timings))
+    return [fold_result(member.job, member_records, cfg, timings) for member, member_records in zip(members, records)]
 
 
 class _Stack:

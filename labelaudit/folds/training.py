@@ -44,7 +44,7 @@ from labelaudit.folds.records import FoldResult
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
            "resolve_device", "resolve_precision", "deterministic_cudnn", "cpu_has_native_bf16", "late_epochs",
-           "load_images", "autocast", "margin"]
+           "load_images", "autocast", "margin", "fold_result"]
 
 #: Bump when a change to the training code changes what a fold produces; stored folds
 #: made by another version are retrained instead of resumed.
@@ -172,19 +172,27 @@ def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: Progr
     records = _train(model, data, labels, train_idx, cfg, seed, job.fold, report)
     trained = time.perf_counter()
     records.update(_predict_probs(model, data, holdout_idx, cfg))
+    if job.embed_all:
+        records["all_features"] = _features(model, data, torch.arange(len(images), device=device), cfg)
+    return fold_result(job, records, cfg, {"train_s": trained - started, "predict_s": time.perf_counter() - trained})
+
+
+def fold_result(job: FoldJob, records: dict[str, np.ndarray], cfg: ScanConfig, timings: dict[str, float]) -> FoldResult:
+    """The :class:`FoldResult` of ``job`` from its finished records, with its held-out accuracy.
+
+    Raises
+    ------
+    TrainingDiverged
+        The training losses or held-out probabilities hold a non-finite value.
+    """
     probs = records["holdout_probs"]
     if not (np.isfinite(records["train_losses"]).all() and np.isfinite(probs).all()):
         raise TrainingDiverged(
             f"training diverged in fold {job.fold + 1} (non-finite loss or predictions); "
             f"lower the learning rate (--lr, now {cfg.lr})")
     holdout_accuracy = float((probs.argmax(1) == job.labels[job.holdout_idx]).mean()) if len(probs) else math.nan
-    if job.embed_all:
-        records["all_features"] = _features(model, data, torch.arange(len(images), device=device), cfg)
-    return FoldResult(
-        fold=job.fold, train_idx=np.asarray(job.train_idx), holdout_idx=np.asarray(job.holdout_idx),
-        holdout_accuracy=holdout_accuracy, records=records,
-        timings={"train_s": trained - started, "predict_s": time.perf_counter() - trained},
-    )
+    return FoldResult(fold=job.fold, train_idx=np.asarray(job.train_idx), holdout_idx=np.asarray(job.holdout_idx),
+                      holdout_accuracy=holdout_accuracy, records=records, timings=dict(timings))
 
 
 def _fold_seed(cfg: ScanConfig, fold: int) -> int:
