@@ -28,6 +28,9 @@ Variants (``--variant``):
   their meaning, the held-out ones keep it);
 * ``set:FIELD=VALUE,...`` -- other training settings (fields of ``ScanConfig``, e.g.
   ``set:batch_size=64,lr=0.05``);
+* ``pool-first`` / ``pool-first:FIELD=VALUE,...`` -- each stage's widening convolution followed
+  by max-pooling *before* its batch norm and ReLU (airbench's order; those memory-bound layers
+  then run on a quarter of the values), optionally with other settings as for ``set:``;
 * ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
   models, i.e. the most that any noise-robust training could buy;
 * ``votes:majority`` / ``votes:soft`` -- several annotators (``--annotators``, default the ``random1..3`` columns): the
@@ -189,6 +192,19 @@ def early_flips(training, fraction: float, seed: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _pool_first(training) -> Iterator[None]:
+    """Patch fold training: models built with ``pool_first=True``."""
+    import functools
+
+    original = training.build_model
+    training.build_model = functools.partial(original, pool_first=True)
+    try:
+        yield
+    finally:
+        training.build_model = original
+
+
+@contextlib.contextmanager
 def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
     """Patch fold training: the gradient's cross-entropy is taken against ``targets`` (N, C) rows."""
     original_batch, original_ce = training._DeviceData.batch, training.F.cross_entropy
@@ -292,6 +308,10 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
         patch = mirror_selection(training, int(params[0]), float(params[1]))
     elif name == "set":
         settings.update(_settings(variant.split(":", 1)[1]))
+    elif name == "pool-first":
+        patch = _pool_first(training)
+        if params:
+            settings.update(_settings(variant.split(":", 1)[1]))
     elif name == "flip-augment":
         patch = early_flips(training, float(params[0]), settings["seed"])
     elif name == "votes" and params[0] == "soft":

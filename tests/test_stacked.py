@@ -125,6 +125,32 @@ def test_divergence_names_the_fold(tmp_path):
         run_folds_stacked(jobs)
 
 
+def test_a_diverged_member_costs_the_healthy_folds_nothing(tmp_path, monkeypatch):
+    """The members are independent: the healthy folds are stored before the error, and a re-run resumes them."""
+    from labelaudit.folds import stacked as stacked_module
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    original = stacked_module._holdout_records
+
+    def second_member_diverges(stack):
+        records = original(stack)
+        records[1]["holdout_probs"][0, 0] = np.nan
+        return records
+
+    monkeypatch.setattr(stacked_module, "_holdout_records", second_member_diverges)
+    with pytest.raises(TrainingDiverged, match="fold 2"):
+        scan(folder.root, out=tmp_path / "scan", progress=False, executor="stacked", **FAST)
+    monkeypatch.setattr(stacked_module, "_holdout_records", original)
+    trained = []
+
+    def recording(jobs, report=None):
+        trained.extend(job.fold for job in jobs)
+        return stacked_module.iter_folds_stacked(jobs, report=report)
+
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, executor=StackedExecutor(recording), **FAST)
+    assert trained == [1] and scores.attrs["summary"]["folds_resumed"] == [0, 2]
+
+
 def test_jobs_of_different_scans_are_refused(tmp_path):
     jobs = _jobs(tmp_path)
     other = FoldJob(**{**vars(jobs[1]), "config": {**jobs[1].config, "epochs": 5}})

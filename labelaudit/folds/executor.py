@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
@@ -27,7 +27,7 @@ import torch
 
 from labelaudit.errors import SettingsError
 from labelaudit.folds.records import FoldResult
-from labelaudit.folds.stacked import run_folds_stacked
+from labelaudit.folds.stacked import iter_folds_stacked
 from labelaudit.folds.training import FoldJob, ProgressReport, deterministic_cudnn, resolve_device, run_fold
 
 __all__ = ["FoldExecutor", "InProcessExecutor", "ThreadedExecutor", "StackedExecutor", "EXECUTORS",
@@ -196,16 +196,17 @@ class StackedExecutor:
     convolutions, each exactly its fold's model, trained with the kernel launches of one.
     Meant for a GPU; on the CPU grouped convolutions are slower than separate ones. All
     folds finish together, so a scan stopped during training keeps none of them (the
-    in-process executors store each fold as it finishes).
+    in-process executors store each fold as it finishes); a fold whose training diverged
+    does not cost the others theirs (they are yielded, and stored, before its error).
 
     Parameters
     ----------
     run : callable
-        ``run(jobs, report=...) -> list[FoldResult]``;
-        :func:`~labelaudit.folds.stacked.run_folds_stacked` by default.
+        ``run(jobs, report=...) -> iterable of FoldResult``;
+        :func:`~labelaudit.folds.stacked.iter_folds_stacked` by default.
     """
 
-    def __init__(self, run: Callable[..., list[FoldResult]] = run_folds_stacked) -> None:
+    def __init__(self, run: Callable[..., Iterable[FoldResult]] = iter_folds_stacked) -> None:
         self._run = run
 
     device = InProcessExecutor.device

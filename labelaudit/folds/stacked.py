@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from labelaudit.config import ScanConfig
-from labelaudit.errors import SettingsError
+from labelaudit.errors import SettingsError, TrainingDiverged
 from labelaudit.folds.compiled import maybe_compile
 from labelaudit.folds.models import StackedResNet
 from labelaudit.folds.records import FoldResult
@@ -61,11 +61,20 @@ from labelaudit.folds.training import (
     translation_draws,
 )
 
-__all__ = ["run_folds_stacked"]
+__all__ = ["run_folds_stacked", "iter_folds_stacked"]
 
 
 def run_folds_stacked(jobs: Sequence[FoldJob], *, report: ProgressReport | None = None) -> list[FoldResult]:
     """Train the folds of ``jobs`` together as one :class:`StackedResNet`; one result per job, in order.
+
+    The list form of :func:`iter_folds_stacked` (same parameters and errors); a diverged
+    fold raises before anything is returned.
+    """
+    return list(iter_folds_stacked(jobs, report=report))
+
+
+def iter_folds_stacked(jobs: Sequence[FoldJob], *, report: ProgressReport | None = None) -> Iterator[FoldResult]:
+    """Train the folds of ``jobs`` together as one :class:`StackedResNet`; yield their results in job order.
 
     Parameters
     ----------
@@ -76,26 +85,32 @@ def run_folds_stacked(jobs: Sequence[FoldJob], *, report: ProgressReport | None 
         :data:`~labelaudit.folds.training.ProgressReport`, called for every fold after
         every training batch.
 
-    Returns
-    -------
-    list of FoldResult
-        The records :func:`~labelaudit.folds.training.run_fold` makes for each job. The
-        timings are those of the whole stack (shared by its folds).
+    Yields
+    ------
+    FoldResult
+        The records :func:`~labelaudit.folds.training.run_fold` makes for each job, once
+        all are trained. The timings are those of the whole stack (shared by its folds).
 
     Raises
     ------
     SettingsError
-        The jobs are not folds of one scan.
+        The jobs are not folds of one scan (before anything is trained).
     TrainingDiverged
-        A fold's training loss or held-out predictions became non-finite (the fold is named).
+        A fold's training loss or held-out predictions became non-finite (the first such
+        fold is named). The members are independent, so the healthy folds' results are
+        yielded first and a caller that stores each result keeps them.
     """
     if not jobs:
-        return []
+        return
     _check_one_scan(jobs)
     cfg = ScanConfig(**jobs[0].config)
     device = resolve_device(cfg.device)
     with deterministic_cudnn():
-        return _run(jobs, cfg, device, report)
+        outcomes = _run(jobs, cfg, device, report)
+    diverged = [outcome for outcome in outcomes if isinstance(outcome, TrainingDiverged)]
+    yield from (outcome for outcome in outcomes if not isinstance(outcome, TrainingDiverged))
+    if diverged:
+        raise diverged[0]
 
 
 def _check_one_scan(jobs: Sequence[FoldJob]) -> None:
@@ -133,7 +148,8 @@ def _members(jobs, data: _DeviceData, cfg: ScanConfig, device) -> list[_Member]:
     return members
 
 
-def _run(jobs, cfg: ScanConfig, device, report) -> list[FoldResult]:
+def _run(jobs, cfg: ScanConfig, device, report) -> list[FoldResult | TrainingDiverged]:
+    """Each job's result, or the :class:`TrainingDiverged` error of a member whose training diverged."""
     images = load_images(jobs[0])
     data = _DeviceData(images, device, resolve_precision(cfg.precision, device))
     labels = torch.as_tensor(np.asarray(jobs[0].labels), dtype=torch.long, device=device)
@@ -153,7 +169,15 @@ def _run(jobs, cfg: ScanConfig, device, report) -> list[FoldResult]:
             if job.embed_all:
                 records[k]["all_features"] = features[k]
     timings = {"train_s": trained - started, "predict_s": time.perf_counter() - trained}
-    return [fold_result(member.job, member_records, cfg, timings) for member, member_records in zip(members, records)]
+    return [_outcome(member.job, member_records, cfg, timings) for member, member_records in zip(members, records)]
+
+
+def _outcome(job: FoldJob, records: dict[str, np.ndarray], cfg: ScanConfig,
+             timings: dict[str, float]) -> FoldResult | TrainingDiverged:
+    try:
+        return fold_result(job, records, cfg, timings)
+    except TrainingDiverged as error:
+        return error
 
 
 class _Stack:
