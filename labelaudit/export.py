@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
-from labelaudit.fsutil import atomic_write, is_inside, place_file, resolve_inside
+from labelaudit.fsutil import atomic_write, is_inside, is_inside_on_disk, place_file, resolve_inside
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
@@ -295,7 +295,9 @@ def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | No
     if not inside:
         return
     paths = set(dataset_paths)
-    hit = next((rel for rel in inside if rel in paths), None)
+    # case-folded: on a case-insensitive file system "Cat/IMG1.PNG" is the image "cat/img1.png"
+    folded = {rel.casefold() for rel in paths}
+    hit = next((rel for rel in inside if rel.casefold() in folded), None)
     if hit is None:  # a dataset file reached through a symbolic link: resolve them all (only now)
         hit = next((rel for rel in paths if places & _places(real_root / rel)), None)
     if hit is not None:
@@ -404,7 +406,7 @@ def check_folder_target(dest: str | Path, *, force: bool = False, dataset_root: 
         folders = [dest, *(p for p in dest.iterdir() if p.is_dir())] if dest.is_dir() else [dest]
         for folder in folders:
             real = Path(os.path.realpath(folder))
-            if is_inside(real, real_root) or is_inside(real_root, real):
+            if is_inside_on_disk(real, real_root) or is_inside_on_disk(real_root, real):
                 where = "" if folder == dest else f" ({folder.name} leads to {real})"
                 raise OverlappingFolders(f"--to-folder {dest} overlaps the dataset folder {real_root}{where}: the "
                                          "copy could write over its images; choose a folder outside it")

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from labelaudit.errors import UnsafePath
 
-__all__ = ["atomic_write", "is_inside", "place_file", "resolve_inside", "umask"]
+__all__ = ["atomic_write", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside", "umask"]
 
 
 def umask() -> int:
@@ -110,6 +110,29 @@ def is_inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     """True if ``path`` is ``root`` or lies below it (both taken as they are: resolve first)."""
     path, root = Path(path), Path(root)
     return path == root or root in path.parents
+
+
+def is_inside_on_disk(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """:func:`is_inside` by name, or by identity: ``path`` or a folder above it that exists is ``root`` itself.
+
+    A case-insensitive file system (macOS, Windows) spells one folder several ways
+    (``/Data`` and ``/data``), which no comparison of names after ``realpath`` catches; the
+    device and inode of the existing folders do.
+    """
+    path = Path(path)
+    if is_inside(path, root):
+        return True
+    try:
+        root_stat = os.stat(root)
+    except OSError:
+        return False
+    for folder in (path, *path.parents):
+        try:
+            if os.path.samestat(os.stat(folder), root_stat):
+                return True
+        except OSError:  # not there (yet): a folder above it may be
+            continue
+    return False
 
 
 def resolve_inside(root: str | os.PathLike, rel: str, *, must_exist: bool = True) -> Path:

@@ -165,6 +165,24 @@ def test_cli_export_never_writes_over_a_dataset_image(scan, tmp_path):
     assert r.exit_code == 0 and len(pd.read_csv(root / "cleaned.csv")) == len(scan.scores), r.output
 
 
+def test_export_refuses_an_image_spelt_in_another_case(scan, monkeypatch):
+    """On a case-insensitive file system (macOS, Windows) `-o DATA/Circle/IMG.PNG` is the image
+    `circle/img.png`: the names are compared case-folded. (Linux here: the other spelling is made to exist.)"""
+    from labelaudit.errors import ProtectedFile
+    from labelaudit.export import check_csv_target
+    from labelaudit.scandir import ScanDir
+
+    root = scan.dataset_root
+    first = scan.scores.path[0]
+    spelt = root / first.upper()
+    lexists = os.path.lexists
+    monkeypatch.setattr(os.path, "lexists", lambda p: str(p) == str(spelt) or lexists(p))
+    with pytest.raises(ProtectedFile, match="image of the scanned dataset"):
+        check_csv_target(spelt, ScanDir(scan.scan_dir), dataset_root=root, dataset_paths=list(scan.scores.path))
+    check_csv_target(root / "cleaned.csv", ScanDir(scan.scan_dir), dataset_root=root,
+                     dataset_paths=list(scan.scores.path))
+
+
 def test_cli_export_never_writes_over_the_labels_csv_the_scan_read(scan, tmp_path):
     """`-o DATA/labels.csv --force`, the labels CSV the scan read, replaced the user's input (which the
     scan's decisions refer to) by the cleaned labels: refused like the dataset's images (ProtectedFile)."""
