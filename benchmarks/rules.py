@@ -7,7 +7,9 @@ CSV's ``original`` column, and prints one JSON line per scan with:
 * the flag F1 of every candidate count rule (the top-N of ``mislabel_score``, N from
   cleanlab's ``num_label_issues`` estimation methods, ``find_label_issues`` filters, the
   number of samples whose out-of-sample argmax differs from the given label, or a
-  2-component mixture on the score);
+  2-component mixture on the score), and next to them ``oracle_best_threshold``: the top-N
+  with the best F1 over every N, *chosen with the truth* -- not a rule, the ceiling any count
+  rule on this ranking can reach;
 * the share of truly wrong labels whose suggestion is the true class, for the plain
   argmax, for "the most likely class other than the given label" (every sample), and for
   that rule applied to the scan's flagged samples only (the argmax elsewhere), and for the
@@ -51,6 +53,14 @@ def top(score: np.ndarray, n: int) -> np.ndarray:
     return mask
 
 
+def best_f1_count(is_noisy: np.ndarray, score: np.ndarray) -> int:
+    """The N whose top-N of ``score`` (n,) has the best F1 for the truth ``is_noisy`` (n,): an upper bound."""
+    hits = np.cumsum(is_noisy[np.argsort(-score, kind="stable")])  # true positives among the top 1..n
+    n = np.arange(1, len(score) + 1)
+    f1 = 2 * hits / (n + is_noisy.sum())
+    return int(f1.argmax()) + 1
+
+
 def count(rule: str, labels: np.ndarray, probs: np.ndarray) -> int:
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
@@ -72,6 +82,7 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
     score = scores.mislabel_score.to_numpy()
     flags = {rule: flag_figures(is_noisy, top(score, count(rule, labels, probs))) for rule in COUNT_RULES}
     flags["argmax_differs"] = flag_figures(is_noisy, top(score, int((probs.argmax(1) != labels).sum())))
+    flags["oracle_best_threshold"] = flag_figures(is_noisy, top(score, best_f1_count(is_noisy, score)))
     others = probs.copy()
     others[np.arange(len(labels)), labels] = -np.inf
     flagged = scores.flagged.to_numpy().astype(bool)

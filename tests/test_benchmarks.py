@@ -80,6 +80,11 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
     assert out["suggestion_true_on_wrong"] == {"argmax": 0.0, "most_likely_other_class": 1.0,
                                                "other_class_if_flagged": 0.5}  # only row 1 is flagged
     assert out["flag_rules"]["argmax_differs"]["n"] == 0  # every argmax equals the given label here
+    assert out["flag_rules"]["oracle_best_threshold"] == {"n": 2, "precision": 1.0, "recall": 1.0, "f1": 1.0}
+    # the ceiling of a count rule: top-N by score, N chosen with the truth (ranks 1 and 3 wrong labels:
+    # F1 2/3 for N = 1, 0.8 for N = 3)
+    assert rules.best_f1_count(np.array([True, False, True, False]), np.array([4.0, 3.0, 2.0, 1.0])) == 3
+    assert rules.best_f1_count(np.array([False, True, True, True]), np.array([4.0, 3.0, 2.0, 1.0])) == 4
     assert set(out["flag_rules"]) >= set(rules.COUNT_RULES)
     # with a noise matrix (rows given, columns true): people say "b" for a true c, rarely for an a
     pd.DataFrame([[0.4, 0.05, 0.3], [0.05, 0.9, 0.6], [0.55, 0.05, 0.1]], index=["a", "b", "c"],
