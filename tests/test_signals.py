@@ -169,3 +169,18 @@ def test_signal_separates_injected_errors_on_real_training(scanned, signal):
         assert noisy > clean
     else:
         assert noisy < clean
+
+
+def test_oos_margin_is_the_log_probability_margin_and_weighs_the_alternative():
+    from labelaudit.signals import SIGNALS
+    from labelaudit.signals.confident import log_margin
+
+    probs = np.array([[0.3, 0.7, 0.0, 0.0],     # given 0: the alternative is sure -> most suspicious
+                      [0.3, 0.2, 0.2, 0.3],     # given 0: a tie with the best other class -> 0
+                      [0.4, 0.2, 0.2, 0.2],     # given 0: the same 0.3-ish, alternatives spread
+                      [0.0, 1.0, 0.0, 0.0]])    # given 0 at probability 0: clipped, finite
+    margin = log_margin(probs, np.array([0, 0, 0, 0]))
+    np.testing.assert_allclose(margin[:3], [np.log(0.3 / 0.7), 0.0, np.log(2.0)])
+    assert np.isfinite(margin[3]) and margin[3] < margin[0]
+    assert SIGNALS["oos_margin"].direction == -1  # lower = more likely mislabeled
+    assert log_margin(np.ones((2, 1)), np.array([0, 0])).tolist() == [np.inf, np.inf]  # no alternative

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from labelaudit.folds.records import RECORDS
 from labelaudit.signals.base import Signal
-from labelaudit.signals.confident import ClLabelIssue, LabelQuality, OosSelfConfidence
+from labelaudit.signals.confident import ClLabelIssue, LabelQuality, OosMargin, OosSelfConfidence
 from labelaudit.signals.dynamics import AreaUnderMargin, ForgettingEvents, LearnedEpoch, MeanLoss
 from labelaudit.signals.flip import (
     FlipAgreeIn, FlipAgreeOos, FlipLossGapIn, FlipLossGapOos, FlipLossIn, OosFlipSelfConfidence,
@@ -84,7 +84,7 @@ class SignalRegistry(Mapping[str, Signal]):
 def default_registry() -> SignalRegistry:
     """A fresh registry of the built-in signals, in the column order of ``scores.csv``."""
     return SignalRegistry([
-        LabelQuality(), OosSelfConfidence(), OosFlipSelfConfidence(), ClLabelIssue(),
+        LabelQuality(), OosMargin(), OosSelfConfidence(), OosFlipSelfConfidence(), ClLabelIssue(),
         AreaUnderMargin(), MeanLoss(), LearnedEpoch(), ForgettingEvents(),
         FlipLossIn(), FlipLossGapIn(), FlipAgreeIn(), FlipAgreeOos(), FlipLossGapOos(),
         KnnAgreement(),
