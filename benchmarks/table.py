@@ -1,12 +1,18 @@
 """Render ``benchmarks/detect.py`` JSON lines as the README's markdown tables.
 
     python benchmarks/table.py benchmarks/results/detect-*.json
+    python benchmarks/table.py --seeds benchmarks/results/detect-report-margin-recipe.jsonl
+
+``--seeds`` groups the runs by noise and prints mean ± standard deviation (sample standard
+deviation, ddof=1) over the seeds of each group, for the default and for every recipe.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 
@@ -73,7 +79,55 @@ def signal_table(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    """``0.918 ± 0.002`` (sample standard deviation); the bare value for a single run."""
+    if len(values) == 1:
+        return _fmt(values[0], digits)
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def group_by_noise(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs keyed by their noise (``human: random1``, ``symmetric 20%``), in first-seen order."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[_noise(r)].append(r)
+    return dict(groups)
+
+
+def seeds_table(runs: list[dict]) -> str:
+    """Mean ± std over the runs of each noise: the default's and the shared-model cleanlab recipe's
+    detection figures, then AUROC / AP of every recipe all the runs of a group carry."""
+    rows = ["| noise | seeds | method | AUROC | AP | precision | recall | F1 | flagged |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for noise, group in group_by_noise(runs).items():
+        for name, key in [("**labelaudit** `mislabel_score` / `flagged`", "labelaudit"),
+                          ("cleanlab recipe on labelaudit's fold models", "cleanlab_on_labelaudit_models")]:
+            cells = [_mean_std([r[key][m] for r in group], 0 if m == "n_flagged" else 3)
+                     for m in ("auroc", "ap", "precision", "recall", "f1", "n_flagged")]
+            rows.append(f"| {noise} | {len(group)} | {name} | " + " | ".join(cells) + " |")
+        recipes = [n for n in group[0]["recipes"] if all(n in r["recipes"] for r in group)]
+        for recipe in recipes:
+            auroc = _mean_std([r["recipes"][recipe]["auroc"] for r in group])
+            ap = _mean_std([r["recipes"][recipe]["ap"] for r in group])
+            rows.append(f"| {noise} | {len(group)} | recipe `{recipe}` | {auroc} | {ap} | | | | |")
+    extra = ["", "| noise | wall (s), per run | OOS acc. (given / true) | est. noise | suggestion = truth on wrong labels |",
+             "| --- | --- | --- | --- | --- |"]
+    for noise, group in group_by_noise(runs).items():
+        walls = " / ".join(f"{r['wall_s']:.0f}" for r in group)
+        acc = (f"{_mean_std([r['oos_accuracy_given'] for r in group])} / "
+               f"{_mean_std([r['oos_accuracy_true'] for r in group])}")
+        est = _mean_std([100 * r["estimated_noise_rate"] for r in group], 1) + "%"
+        sugg = [r["suggestion_true_on_wrong"] for r in group if r.get("suggestion_true_on_wrong") is not None]
+        extra.append(f"| {noise} | {walls} | {acc} | {est} | {_mean_std(sugg) if sugg else 'n/a'} |")
+    return "\n".join(rows + extra)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--seeds"]:
+        runs = load(sys.argv[2:])
+        print(seeds_table(runs))
+        print("\nCommands:\n" + "\n".join(f"    {r['command']}" for r in runs))
+        sys.exit(0)
     runs = load(sys.argv[1:])
     print(detection_table(runs), run_table(runs), signal_table(runs), sep="\n\n")
     print("\nCommands:\n" + "\n".join(f"    {r['command']}" for r in runs))

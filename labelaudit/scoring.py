@@ -36,6 +36,8 @@ __all__ = ["RECIPES", "DEFAULT_RECIPE", "DEFAULT_RECIPE_NO_FLIP", "DEFAULT_RECIP
 RECIPES: dict[str, tuple[str, ...]] = {
     "margin+flip": ("oos_margin", "flip_loss_in"),
     "margin+aum": ("oos_margin", "aum"),
+    "margin+aum+flip": ("oos_margin", "aum", "flip_loss_in"),
+    "margin+dynamics": ("oos_margin", "aum", "learned_epoch", "forgetting_events", "flip_loss_in"),
     "cleanlab": ("label_quality",),
     "cleanlab+aum": ("label_quality", "aum"),
     "cleanlab+flip": ("label_quality", "flip_loss_in"),

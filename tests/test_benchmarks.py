@@ -158,3 +158,22 @@ def test_dev_screen_early_flips_mirror_only_the_early_epochs_and_restore_trainin
     assert torch.equal(late, x)
     mirrored = (early == x.flip(3)).flatten(2).all(2)  # (20, 2): sample mirrored in that draw
     assert mirrored.any() and not mirrored.all()
+
+
+def test_seeds_table_gives_mean_and_sample_std_per_noise_and_only_shared_recipes():
+    table = _load("table")
+
+    def run(noise, auroc, recipes):
+        figures = {"auroc": auroc, "ap": auroc - 0.1, "precision": 0.5, "recall": 0.6, "f1": 0.55, "n_flagged": 100}
+        return {"noise": noise, "rate": None, "labelaudit": figures, "cleanlab_on_labelaudit_models": figures,
+                "recipes": {name: {"auroc": auroc, "ap": 0.5} for name in recipes}, "wall_s": 10.0,
+                "oos_accuracy_given": 0.6, "oos_accuracy_true": 0.7, "estimated_noise_rate": 0.2,
+                "suggestion_true_on_wrong": None}
+
+    runs = [run("human:random1", 0.90, ["a", "b"]), run("human:random1", 0.92, ["a"]), run("human:worst", 0.80, ["a", "b"])]
+    text = table.seeds_table(runs)
+    lines = [line for line in text.splitlines() if "**labelaudit**" in line]
+    assert "| human: random1 | 2 |" in lines[0] and "0.910 ± 0.014" in lines[0]  # stdev([0.90, 0.92]) = 0.0141
+    assert "| human: worst | 1 |" in lines[1] and "0.800 |" in lines[1] and "±" not in lines[1].split("|")[4]
+    assert "human: random1 | 2 | recipe `b`" not in text  # not carried by every run of the group
+    assert "human: worst | 1 | recipe `b`" in text
