@@ -71,8 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--drop-annotations", action="store_true",
                    help="with --annotators: each image keeps a random 1..all of its labels (seeded by --noise-seed)")
     p.add_argument("--rescore", action="store_true",
-                   help="with --annotators: keep the scan directory, so the stored folds are re-used (scoring "
-                        "code changed, training not); its wall time is then not a training time")
+                   help="keep the scan directory, so the stored folds are re-used (scoring code or --recipe "
+                        "changed, training not); its wall time is then not a training time")
     p.add_argument("--noise", choices=["symmetric", "asymmetric", "instance"], default="symmetric")
     p.add_argument("--rate", type=float, default=0.2)
     p.add_argument("--noise-seed", type=int, default=0)
@@ -241,10 +241,12 @@ def main(argv=None) -> dict:
         return _print(annotators_benchmark(args, root, subset, command))
     noise = f"human-{args.human}" if args.human else f"{args.noise}-{args.rate:g}"
     first = "" if args.min_index is None else f"-i{args.min_index}"
-    name = f"{noise}-n{len(subset)}-o{args.offset}{first}{'-' + args.tag if args.tag else ''}"
+    seed = f"-s{args.seed}" if args.seed else ""  # seed 0 keeps the older runs' names
+    name = f"{noise}-n{len(subset)}-o{args.offset}{first}{seed}{'-' + args.tag if args.tag else ''}"
     out = args.work / name
-    for stale in ("scan", "baseline"):
-        shutil.rmtree(out / stale, ignore_errors=True)
+    if not args.rescore:
+        for stale in ("scan", "baseline"):
+            shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     subset["given_label"] = noisy_labels(subset, root, args, out / "noise-cache")
     labels_csv = out / "labels.csv"
@@ -285,6 +287,7 @@ def main(argv=None) -> dict:
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
                           for s in SIGNALS if s in table.columns},
         "recipes": recipe_figures(table, is_noisy),
+        "rescored_from_stored_folds": bool(args.rescore), "folds_resumed": summary["folds_resumed"],
     }
     if args.baseline == "separate":
         base_scores, base_wall = run_scan(root, labels_csv, out / "baseline", args, flip=False, flip_augment=True)
