@@ -94,6 +94,11 @@ def group_by_noise(runs: list[dict]) -> dict[str, list[dict]]:
     return dict(groups)
 
 
+def _wall(run: dict) -> str:
+    """Seconds of the run, or ``rescored`` where it scored folds trained by an earlier run."""
+    return "rescored" if run.get("rescored_from_stored_folds") else f"{run['wall_s']:.0f}"
+
+
 def seeds_table(runs: list[dict]) -> str:
     """Mean ± std over the runs of each noise: the default's and the shared-model cleanlab recipe's
     detection figures, then AUROC / AP of every recipe all the runs of a group carry."""
@@ -113,7 +118,7 @@ def seeds_table(runs: list[dict]) -> str:
     extra = ["", "| noise | wall (s), per run | OOS acc. (given / true) | est. noise | suggestion = truth on wrong labels |",
              "| --- | --- | --- | --- | --- |"]
     for noise, group in group_by_noise(runs).items():
-        walls = " / ".join(f"{r['wall_s']:.0f}" for r in group)
+        walls = " / ".join(_wall(r) for r in group)
         acc = (f"{_mean_std([r['oos_accuracy_given'] for r in group])} / "
                f"{_mean_std([r['oos_accuracy_true'] for r in group])}")
         est = _mean_std([100 * r["estimated_noise_rate"] for r in group], 1) + "%"

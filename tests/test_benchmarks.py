@@ -171,7 +171,9 @@ def test_seeds_table_gives_mean_and_sample_std_per_noise_and_only_shared_recipes
                 "suggestion_true_on_wrong": None}
 
     runs = [run("human:random1", 0.90, ["a", "b"]), run("human:random1", 0.92, ["a"]), run("human:worst", 0.80, ["a", "b"])]
+    runs[1].update(rescored_from_stored_folds=True, wall_s=1.0)
     text = table.seeds_table(runs)
+    assert "| human: random1 | 10 / rescored |" in text  # a rescore's second is not a scan's wall time
     lines = [line for line in text.splitlines() if "**labelaudit**" in line]
     assert "| human: random1 | 2 |" in lines[0] and "0.910 ± 0.014" in lines[0]  # stdev([0.90, 0.92]) = 0.0141
     assert "| human: worst | 1 |" in lines[1] and "0.800 |" in lines[1] and "±" not in lines[1].split("|")[4]
