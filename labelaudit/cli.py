@@ -163,7 +163,7 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
     out = out or Path.cwd() / f"{data_dir.resolve().name}-scan"
     ray_options = {name: options.pop(name) for name in _RAY_OPTIONS}
     fold_workers = options.pop("fold_workers")
-    with _user_errors():
+    with _user_errors(), _echo_notices():
         executor = _executor(options.pop("executor"), ray_options, fold_workers)
         scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv,
                           config=_config(not no_flip, **options), executor=executor, progress=not quiet,
@@ -200,6 +200,28 @@ def _executor(name: str, ray_options: dict, fold_workers: int | None):
     o = ray_options
     return RayExecutor(address=o["ray_address"], gpus_per_fold=o["gpus_per_fold"], cpus_per_fold=o["cpus_per_fold"],
                        retries=o["fold_retries"], images=o["ray_images"])
+
+
+@contextlib.contextmanager
+def _echo_notices():
+    """Print each :class:`~labelaudit.errors.ScanNotice` as ``Warning: ...`` on stderr while the block runs
+    (other warnings as Python shows them); the warning filters are restored afterwards."""
+    import warnings
+
+    from labelaudit.errors import ScanNotice
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ScanNotice):
+                click.echo(f"Warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", ScanNotice)
+        yield
 
 
 @contextlib.contextmanager
@@ -284,7 +306,8 @@ def _not_scored_lines(s, files) -> list[str]:
         (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
         (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
                                  f"({', '.join(s.small_classes)})"),
-        (kinds["other"], f"{kinds['other']:,} other"),
+        (kinds["other"], f"{kinds['other']:,} other (paths outside the dataset or its class folders, "
+                         "repeated CSV rows, links)"),
     ] if n]
     lines = [
         f"Skipped {s.n_skipped:,} file(s) or CSV row(s)" + (": " + ", ".join(parts) if parts else "")
@@ -474,7 +497,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
             write_cleaned_labels(df, out, force=force, parents=make_parents)
         copied = copy_to_folder(df, dataset_root, to_folder, force=force) if to_folder is not None else None
     click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
-               + _export_report(counts, files), err=to_stdout)
+               + _export_report(counts, files, listed_unusable=include_unusable), err=to_stdout)
     _report_copy(copied, to_stdout)
     if not files.manifest_path.exists():  # a (re-)scan killed before its last step
         click.echo(f"Warning: no {files.MANIFEST} in {scan_dir}: its last scan did not finish, so this is the "
@@ -521,15 +544,21 @@ def _read_manifest(files):
         return None
 
 
-def _export_report(counts: dict[str, int], files) -> str:
-    """One line: kept, relabeled, dropped, unscored, unreadable and missing images."""
+def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = False) -> str:
+    """One line: kept, relabeled, dropped, unscored, unreadable and missing images.
+
+    ``listed_unusable``: the CSV lists the undecodable files, with an empty label (``--include-unusable``).
+    """
     text = (f"{counts['n_kept']:,} samples kept ({counts['n_relabeled']:,} relabeled, "
             f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
             f"{counts['n_reviewed']:,} reviewed.")
     if counts["n_unscored"]:
         text += (f" {counts['n_unscored']:,} image(s) the scan did not score (classes too small for the folds) "
                  "are kept with their given label.")
-    if counts["n_unreadable"]:
+    if counts["n_unreadable"] and listed_unusable:
+        text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are listed with an "
+                 f"empty label (--include-unusable; reasons in {files.skipped}).")
+    elif counts["n_unreadable"]:
         text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are left out; "
                  f"see {files.skipped} (--full --include-unusable lists them).")
     if counts.get("n_missing_files"):

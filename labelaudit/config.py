@@ -214,7 +214,10 @@ class ScanConfig:
         None, float, "Flag samples with mislabel_score >= this instead of the confident-learning count.",
         min=0, max=1, training=False)
     workers: int = _field(0, int, "Decoding threads (0 = per core).", min=0, max=256, training=False)
-    recipe: str = _field("default", str, "Signals combined into mislabel_score (see README).", training=False)
+    recipe: str = _field("default", str, "Signals combined into mislabel_score: default = margin+aum+flip "
+                         "(margin+aum with --no-flip; cleanlab+aum for --features / --pred-probs), or a name "
+                         "of labelaudit.scoring.RECIPES (see README). On an existing scan directory with the "
+                         "same training settings it re-scores without training.", training=False)
     budget: str = _field("small", str, "Training budget: small (the defaults, CPU-sized), large (wider net, more "
                          "epochs: GPU-sized) or auto (large on CUDA, small on the CPU); options you give win.",
                          pattern=r"auto|small|large", training=False)

@@ -99,6 +99,18 @@ class MapUnavailable(ReviewError, LookupError):
     """The scan has no embeddings to draw a map of."""
 
 
+class ScanNotice(UserWarning):
+    """Something the user should know about a scan that went on (the CLI prints it as ``Warning: ...``)."""
+
+
+class StaleFoldsNotice(ScanNotice):
+    """The scan directory held stored folds made with other settings, data or labels: they are trained again."""
+
+
+class RecipeNotice(ScanNotice):
+    """A component signal of the chosen ``--recipe`` does not exist in this scan and is left out of the score."""
+
+
 class WeakModelsWarning(UserWarning):
     """The scan's models are barely better than chance: its ranking of the images is unreliable."""
 

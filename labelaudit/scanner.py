@@ -36,11 +36,11 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import ScanError, SettingsError, WeakModelsWarning
+from labelaudit.errors import RecipeNotice, ScanDirError, ScanError, SettingsError, StaleFoldsNotice, WeakModelsWarning
 from labelaudit.fsutil import atomic_write
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
-from labelaudit.config import ScanConfig, resolve_budget
+from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
 from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
@@ -280,6 +280,7 @@ def scan(
     timings["train_s"] = time.perf_counter() - phase
     phase = time.perf_counter()
     scored = score(prepared, run, cfg=cfg, components=components)
+    _warn_if_recipe_incomplete(cfg.recipe, components, scored)
     timings["signals_s"] = time.perf_counter() - phase
     timings["total_s"] = time.perf_counter() - started
     timings["train_images_per_s"] = run.images_trained / timings["train_s"] if run.images_trained else float("nan")
@@ -292,6 +293,18 @@ def scan(
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
+
+
+def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: ScoredTable) -> None:
+    """:class:`RecipeNotice` when an explicitly chosen recipe lost components this scan lacks
+    (``flip_loss_in`` with ``--no-flip``, ``aum`` with ``--pred-probs``). The default recipes are
+    documented to adapt, so they do not warn."""
+    missing = [name for name in requested if name not in scored.components]
+    if recipe == "default" or scored.consensus is not None or not missing:
+        return
+    warnings.warn(f"recipe {recipe!r} uses {', '.join(missing)}, which this scan does not have "
+                  f"(mirror signals need flips on; training signals need trained models): mislabel_score "
+                  f"combines {', '.join(scored.components)} only", RecipeNotice, stacklevel=3)
 
 
 def _weak_message(summary: ScanSummary, *, from_arrays: bool) -> str:
@@ -489,9 +502,33 @@ def train(prepared: PreparedData, scan_dir: ScanDir, *, cfg: ScanConfig, device,
     images_path, labels, classes, out = prepared.images_path, prepared.labels, prepared.classes, scan_dir.path
     folds = _fold_assignment(labels, cfg.folds, cfg.seed)
     store = FoldStore(out / "folds", _fingerprint(cfg, device, images_path, labels, folds))
+    _warn_if_stale(store, scan_dir, cfg)
     results, resumed, trained_images = _run_folds(
         store, resolve_executor(executor), images_path, labels, len(classes), folds, cfg, progress)
     return FoldRun(results=results, resumed=resumed, images_trained=trained_images)
+
+
+def _warn_if_stale(store: FoldStore, scan_dir: ScanDir, cfg: ScanConfig) -> None:
+    """:class:`StaleFoldsNotice` when ``store`` holds folds none of which this scan can reuse.
+
+    Names the training settings that differ from the last finished scan's (``scan.json``), so
+    that a user who meant to re-score (``--recipe``) sees which settings to repeat.
+    """
+    stored = store.stored_folds()
+    if not stored or any(store.load(k) is not None for k in stored):
+        return
+    try:
+        before = scan_dir.read_manifest().config
+    except ScanDirError:
+        before = {}
+    now = cfg.to_dict()
+    changed = [f"{name} {before[name]!r} -> {now[name]!r}" for name in TRAINING_FIELDS
+               if name in before and before[name] != now.get(name)]
+    why = (f"other settings ({'; '.join(changed)})" if changed
+           else "other data, labels, device, precision or code version")
+    warnings.warn(f"the {len(stored)} stored fold(s) in {store.directory} were trained with {why}: training "
+                  "again, which replaces them. To re-score the stored folds (--recipe), repeat the settings "
+                  "they were trained with.", StaleFoldsNotice, stacklevel=3)
 
 
 def _fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

@@ -164,6 +164,8 @@ def test_export_keeps_every_readable_image(tmp_path):
     result = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "full.csv"), "--full",
                                        "--include-unusable"])
     assert result.exit_code == 0, result.output
+    assert "1 labelled file(s) that could not be decoded are listed with an empty label" in result.output
+    assert "are left out" not in result.output  # they are in this CSV
     full = pd.read_csv(tmp_path / "full.csv", keep_default_na=False).set_index("path")
     assert len(full) == 82
     assert (full.loc["rare/r.png", "decision"], full.loc["rare/r.png", "label"]) == ("unscored", "rare")
@@ -206,3 +208,38 @@ def test_user_errors_are_matched_by_type_not_text():
     with pytest.raises(RuntimeError, match="CUDA kernel crashed"):  # a bug, not a user error: not hidden
         with _user_errors():
             raise RuntimeError("CUDA kernel crashed")
+
+
+def test_scan_says_when_it_retrains_stored_folds_and_when_a_recipe_lacks_a_signal(tmp_path):
+    """A user re-scoring with --recipe but other settings used to retrain silently (replacing the
+    stored folds), and a recipe naming a mirror signal on a --no-flip scan silently lost it."""
+    import json
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=12)
+    out = tmp_path / "scan"
+    base = ["scan", str(folder.root), "--out", str(out), "-q", *FAST_ARGS]
+
+    first = CliRunner().invoke(main, [*base, "--no-flip", "--recipe", "margin+aum+flip"])
+    assert first.exit_code == 0, first.output
+    assert "Warning: recipe 'margin+aum+flip' uses flip_loss_in, which this scan does not have" in first.stderr
+    assert json.loads((out / "scan.json").read_text())["score_components"] == ["oos_margin", "aum"]
+
+    second = CliRunner().invoke(main, base)  # flips on now: the stored folds cannot be reused
+    assert second.exit_code == 0, second.output
+    assert "stored fold(s)" in second.stderr and "flip False -> True" in second.stderr
+    assert "training again" in second.stderr
+
+    third = CliRunner().invoke(main, [*base, "--recipe", "cleanlab"])  # same training: re-scored quietly
+    assert third.exit_code == 0, third.output
+    assert "Warning" not in third.stderr
+    assert json.loads((out / "scan.json").read_text())["summary"]["folds_resumed"] == [0, 1, 2]
+    assert json.loads((out / "scan.json").read_text())["score_components"] == ["label_quality"]
+
+
+def test_recipe_help_names_the_current_defaults():
+    """The --recipe help spells the default recipes out; it must follow labelaudit.scoring."""
+    from labelaudit.config import settings
+    from labelaudit.scoring import DEFAULT_RECIPE, DEFAULT_RECIPE_ARRAYS, DEFAULT_RECIPE_NO_FLIP
+
+    text = settings()["recipe"][0].help
+    assert f"default = {DEFAULT_RECIPE} ({DEFAULT_RECIPE_NO_FLIP} with --no-flip; {DEFAULT_RECIPE_ARRAYS} for" in text

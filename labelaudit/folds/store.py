@@ -52,6 +52,13 @@ class FoldStore:
                   "holdout_idx": result.holdout_idx, **result.records}
         atomic_write(self._path(result.fold), lambda fh: np.savez(fh, **arrays), binary=True)
 
+    def stored_folds(self) -> list[int]:
+        """Fold ids with a file in the store, whatever made it (see :meth:`load` for which are reusable)."""
+        if not self.directory.is_dir():
+            return []
+        names = (p.name for p in self.directory.glob("fold-*.npz"))
+        return sorted(int(n[5:-4]) for n in names if n[5:-4].isdigit())
+
     def load(self, fold: int) -> FoldResult | None:
         """The stored result of ``fold``, or None when absent, unreadable or made otherwise.
 
