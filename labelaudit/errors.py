@@ -10,7 +10,8 @@ __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
-    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning", "CompileFallback",
+    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning", "CompileFallback", "ScanNotice",
+    "StaleFoldsNotice", "RecipeNotice",
 ]
 
 
