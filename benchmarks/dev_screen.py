@@ -45,6 +45,12 @@ Variants (``--variant``):
 them (a scan from ``--features``), and the held-out probabilities of the CNN and of the heads
 averaged (arithmetic and geometric, CNN weight 1.0 ... 0.5). All five folds.
 
+``patch-dictionary-ensemble[:ATOMS]`` likewise, with a stronger label-free representation
+(Thiry et al. 2021, "The unreasonable effectiveness of patches in deep convolutional kernels
+methods"): ATOMS (default 1,024) random ZCA-whitened 6x6 patches of the images as convolution
+filters, ``relu(+-response - 0.25)`` average-pooled to 2x2, a softmax head per fold on the image
+and its mirror (:func:`patch_dictionary_ensemble`). All five folds.
+
 The second-pass variants read the finished scan's scores, which came from models that saw
 the held-out fold's labels; they measure what a second pass could buy, not a leak-free
 procedure. Example (the development scan comes from ``benchmarks/detect.py``)::
@@ -366,15 +372,86 @@ def kmeans_ensemble(dev: DevScan, work: Path) -> dict:
     started = time.perf_counter()
     heads = _heads_scan(dev, features, work, index, labels_csv)
     heads_s = time.perf_counter() - started
+    return {"feature_s": round(feature_s, 1), "heads_s": round(heads_s, 1), **_blends(dev, heads, "kmeans_heads")}
+
+
+def _blends(dev: DevScan, heads: np.ndarray, name: str) -> dict:
+    """Figures of the scan's CNN, of ``heads`` (N, C) and of their blends (CNN weight 0.9 ... 0.5)."""
     cnn = np.load(dev.path / "pred_probs.npy")
-    result = {"feature_s": round(feature_s, 1), "heads_s": round(heads_s, 1), "cnn": figures(cnn, dev.labels, dev.truth),
-              "kmeans_heads": figures(heads, dev.labels, dev.truth), "blends": {}}
+    result = {"cnn": figures(cnn, dev.labels, dev.truth), name: figures(heads, dev.labels, dev.truth), "blends": {}}
     for weight in (0.9, 0.8, 0.7, 0.6, 0.5):
         arithmetic = weight * cnn + (1 - weight) * heads
         geometric = np.exp(weight * np.log(cnn + 1e-7) + (1 - weight) * np.log(heads + 1e-7))
         for kind, p in (("arithmetic", arithmetic), ("geometric", geometric)):
             result["blends"][f"{kind}:{weight}"] = figures(p / p.sum(1, keepdims=True), dev.labels, dev.truth)
     return result
+
+
+def patch_dictionary_ensemble(dev: DevScan, atoms: int = 1024, patch: int = 6, threshold: float = 0.25) -> dict:
+    """Label-free whitened-patch dictionary features (Thiry et al. 2021), a linear head per fold, blended.
+
+    ``atoms`` random whitened 6x6 patches of the images (no labels) are the filters of one
+    convolution; the features are ``relu(+-z - threshold)`` of the contrast-normalised
+    responses, average-pooled to 2x2 (N, 4 * 2 * atoms). Each fold's softmax head (L-BFGS,
+    L2 1e-4) trains on its training images and their mirrors; held-out probabilities are
+    averaged over image and mirror, as the CNN's are.
+    """
+    x = torch.as_tensor(dev.images).permute(0, 3, 1, 2).float() / 255
+    started = time.perf_counter()
+    filters, bias = _whitened_patch_filters(x, atoms, patch)
+    feats, feats_flip = (_patch_features(v, filters, bias, patch, threshold) for v in (x, x.flip(3)))
+    feature_s = time.perf_counter() - started
+    labels = torch.as_tensor(dev.labels)
+    heads = np.zeros((len(x), len(dev.classes)))
+    for fold in np.unique(dev.folds):
+        train, held = np.flatnonzero(dev.folds != fold), np.flatnonzero(dev.folds == fold)
+        mean, std = feats[train].mean(0), feats[train].std(0) + 1e-3
+        head = _softmax_head(torch.cat([(feats[train] - mean) / std, (feats_flip[train] - mean) / std]),
+                             torch.cat([labels[train], labels[train]]), len(dev.classes))
+        with torch.no_grad():
+            heads[held] = ((head((feats[held] - mean) / std).softmax(1)
+                            + head((feats_flip[held] - mean) / std).softmax(1)) / 2).numpy()
+    return {"feature_s": round(feature_s, 1), "heads_s": round(time.perf_counter() - started - feature_s, 1),
+            "atoms": atoms, **_blends(dev, heads, "patch_heads")}
+
+
+def _whitened_patch_filters(x: torch.Tensor, atoms: int, patch: int, seed: int = 0):
+    """Convolution weights (atoms, 3, patch, patch) and bias (atoms,): ZCA-whitened random patches, unit norm."""
+    g = torch.Generator().manual_seed(seed)
+    cols = F.unfold(x[torch.randperm(len(x), generator=g)[:4000]], patch).transpose(1, 2).reshape(-1, 3 * patch * patch)
+    cols = cols[torch.randperm(len(cols), generator=g)[:200_000]]
+    mean = cols.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov((cols - mean).T))
+    zca = eigenvectors @ torch.diag(1 / torch.sqrt(eigenvalues + 1e-2 * eigenvalues.mean())) @ eigenvectors.T
+    chosen = ((cols - mean) @ zca)[torch.randperm(len(cols), generator=g)[:atoms]]
+    weights = (chosen / chosen.norm(dim=1, keepdim=True).clamp_min(1e-6)) @ zca
+    return weights.reshape(atoms, 3, patch, patch), -(weights @ mean)
+
+
+def _patch_features(x: torch.Tensor, filters: torch.Tensor, bias: torch.Tensor, patch: int, threshold: float,
+                    batch: int = 500) -> torch.Tensor:
+    ones = torch.ones(1, 3, patch, patch)
+    out = []
+    for start in range(0, len(x), batch):
+        b = x[start:start + batch]
+        spread = (F.conv2d(b ** 2, ones) - F.conv2d(b, ones) ** 2 / ones.numel()).clamp_min(0).sqrt()
+        z = F.conv2d(b, filters, bias) / (spread + 0.5)
+        out.append(F.adaptive_avg_pool2d(torch.cat([F.relu(z - threshold), F.relu(-z - threshold)], 1), 2).flatten(1))
+    return torch.cat(out)
+
+
+def _softmax_head(features: torch.Tensor, labels: torch.Tensor, n_classes: int, l2: float = 1e-4) -> torch.nn.Module:
+    head = torch.nn.Linear(features.shape[1], n_classes)
+    optimizer = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=300, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(head(features), labels) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return head
 
 
 def _heads_scan(dev: DevScan, features: np.ndarray, work: Path, index: Path, labels_csv: Path) -> np.ndarray:
@@ -397,6 +474,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     if args.variant == "kmeans-ensemble":
         figures_ = kmeans_ensemble(dev, args.scan.parent / "kmeans-ensemble")
+    elif args.variant.startswith("patch-dictionary-ensemble"):
+        figures_ = patch_dictionary_ensemble(dev, *(int(a) for a in args.variant.split(":")[1:2]))
     else:
         votes = Votes(dev, args.human_labels, args.annotators.split(",")) if args.variant.startswith("votes") else None
         figures_ = train_variant(dev, args.variant, [int(k) for k in args.folds.split(",")], args.train_seed, votes)
