@@ -179,3 +179,32 @@ def test_seeds_table_gives_mean_and_sample_std_per_noise_and_only_shared_recipes
     assert "| human: worst | 1 |" in lines[1] and "0.800 |" in lines[1] and "±" not in lines[1].split("|")[4]
     assert "human: random1 | 2 | recipe `b`" not in text  # not carried by every run of the group
     assert "human: worst | 1 | recipe `b`" in text
+
+
+def test_ceiling_figures_on_a_known_answer():
+    ceiling = _load("ceiling")
+    truth = np.array([0, 0, 1, 1, 2, 2])
+    given = np.array([0, 1, 1, 0, 2, 2])  # rows 1 and 3 wrong
+    probs = np.array([[0.90, 0.05, 0.05],   # right, confident
+                      [0.70, 0.20, 0.10],   # wrong: given 1, truth 0 is the best other class
+                      [0.10, 0.80, 0.10],   # right
+                      [0.30, 0.20, 0.50],   # wrong: given 0, best other class 2 (not the truth 1)
+                      [0.20, 0.20, 0.60],   # right, least sure of the right ones
+                      [0.05, 0.05, 0.90]])
+    figures = ceiling.ceiling_figures(probs, given, truth)
+    # margins: wrong rows -1.25 and -0.51, right rows +2.89, +2.08, +1.10, +2.89: the wrong ones rank first
+    assert figures["auroc_oos_margin"] == 1.0 and figures["ap_oos_margin"] == 1.0
+    assert figures["oracle_best_f1"] == 1.0 and figures["precision_at_oracle_best_f1"] == 1.0
+    assert figures["actual_noise_rate"] == round(2 / 6, 4)
+    assert figures["best_other_class_is_truth_on_wrong"] == 0.5
+    # a right label ranked between the two wrong ones lowers every ranking figure
+    probs[2] = [0.10, 0.30, 0.60]
+    worse = ceiling.ceiling_figures(probs, given, truth)
+    assert worse["auroc_oos_margin"] < 1.0 and worse["oracle_best_f1"] < 1.0
+
+
+def test_ceiling_skips_cleanly_without_the_shared_data(tmp_path, capsys):
+    ceiling = _load("ceiling")
+    result = ceiling.main(["--data", str(tmp_path / "absent.tar.gz"), "--work", str(tmp_path / "work")])
+    assert "skipped" in result and '"skipped"' in capsys.readouterr().out
+    assert not (tmp_path / "work").exists()
