@@ -1,6 +1,12 @@
 """Shared fixtures: small seeded image datasets with injected label noise and known truth."""
 
+import os
+
 import pytest
+
+# Ray instances started by the tests listen on the loopback address only: Ray otherwise binds
+# its servers to the machine's outward-facing address (read before Ray is first imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from noisy_data import FAST, NoisyFolder, make_noisy_folder
 
 __all__ = ["FAST", "NoisyFolder", "make_noisy_folder"]

@@ -12,9 +12,10 @@
 * a fold whose worker process dies (killed, out of memory, node lost) is run again, up to
   ``retries`` times (Ray's ``max_retries``); errors raised by the training itself are not
   retried (they would fail again);
-* progress (images, epoch, loss, accuracy) is pushed by each task to a small actor that
-  the driver polls while it waits (:func:`ray.wait`) and forwards to the scan's
-  ``report`` callback, so the progress bar moves as the remote folds train.
+* progress (images, epoch, loss, accuracy) is pushed by each task to a small actor on the
+  driver's node that the driver polls while it waits (:func:`ray.wait`) and forwards to the
+  scan's ``report`` callback, so the progress bar moves as the remote folds train; progress
+  is advisory: should that actor die, the folds and the scan go on without it.
 
 Results come back as the same :class:`~labelaudit.folds.records.FoldResult` objects as
 the in-process executor's; the scan stores them on the driver, so a killed driver resumes
@@ -47,6 +48,9 @@ __all__ = ["RayExecutor", "IMAGES_MODES", "import_ray"]
 IMAGES_MODES = ("object-store", "shared-path")
 
 INSTALL_HINT = 'pip install "labelaudit[ray]"'
+
+#: Seconds the driver waits for the progress board to answer before it goes on without progress.
+_BOARD_TIMEOUT_S = 30.0
 
 
 def import_ray():
@@ -155,15 +159,15 @@ class RayExecutor:
             return
         if self._gpus is None:
             self.device(jobs[0].config.get("device", "auto"))
-        ray, board, pending = self._ray, None, {}
+        board, pending = None, {}
         try:
-            board = ray.remote(num_cpus=0)(_ProgressBoard).remote()
+            board = self._progress_board()
             pending = self._submit(jobs, board)
             yield from self._collect(pending, board, report)
         finally:
             self._cancel(pending)
             if board is not None:
-                ray.kill(board)
+                _quietly(self._ray.kill, board)
             self._shutdown()
 
     # ------------------------------------------------------------------ connection
@@ -229,12 +233,31 @@ class RayExecutor:
             raise SettingsError(f"fold jobs of one scan must share one images file, got {len(paths)}")
         return self._ray.put(np.asarray(np.load(paths.pop(), mmap_mode="r")))
 
+    def _progress_board(self):
+        """The progress actor, on the driver's own node: a worker node lost mid-scan must not take it along.
+
+        Progress is advisory: should the board die all the same, the folds go on without it
+        (see :meth:`_collect` and :class:`_BoardReporter`).
+        """
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # hard affinity: a soft one lets Ray place it on a worker node when the driver's has no CPU
+        here = NodeAffinitySchedulingStrategy(node_id=self._ray.get_runtime_context().get_node_id(), soft=False)
+        return self._ray.remote(num_cpus=0)(_ProgressBoard).options(scheduling_strategy=here).remote()
+
     def _collect(self, pending: dict[Any, int], board, report: ProgressReport | None) -> Iterator[FoldResult]:
-        """Yield results as tasks finish, forwarding progress every ``poll_s`` seconds meanwhile."""
+        """Yield results as tasks finish, forwarding progress every ``poll_s`` seconds meanwhile.
+
+        A progress board that died (its node was lost) or does not answer stops the progress, not the scan.
+        """
         forward = _ProgressForwarder(report)
         while pending:
             ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=self._poll_s)
-            forward(self._ray.get(board.read.remote()))
+            if board is not None:
+                try:
+                    forward(self._ray.get(board.read.remote(), timeout=_BOARD_TIMEOUT_S))
+                except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
+                    board = None
             for ref in ready:
                 fold = pending.pop(ref)
                 yield self._result(ref, fold)
@@ -283,6 +306,16 @@ def _task_config(config: dict[str, Any], device: str) -> dict[str, Any]:
     """
     precision = resolve_precision(config.get("precision", "auto"), torch.device(device))
     return {**config, "device": device, "precision": precision}
+
+
+def _quietly(call: Callable[..., Any], *args: Any) -> None:
+    """``call(*args)``, ignoring Ray's errors (clean-up of an actor whose node may be gone)."""
+    import ray
+
+    try:
+        call(*args)
+    except ray.exceptions.RayError:
+        pass
 
 
 def _first_line(exc: BaseException) -> str:
@@ -334,12 +367,18 @@ class _BoardReporter:
             self.flush()
 
     def flush(self, *, wait: bool = False) -> None:
+        """Push the latest state; a board that died (its node was lost) is ignored: progress never fails a fold."""
         import ray
 
-        ref = self._board.push.remote(self._fold, self._epoch, self._done, self._loss, self._acc)
         self._last = time.monotonic()
-        if wait:
-            ray.get(ref)
+        if self._board is None:
+            return
+        try:
+            ref = self._board.push.remote(self._fold, self._epoch, self._done, self._loss, self._acc)
+            if wait:
+                ray.get(ref)
+        except ray.exceptions.RayActorError:
+            self._board = None
 
 
 class _ProgressBoard:
