@@ -4,8 +4,9 @@ Trains one fold (:func:`labelaudit.folds.training.run_fold`) of seeded random 32
 at the default settings (width 16, depth 1, batch 128) for ``--epochs`` epochs, with
 ``--threads`` PyTorch threads (a Ray fold task with ``--cpus-per-fold N`` uses N), on
 ``--device`` (``cpu`` or ``cuda``), and prints one JSON line: training images per second
-(training steps only; the in-sample evaluations of the last third of epochs, the held-out
-predictions and the features are timed apart in ``predict_s``) and the host.
+(``train_s``: the training steps and the in-sample image/mirror evaluations of the last
+third of epochs, which run inside the training loop; ``predict_s``: the held-out
+predictions) and the host.
 
 Random pixels train at the speed real images do (the same tensor shapes and steps); the
 figure says nothing about accuracy. Example::
