@@ -241,9 +241,13 @@ class RayExecutor:
         """
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        board = self._ray.remote(num_cpus=0)(_ProgressBoard)
+        try:
+            driver_node = self._ray.get_runtime_context().get_node_id()
+        except Exception:  # a connection mode without a node of its own: Ray's default placement
+            return board.remote()
         # hard affinity: a soft one lets Ray place it on a worker node when the driver's has no CPU
-        here = NodeAffinitySchedulingStrategy(node_id=self._ray.get_runtime_context().get_node_id(), soft=False)
-        return self._ray.remote(num_cpus=0)(_ProgressBoard).options(scheduling_strategy=here).remote()
+        return board.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False)).remote()
 
     def _collect(self, pending: dict[Any, int], board, report: ProgressReport | None) -> Iterator[FoldResult]:
         """Yield results as tasks finish, forwarding progress every ``poll_s`` seconds meanwhile.
