@@ -9,6 +9,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -155,6 +157,30 @@ def test_ray_scan_resumes_from_stored_folds(ray_cluster, local_scan, tmp_path):
     scores = scan(folder.root, out=tmp_path / "scan", progress=False, executor="ray", **TINY)
     assert scores.attrs["summary"]["folds_resumed"] == [0]
     _same_scores(local, scores)
+
+
+@needs_ray
+def test_a_silent_progress_board_does_not_hold_up_the_fold(ray_cluster, monkeypatch):
+    """A board that does not answer: a task's last push gives up after the timeout, the fold is not held up."""
+    from labelaudit.folds import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_BOARD_TIMEOUT_S", 1.0)
+
+    class SilentBoard:  # defined here: pickled by value to the actor's worker
+        def push(self, *state):
+            time.sleep(60)
+
+    board = ray_cluster.remote(num_cpus=0)(SilentBoard).remote()
+    reporter = ray_executor._BoardReporter(board, 0)
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (reporter.flush(wait=True), flushed.set()), daemon=True).start()
+    try:
+        assert flushed.wait(20), "the last push still waits for the silent board"
+    finally:
+        ray_cluster.kill(board)
+    started = time.monotonic()
+    reporter.flush(wait=True)  # the board was given up: no further waits
+    assert time.monotonic() - started < 0.5
 
 
 # ------------------------------------------------------------------ resources, options

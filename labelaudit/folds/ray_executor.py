@@ -49,7 +49,7 @@ IMAGES_MODES = ("object-store", "shared-path")
 
 INSTALL_HINT = 'pip install "labelaudit[ray]"'
 
-#: Seconds the driver waits for the progress board to answer before it goes on without progress.
+#: Seconds the driver, or a fold task's last push, waits for the progress board to answer before going on without it.
 _BOARD_TIMEOUT_S = 30.0
 
 
@@ -371,7 +371,8 @@ class _BoardReporter:
             self.flush()
 
     def flush(self, *, wait: bool = False) -> None:
-        """Push the latest state; a board that died (its node was lost) is ignored: progress never fails a fold."""
+        """Push the latest state; a board that died (its node was lost) or does not answer within
+        ``_BOARD_TIMEOUT_S`` is given up: progress never fails a fold nor holds it up."""
         import ray
 
         self._last = time.monotonic()
@@ -380,8 +381,8 @@ class _BoardReporter:
         try:
             ref = self._board.push.remote(self._fold, self._epoch, self._done, self._loss, self._acc)
             if wait:
-                ray.get(ref)
-        except ray.exceptions.RayActorError:
+                ray.get(ref, timeout=_BOARD_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             self._board = None
 
 
