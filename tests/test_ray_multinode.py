@@ -136,7 +136,7 @@ def test_a_dead_progress_board_stops_the_progress_not_the_scan(cluster, local_sc
     from labelaudit.folds.ray_executor import RayExecutor
 
     folder, local = local_scan
-    boards, started = [], tmp_path / "fold-2-in-epoch-2"
+    boards, started, killed = [], tmp_path / "fold-2-in-epoch-2", tmp_path / "board-killed"
     real_board = RayExecutor._progress_board
     monkeypatch.setattr(RayExecutor, "_progress_board", lambda self: boards.append(real_board(self)) or boards[-1])
 
@@ -144,15 +144,25 @@ def test_a_dead_progress_board_stops_the_progress_not_the_scan(cluster, local_sc
         def report_then_pause(n, fold, epoch, loss, acc):
             report(n, fold, epoch, loss, acc)
             if fold == 1 and epoch == 1 and not started.exists():
+                report.flush(wait=True)  # on the board before it dies, however fast the epochs (a warm worker)
                 started.touch()
-                time.sleep(3)  # the board is killed meanwhile; the next pushes find it dead
+                deadline = time.monotonic() + 120
+                while not killed.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the board is killed meanwhile; the next pushes find it dead
         return run_fold(job, report=report_then_pause)
 
     def kill_the_board():
         deadline = time.monotonic() + 120
-        while not started.exists() and time.monotonic() < deadline:
+        while not (started.exists() and reports) and time.monotonic() < deadline:  # the driver forwarded some
             time.sleep(0.05)
         ray.kill(boards[0])
+        while time.monotonic() < deadline:
+            try:
+                ray.get(boards[0].read.remote(), timeout=10)
+            except ray.exceptions.RayActorError:
+                killed.touch()  # dead for sure: fold 2 goes on
+                return
+            time.sleep(0.05)
 
     killer = threading.Thread(target=kill_the_board, daemon=True)
     killer.start()
@@ -162,7 +172,7 @@ def test_a_dead_progress_board_stops_the_progress_not_the_scan(cluster, local_sc
     executor.map = lambda jobs, report=None: real_map(jobs, report=lambda *a: (reports.append(a), report(*a)))
     scores = scan(folder.root, out=tmp_path / "scan", progress=True, executor=executor, **TINY)
     killer.join(timeout=130)
-    assert started.exists() and reports  # progress arrived before the board died
+    assert started.exists() and killed.exists() and reports  # progress arrived, then the board died mid-fold
     _same_scores(local, scores)
 
 
