@@ -19,7 +19,7 @@ stored in the scan directory: a second run with the same arguments resumes them 
 re-reads. ``benchmarks/consensus_probs.py --scan WORK/truth-.../scan --annotators
 random1,random2,random3`` gives the same ceiling for the consensus of several annotators.
 
-Example (the report slice; about 7.5 minutes on 2 CPU cores)::
+Example (the report slice: one default scan's training, 431-461 s on the 2-core AMD EPYC)::
 
     python benchmarks/ceiling.py --per-class 1000 --min-index 30000
 """
@@ -107,15 +107,16 @@ def main(argv=None) -> dict:
     scores = labelaudit.scan(root, labels_csv=labels_csv, out=work / "scan", progress=False, **settings)
     wall = time.perf_counter() - started
     probs = np.load(work / "scan" / "pred_probs.npy")
-    classes = sorted(scores.given_label.unique())
-    index = {c: i for i, c in enumerate(classes)}
+    manifest = json.loads((work / "scan" / "scan.json").read_text())
+    index = {c: i for i, c in enumerate(manifest["classes"])}  # the column order of pred_probs.npy
     human = pd.read_csv(args.human_labels, dtype=str, keep_default_na=False).set_index("path").loc[scores.path]
     truth = human["original"].map(index).to_numpy()
-    manifest = json.loads((work / "scan" / "scan.json").read_text())
     result = {"benchmark": "ceiling", "trained_on": "true labels", "n_samples": len(scores),
               "index_range": [args.min_index, args.max_index], "config": manifest.get("config"),
               "versions": manifest.get("versions"), "cpu": _cpu_name(), "wall_s": round(wall, 1),
-              "train_s": round(manifest["timings"]["train_s"], 1), "folds_resumed": wall < 60, "oos_accuracy_true": round(float((probs.argmax(1) == truth).mean()), 4),
+              "train_s": round(manifest["timings"]["train_s"], 1),
+              "folds_resumed": manifest["summary"].get("folds_resumed", []),
+              "oos_accuracy_true": round(float((probs.argmax(1) == truth).mean()), 4),
               "columns": {col: ceiling_figures(probs, human[col].map(index).to_numpy(), truth)
                           for col in args.columns.split(",")},
               "scan": str(work / "scan"), "command": command}
