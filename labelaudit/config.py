@@ -27,7 +27,7 @@ from typing import Any
 
 from labelaudit.errors import SettingsError
 
-__all__ = ["Setting", "ScanConfig", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings", "parse_setting",
+__all__ = ["Setting", "ScanConfig", "MIN_IMAGE_SIZE", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings", "parse_setting",
            "resolve_budget"]
 
 
@@ -106,6 +106,11 @@ def _field(default: Any, kind: type, help: str, **spec: Any) -> Any:
     return dataclasses.field(default=default, metadata={"setting": Setting(kind=kind, help=help, **spec)})
 
 
+#: Smallest image side the fold network takes (three stages, each halving the resolution): the
+#: least ``image_size``, and the floor of the progressive-resizing epochs' size.
+MIN_IMAGE_SIZE = 8
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Settings of one scan.
@@ -181,7 +186,7 @@ class ScanConfig:
         (:func:`resolve_budget`); the resolved values are what the folds are fingerprinted with.
     """
 
-    image_size: int = _field(32, int, "Images are resized to this square size.", min=8, max=512)
+    image_size: int = _field(32, int, "Images are resized to this square size.", min=MIN_IMAGE_SIZE, max=512)
     folds: int = _field(5, int, "Cross-validation folds.", min=2, max=50)
     epochs: int = _field(16, int, "Training epochs per fold.", min=1, max=1000)
     batch_size: int = _field(128, int, "Training batch size.", min=2, max=65536)
@@ -236,8 +241,8 @@ class ScanConfig:
 
     @property
     def early_size(self) -> int:
-        """Image side of the early epochs, in pixels."""
-        return max(4, round(self.early_scale * self.image_size))
+        """Image side of the early epochs, in pixels: never below :data:`MIN_IMAGE_SIZE`, the smallest the network takes."""
+        return max(MIN_IMAGE_SIZE, round(self.early_scale * self.image_size))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

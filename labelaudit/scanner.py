@@ -42,6 +42,7 @@ from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
 from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
 from labelaudit.data import LoadedDataset, load_dataset
+from labelaudit.data.loading import escape_controls
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
 from labelaudit.consensus.scoring import CONSENSUS_SIGNALS, ConsensusScores, score_consensus
 from labelaudit.folds.executor import FoldExecutor, InProcessExecutor, resolve_executor
@@ -746,7 +747,8 @@ def write_outputs(scan_dir: ScanDir, prepared: PreparedData, run: FoldRun, score
     signals, classes = scored.signals, prepared.classes
     noise_matrix = pd.DataFrame(signals.noise_matrix, index=pd.Index(classes, name="given \\ true"), columns=classes)
     atomic_write(scan_dir.scores, lambda fh: scored.scores.to_csv(fh, index=False))
-    atomic_write(scan_dir.skipped, lambda fh: prepared.skipped().to_csv(fh, index=False))
+    skipped = prepared.skipped().assign(path=lambda t: t["path"].map(escape_controls))  # a report: one line per row
+    atomic_write(scan_dir.skipped, lambda fh: skipped.to_csv(fh, index=False))
     atomic_write(scan_dir.noise_matrix, lambda fh: noise_matrix.to_csv(fh))
     atomic_write(scan_dir.pred_probs, lambda fh: np.save(fh, signals.pred_probs), binary=True)
     atomic_write(scan_dir.pred_probs_image, lambda fh: np.save(fh, signals.pred_probs_image), binary=True)

@@ -167,7 +167,7 @@ def _mismatch_cases(data, tmp_path):
         (["--features", _npy(tmp_path, "int.npy", f.astype(np.int64))], "dtype int64 is not floating point"),
         (["--features", _npy(tmp_path, "flat.npy", f[:, 0])], f"shape ({n},); expected a 2-D array"),
         (["--features", good, "--features-flip", _npy(tmp_path, "fl.npy", f[:, :3])], "must match row for row"),
-        (["--features-flip", good], "--features-flip needs --features"),
+        (["--features-flip", good], "--features-flip needs --features (the embeddings"),  # not "or --pred-probs"
         (["--index", str(data.index)], "--index needs --features or --pred-probs"),
         (["--pred-probs", _npy(tmp_path, "p3.npy", probs[:, :3] / probs[:, :3].sum(1, keepdims=True)),
           "--index", str(data.index)], "has 3 columns but the dataset has 4 classes"),

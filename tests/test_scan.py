@@ -335,3 +335,32 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
     monkeypatch.undo()
     scan(folder.root, out=out.path, progress=False, **FAST)
     assert out.read_manifest().summary.folds_resumed == [0, 1, 2]
+
+
+def test_skipped_csv_writes_control_characters_of_every_row_escaped(tmp_path):
+    """Undecodable files and images of too-small classes too, not only rows skipped while listing:
+    one CSV line per row; the unscored image keeps its real path for the export."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    (folder.root / "disc" / "bad\tname\x01.png").write_bytes(b"not an image")
+    (folder.root / "rare\x02").mkdir()
+    (folder.root / "rare\x02" / "r\x03.png").write_bytes((folder.root / folder.truth.path[0]).read_bytes())
+    scan(folder.root, out=tmp_path / "scan", progress=False, **{**FAST, "epochs": 2})
+    lines = (tmp_path / "scan" / "skipped.csv").read_text().splitlines()
+    assert not any(ch in line for line in lines for ch in "\t\x01\x02\x03")
+    skipped = pd.read_csv(tmp_path / "scan" / "skipped.csv").set_index("path")
+    assert set(skipped.index) == {"disc/bad\\x09name\\x01.png", "rare\\x02/r\\x03.png"}
+    assert skipped.loc["rare\\x02/r\\x03.png", "reason"].startswith("class 'rare\\x02' has only 1")
+    with storage.connect(tmp_path / "scan" / "labelaudit.db", read_only=True) as conn:
+        unscored = storage.read_unscored(conn)
+    assert "rare\x02/r\x03.png" in set(unscored.path)
+
+
+def test_progressive_resizing_never_goes_below_the_smallest_image_the_net_takes(tmp_path):
+    from labelaudit.config import MIN_IMAGE_SIZE, ScanConfig
+
+    assert ScanConfig(image_size=10, early_scale=0.25).early_size == MIN_IMAGE_SIZE == 8
+    assert ScanConfig(image_size=32, early_scale=0.75).early_size == 24  # the default is unchanged
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=12)
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False,
+                  **{**FAST, "image_size": 10, "early_scale": 0.25, "epochs": 2})  # 2 px early epochs crashed
+    assert len(scores) == len(folder.truth)

@@ -278,9 +278,10 @@ def load_inputs(*, features=None, features_flip=None, pred_probs=None, index=Non
         array, or an ``index`` whose length differs from an array's row count.
     """
     if features is None and pred_probs is None:
-        if features_flip is not None or index is not None:
-            raise InputArrayError(f"{'--features-flip' if features_flip is not None else '--index'} "
-                                  "needs --features or --pred-probs")
+        if features_flip is not None:
+            raise InputArrayError("--features-flip needs --features (the embeddings of the images themselves)")
+        if index is not None:
+            raise InputArrayError("--index needs --features or --pred-probs")
         return None
     if features_flip is not None and features is None:
         raise InputArrayError("--features-flip needs --features (the embeddings of the images themselves)")

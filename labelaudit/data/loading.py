@@ -45,7 +45,7 @@ from labelaudit.progress import progress_bar
 
 __all__ = [
     "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
-    "load_dataset", "list_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS",
+    "load_dataset", "list_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS", "escape_controls",
 ]
 
 #: Bump whenever :func:`decode_image` produces different pixels; invalidates caches.
@@ -296,7 +296,7 @@ def _resize(img: Image.Image, image_size: int) -> np.ndarray:
 
 
 def _skip(skipped: list[tuple[str, str]], path: str, reason: str) -> None:
-    skipped.append((_escape_controls(_printable(path)), reason))
+    skipped.append((escape_controls(_printable(path)), reason))
 
 
 def _printable(path: str) -> str:
@@ -304,8 +304,12 @@ def _printable(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _escape_controls(text: str) -> str:
-    """``text`` with control characters (NUL, newline, ...) written as ``\\xNN``, for a report."""
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (NUL, newline, tab, ...) written as ``\\xNN``, for a report.
+
+    Idempotent: an escaped text has no control character left. Used for the paths of
+    ``skipped.csv``; the paths that key samples (``scores.csv``, the database) stay as they are.
+    """
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
