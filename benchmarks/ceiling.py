@@ -52,7 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-index", type=int, default=None)
     p.add_argument("--columns", default="random1,aggre,worst", help="human label columns to score")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="default: labelaudit's")
+    p.add_argument("--epochs", type=int, default=None, help="default: labelaudit's (or the budget's)")
+    p.add_argument("--budget", default="small", help="training budget (labelaudit.config.BUDGETS): small, large, auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--out", type=Path, default=None, help="also append the JSON line to this file")
     return p.parse_args(argv)
 
@@ -98,11 +100,13 @@ def main(argv=None) -> dict:
 
     root = dataset_root(args.data, args.work)
     subset = select_subset(root, args.per_class, 0, args.min_index, args.max_index)
-    work = args.work / f"truth-n{len(subset)}-i{args.min_index}-s{args.seed}{f'-e{args.epochs}' if args.epochs else ''}"
+    suffix = (f"-e{args.epochs}" if args.epochs else "") + (f"-{args.budget}" if args.budget != "small" else "")
+    work = args.work / f"truth-n{len(subset)}-i{args.min_index}-s{args.seed}{suffix}"
     work.mkdir(parents=True, exist_ok=True)
     labels_csv = work / "labels.csv"
     pd.DataFrame({"path": subset.path, "label": subset.true_label}).to_csv(labels_csv, index=False)
-    settings = {"seed": args.seed, **({"epochs": args.epochs} if args.epochs else {})}
+    settings = {"seed": args.seed, "budget": args.budget, "device": args.device,
+                **({"epochs": args.epochs} if args.epochs else {})}
     started = time.perf_counter()
     scores = labelaudit.scan(root, labels_csv=labels_csv, out=work / "scan", progress=False, **settings)
     wall = time.perf_counter() - started

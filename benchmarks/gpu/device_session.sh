@@ -10,7 +10,8 @@
 #   mkdir -p .gpudata && cp ../shared/datasets/cifar10-dev.tar.gz ../shared/datasets/cifar10n-dev-labels.csv.gz .gpudata/
 #
 # then call the device tool's `run` with carry [".whl", ".gpudata"] and the command
-#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan threads stacked compile large; default: all)
+#   bash benchmarks/gpu/device_session.sh [STEP ...]      (steps: tests throughput scan threads stacked compile large
+#                                                          ceiling; default: all but ceiling)
 # Device time is short (15 minutes a session, start-up included; at most 10 minutes a command), so
 # run the steps in order of what they decide, e.g. a first call `tests scan stacked` (correctness,
 # the default scan's time, whether one stacked program beats K sequential folds), a second
@@ -66,6 +67,10 @@ for step in $steps; do
           --work /tmp/bench --per-class 0 --human $h --baseline shared --device cuda --budget large --tag large \
           --no-progress 2>>"$OUT/large.log" | tee -a "$OUT/gpu.jsonl"
       done ;;
+    ceiling)  # point 3, optional: the noise-free ceiling of the large budget (folds trained on the true labels, all 40,000)
+      python3 benchmarks/ceiling.py --data .gpudata/cifar10-dev.tar.gz --human-labels .gpudata/cifar10n-dev-labels.csv.gz \
+        --work /tmp/bench --per-class 0 --min-index 0 --device cuda --budget large \
+        2>>"$OUT/ceiling.log" | tee -a "$OUT/gpu.jsonl" ;;
     *) echo "unknown step $step" >&2 ;;
   esac
 done
