@@ -40,6 +40,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from detect import DEFAULT_DATA, DEFAULT_HUMAN, REPO, dataset_root, select_subset  # noqa: E402
+from review import machine  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,15 +79,6 @@ def ceiling_figures(probs: np.ndarray, given: np.ndarray, truth: np.ndarray) -> 
             "best_other_class_is_truth_on_wrong": round(float((others.argmax(1)[wrong] == truth[wrong]).mean()), 4)}
 
 
-def _cpu_name() -> str:
-    """The processor's model name (Linux), for the record."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
-
-
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -117,7 +109,7 @@ def main(argv=None) -> dict:
     truth = human["original"].map(index).to_numpy()
     result = {"benchmark": "ceiling", "trained_on": "true labels", "n_samples": len(scores),
               "index_range": [args.min_index, args.max_index], "config": manifest.get("config"),
-              "versions": manifest.get("versions"), "cpu": _cpu_name(), "wall_s": round(wall, 1),
+              "versions": manifest.get("versions"), "cpu": machine()["cpu"], "wall_s": round(wall, 1),
               "train_s": round(manifest["timings"]["train_s"], 1),
               "folds_resumed": manifest["summary"].get("folds_resumed", []),
               "oos_accuracy_true": round(float((probs.argmax(1) == truth).mean()), 4),

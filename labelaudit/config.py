@@ -27,8 +27,8 @@ from typing import Any
 
 from labelaudit.errors import SettingsError
 
-__all__ = ["Setting", "ScanConfig", "MIN_IMAGE_SIZE", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings", "parse_setting",
-           "resolve_budget"]
+__all__ = ["Setting", "ScanConfig", "MIN_IMAGE_SIZE", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings",
+           "parse_setting", "resolve_budget"]
 
 
 @dataclass(frozen=True)

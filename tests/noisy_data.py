@@ -73,3 +73,23 @@ def make_noisy_folder(root: Path, *, n_per_class: int = 40, noise_rate: float = 
 
 #: Settings small enough for a scan of ~160 16-px images to take a few seconds on 2 cores.
 FAST = dict(image_size=16, folds=3, epochs=8, width=8, batch_size=16, lr=0.05)
+
+
+def scan_on_one_thread(root: Path, out: Path, **settings) -> pd.DataFrame:
+    """A local scan on one PyTorch thread, to compare with 1-CPU Ray folds (which train on one
+    thread: PyTorch's CPU reductions, hence the scores, depend on the thread count)."""
+    import torch
+
+    from labelaudit import scan
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return scan(root, out=out, progress=False, **settings)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_scores(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
+    """Two scans' scores frames equal to floating-point tolerance."""
+    pd.testing.assert_frame_equal(expected, actual, check_exact=False, rtol=1e-6, atol=1e-6)

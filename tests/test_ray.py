@@ -15,9 +15,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from click.testing import CliRunner
-from noisy_data import make_noisy_folder
+from noisy_data import assert_same_scores, make_noisy_folder, scan_on_one_thread
 
 from labelaudit import scan
 from labelaudit.cli import main
@@ -46,17 +45,7 @@ def local_scan(tmp_path_factory):
     thread, and PyTorch's CPU reductions (hence the scores) depend on the thread count."""
     base = tmp_path_factory.mktemp("ray")
     folder = make_noisy_folder(base / "data", n_per_class=20)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        scores = scan(folder.root, out=base / "local", progress=False, **TINY)
-    finally:
-        torch.set_num_threads(threads)
-    return folder, base, scores
-
-
-def _same_scores(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(expected, actual, check_exact=False, rtol=1e-6, atol=1e-6)
+    return folder, base, scan_on_one_thread(folder.root, base / "local", **TINY)
 
 
 # ----------------------------------------------------------------- equality, data, progress
@@ -76,7 +65,7 @@ def test_ray_scan_equals_local_scan(ray_cluster, local_scan, monkeypatch):
 
     scores = scan(folder.root, out=base / "ray", progress=True, executor=executor, **TINY)
 
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
     np.testing.assert_allclose(np.load(base / "ray" / "pred_probs.npy"), np.load(base / "local" / "pred_probs.npy"),
                                rtol=1e-6, atol=1e-7)
     assert scores.attrs["summary"]["device"] == "ray (cpu, 1 CPU per fold)"
@@ -88,14 +77,14 @@ def test_ray_scan_equals_local_scan(ray_cluster, local_scan, monkeypatch):
 
 
 @needs_ray
-def test_shared_path_images_give_the_same_scores(ray_cluster, local_scan, monkeypatch):
+def test_shared_path_images_give_theassert_same_scores(ray_cluster, local_scan, monkeypatch):
     from labelaudit.folds.ray_executor import RayExecutor
 
     folder, base, local = local_scan
     monkeypatch.setattr(ray_cluster, "put", lambda *a, **kw: pytest.fail("shared-path must not use the object store"))
     scores = scan(folder.root, out=base / "ray-path", progress=False, executor=RayExecutor(images="shared-path"),
                   **TINY)
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
 
 
 @needs_ray
@@ -105,7 +94,7 @@ def test_cli_scan_with_executor_ray(ray_cluster, local_scan):
                                        "--executor", "ray", "--cpus-per-fold", "1", "--fold-retries", "2"])
     assert result.exit_code == 0, result.output
     assert "on ray (cpu, 1 CPU per fold)" in result.output
-    _same_scores(pd.read_csv(base / "local" / "scores.csv"), pd.read_csv(base / "cli" / "scores.csv"))
+    assert_same_scores(pd.read_csv(base / "local" / "scores.csv"), pd.read_csv(base / "cli" / "scores.csv"))
 
 
 # ----------------------------------------------------------------------------- faults
@@ -129,7 +118,7 @@ def test_worker_killed_mid_fold_is_retried(ray_cluster, local_scan, tmp_path):
     scores = scan(folder.root, out=tmp_path / "scan", progress=False,
                   executor=RayExecutor(run=dies_once_in_second_epoch_of_fold_2, retries=1), **TINY)
     assert marker.exists()
-    _same_scores(local, scores)  # the retried fold trained from scratch, same seed, same result
+    assert_same_scores(local, scores)  # the retried fold trained from scratch, same seed, same result
 
 
 @needs_ray
@@ -156,7 +145,7 @@ def test_ray_scan_resumes_from_stored_folds(ray_cluster, local_scan, tmp_path):
     shutil.copy(base / "local" / "folds" / "fold-0.npz", tmp_path / "scan" / "folds")
     scores = scan(folder.root, out=tmp_path / "scan", progress=False, executor="ray", **TINY)
     assert scores.attrs["summary"]["folds_resumed"] == [0]
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
 
 
 @needs_ray

@@ -11,10 +11,8 @@ import importlib.util
 import threading
 import time
 
-import pandas as pd
 import pytest
-import torch
-from noisy_data import make_noisy_folder
+from noisy_data import assert_same_scores, make_noisy_folder, scan_on_one_thread
 
 from labelaudit import scan
 from labelaudit.folds.training import run_fold
@@ -46,17 +44,7 @@ def local_scan(tmp_path_factory):
     """The in-process scan to compare with, on one thread (a 1-CPU Ray fold trains on one thread)."""
     base = tmp_path_factory.mktemp("multinode")
     folder = make_noisy_folder(base / "data", n_per_class=20)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        scores = scan(folder.root, out=base / "local", progress=False, **TINY)
-    finally:
-        torch.set_num_threads(threads)
-    return folder, scores
-
-
-def _same_scores(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
-    pd.testing.assert_frame_equal(expected, actual, check_exact=False, rtol=1e-6, atol=1e-6)
+    return folder, scan_on_one_thread(folder.root, base / "local", **TINY)
 
 
 def test_folds_spread_over_worker_nodes_and_equal_the_local_scan(cluster, local_scan, tmp_path):
@@ -78,7 +66,7 @@ def test_folds_spread_over_worker_nodes_and_equal_the_local_scan(cluster, local_
     ran_on = {path.read_text() for path in where.iterdir()}
     assert len(ran_on) == 2, "the two folds should train at once, one on each 1-CPU worker node"
     assert ran_on == {node.node_id for node in workers}  # never the CPU-less head, where the driver put the images
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
 
 
 def test_a_node_lost_mid_fold_is_retried_on_another_node(cluster, local_scan, tmp_path):
@@ -126,7 +114,7 @@ def test_a_node_lost_mid_fold_is_retried_on_another_node(cluster, local_scan, tm
         nodes.wait_for_nodes()
     assert removed, "fold 2 never reached its second epoch on a worker node"
     assert (tmp_path / "finished-fold-1").read_text() != doomed.read_text()  # it finished elsewhere
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
 
 
 def test_a_dead_progress_board_stops_the_progress_not_the_scan(cluster, local_scan, tmp_path, monkeypatch):
@@ -173,7 +161,7 @@ def test_a_dead_progress_board_stops_the_progress_not_the_scan(cluster, local_sc
     scores = scan(folder.root, out=tmp_path / "scan", progress=True, executor=executor, **TINY)
     killer.join(timeout=130)
     assert started.exists() and killed.exists() and reports  # progress arrived, then the board died mid-fold
-    _same_scores(local, scores)
+    assert_same_scores(local, scores)
 
 
 def test_the_progress_board_lives_on_the_drivers_node(cluster):

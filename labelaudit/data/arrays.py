@@ -277,14 +277,12 @@ def load_inputs(*, features=None, features_flip=None, pred_probs=None, index=Non
         shape, ``pred_probs`` outside [0, 1] or rows not summing to 1, ``index`` without any
         array, or an ``index`` whose length differs from an array's row count.
     """
+    if features_flip is not None and features is None:
+        raise InputArrayError("--features-flip needs --features (the embeddings of the images themselves)")
     if features is None and pred_probs is None:
-        if features_flip is not None:
-            raise InputArrayError("--features-flip needs --features (the embeddings of the images themselves)")
         if index is not None:
             raise InputArrayError("--index needs --features or --pred-probs")
         return None
-    if features_flip is not None and features is None:
-        raise InputArrayError("--features-flip needs --features (the embeddings of the images themselves)")
     if features_flip is not None and pred_probs is not None:
         raise InputArrayError("--features-flip has no use with --pred-probs (nothing is trained, so there are no "
                               "flip signals); leave it out")
