@@ -155,3 +155,61 @@ def test_stacked_folds_on_cuda_are_the_sequential_folds_at_a_small_learning_rate
             # float32 convolutions run in TF32 on Ampere and later (PyTorch's default for cuDNN):
             # grouped and dense kernels round differently at ~1e-3
             np.testing.assert_allclose(st.records[name], seq.records[name], atol=5e-3, err_msg=name)
+
+
+def _synchronisations(run) -> int:
+    """How often ``run()`` makes the host wait for the device (PyTorch's sync debug mode)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["resident", "streamed"])
+@pytest.mark.parametrize("executor", ["local", "stacked"])
+def test_training_steps_never_wait_for_the_device(tmp_path, monkeypatch, executor, streamed):
+    """Issue 8: no host sync in the hot loop. A fold of 4x as many steps synchronises as often."""
+    from labelaudit.folds.stacked import run_folds_stacked
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (288, 16, 16, 3), dtype=np.uint8))
+    labels = rng.integers(0, 4, 288).astype(np.int64)
+    if streamed:
+        monkeypatch.setattr(training, "_free_cuda_bytes", lambda device: 0)
+
+    def jobs(batch_size: int) -> list[FoldJob]:
+        cfg = ScanConfig(**{**CUDA_FAST, "batch_size": batch_size, "epochs": 4, "flip": True})
+        folds = np.arange(288) % 3
+        return [FoldJob(fold=k, train_idx=np.flatnonzero(folds != k), holdout_idx=np.flatnonzero(folds == k),
+                        images_path=str(tmp_path / "images.npy"), labels=labels, n_classes=4, config=cfg.to_dict())
+                for k in range(3)]
+
+    def train(batch_size: int) -> None:
+        progress = lambda *figures: None  # noqa: E731 -- the figures' read-back is part of the loop
+        if executor == "stacked":
+            run_folds_stacked(jobs(batch_size), report=progress)
+        else:
+            for job in jobs(batch_size):
+                run_fold(job, report=progress)
+
+    train(48)  # warm-up: cuDNN handles, the caching allocators
+    few_steps, many_steps = _synchronisations(lambda: train(48)), _synchronisations(lambda: train(12))
+    assert many_steps == few_steps, (few_steps, many_steps)
+
+
+def test_transfers_to_and_from_the_device_arrive():
+    from labelaudit.folds.transfer import Readback, to_device
+
+    on_device = to_device(torch.arange(6), torch.device("cuda"))
+    assert on_device.is_cuda and on_device.tolist() == list(range(6))
+    stats = Readback()
+    stats.push((on_device * 2).float())
+    torch.cuda.synchronize()
+    assert stats.pop() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from labelaudit.errors import TrainingDiverged
 from labelaudit.folds.records import FoldResult
 from labelaudit.folds.training import autocast, late_epochs, margin, resolve_device, resolve_precision
+from labelaudit.folds.transfer import to_device
 from labelaudit.progress import progress_bar
 
 __all__ = ["HEAD_KINDS", "HeadSettings", "HeadRun", "build_head", "train_heads", "run_head_fold",
@@ -286,13 +287,13 @@ def _train(head, data: _Rows, labels, train: torch.Tensor, settings: HeadSetting
     steps = math.ceil(n / size)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = _schedule(optimizer, steps, steps * settings.epochs)
-    margins = torch.zeros((settings.epochs, n))
-    losses = torch.zeros((settings.epochs, n))
+    margins = torch.zeros((settings.epochs, n), device=data.device)  # on the device: no read-back per step
+    losses = torch.zeros((settings.epochs, n), device=data.device)
     late = late_epochs(settings.epochs) if data.x_flip is not None else []
     views: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for epoch in range(settings.epochs):
         head.train()
-        order = torch.randperm(n, generator=generator).to(data.device)
+        order = to_device(torch.randperm(n, generator=generator), data.device)
         for start in range(0, n, size):
             positions = order[start:start + size]
             idx = train[positions]
@@ -304,14 +305,14 @@ def _train(head, data: _Rows, labels, train: torch.Tensor, settings: HeadSetting
             loss.mean().backward()
             optimizer.step()
             schedule.step()
-            margins[epoch, positions.cpu()] = margin(logits.detach(), y).cpu()
-            losses[epoch, positions.cpu()] = loss.detach().cpu()
+            margins[epoch, positions] = margin(logits.detach(), y)
+            losses[epoch, positions] = loss.detach()
             if report is not None:
                 report(len(positions))
         if epoch in late:
             views.append(_views(head, data, labels, train, settings))
-    records = {"train_margins": margins.numpy(), "train_losses": losses.numpy(),
-               "train_correct": margins.numpy() > 0}
+    margins, losses = margins.cpu().numpy(), losses.cpu().numpy()
+    records = {"train_margins": margins, "train_losses": losses, "train_correct": margins > 0}
     if views:
         records.update(view_losses=np.stack([v[0] for v in views]), view_flip_losses=np.stack([v[1] for v in views]),
                        view_flip_agree=np.stack([v[2] for v in views]))

@@ -60,6 +60,7 @@ from labelaudit.folds.training import (
     shift_each,
     translation_draws,
 )
+from labelaudit.folds.transfer import Readback, to_device
 
 __all__ = ["run_folds_stacked", "iter_folds_stacked"]
 
@@ -124,7 +125,7 @@ def _check_one_scan(jobs: Sequence[FoldJob]) -> None:
 
 @dataclass
 class _Member:
-    """One fold inside the stack: its samples on the device, its random stream and normalisation."""
+    """One fold inside the stack: its samples (on ``_DeviceData.index_device``), its random stream and normalisation."""
 
     job: FoldJob
     train_idx: torch.Tensor  # (n_train,)
@@ -141,9 +142,10 @@ class _Member:
 def _members(jobs, data: _DeviceData, cfg: ScanConfig, device) -> list[_Member]:
     members = []
     for job in jobs:
-        train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=device)
+        train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=data.index_device)
         mean, std = data.channel_statistics(train_idx)
-        members.append(_Member(job, train_idx, torch.as_tensor(job.holdout_idx, dtype=torch.long, device=device),
+        members.append(_Member(job, train_idx, torch.as_tensor(job.holdout_idx, dtype=torch.long,
+                                                               device=data.index_device),
                                torch.Generator().manual_seed(_fold_seed(cfg, job.fold)), mean, std))
     return members
 
@@ -164,7 +166,7 @@ def _run(jobs, cfg: ScanConfig, device, report) -> list[FoldResult | TrainingDiv
     for member_records, holdout in zip(records, _holdout_records(stack)):
         member_records.update(holdout)
     if any(job.embed_all for job in jobs):
-        features = stack.features(torch.arange(len(images), device=device))
+        features = stack.features(torch.arange(len(images), device=data.index_device))
         for k, job in enumerate(jobs):
             if job.embed_all:
                 records[k]["all_features"] = features[k]
@@ -247,32 +249,40 @@ def _epoch_order(member: _Member, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     Returns ``(sample, record)``, each (n,): the position in the member's training set of
     the image to use, and where its records go (``n``, a spare column, for the top-up).
     """
-    order = torch.randperm(member.n_train, generator=member.generator).to(member.train_idx.device)
+    order = torch.randperm(member.n_train, generator=member.generator)
+    order = to_device(order, member.train_idx.device)
     top_up = n - member.n_train
     spare = torch.full((top_up,), n, dtype=order.dtype, device=order.device)
     return _pad_to(order, n), torch.cat([order, spare])
 
 
 def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -> list[dict[str, np.ndarray]]:
-    """Train the stack in place; the training records of each member (see :func:`run_fold`)."""
+    """Train the stack in place; the training records of each member (see :func:`run_fold`).
+
+    As in :func:`~labelaudit.folds.training.run_fold`, nothing in a step waits for the
+    device: orders and augmentation are drawn at the start of each epoch and sent at once.
+    """
     cfg, members, model = stack.cfg, stack.members, stack.model
     n = max(m.n_train for m in members)
     batches = _batch_bounds(n, cfg.batch_size)
     optimizer, schedule = sgd_one_cycle(model.parameters(), cfg, cfg.epochs * len(batches))
     dev = labels.device
-    train_idx = torch.stack([_pad_to(m.train_idx, n) for m in members])  # (K, n)
+    train_idx = torch.stack([_pad_to(m.train_idx, n) for m in members])  # (K, n), on the index device
     margins = torch.zeros((stack.k, cfg.epochs, n + 1), device=dev)  # column n: the top-up's records
     losses = torch.zeros_like(margins)
     late = late_epochs(cfg.epochs) if cfg.flip else []
     views = []
     rows = torch.arange(stack.k, device=dev)[:, None]
+    stats = Readback()
     for epoch in range(cfg.epochs):
         model.train()
         sample, record = (torch.stack(t) for t in zip(*(_epoch_order(m, n) for m in members)))
+        shifts, mirrors = _epoch_draws(stack, batches)
         for step, (start, stop) in enumerate(batches):
-            positions = record[:, start:stop]  # (K, B)
             idx = train_idx.gather(1, sample[:, start:stop])
-            logits, y = _augmented_logits(stack, idx, labels, epoch, start)
+            x = _augmented(stack, idx, epoch, (shifts, mirrors), (start * stack.k, stop * stack.k))
+            logits, y = stack.logits(x), labels[to_device(idx, dev)]
+            positions = to_device(record[:, start:stop], dev)  # (K, B)
             sample_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none",
                                           label_smoothing=cfg.label_smoothing).view_as(y)
             weight = (positions < n).float()
@@ -284,48 +294,66 @@ def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -
             margins[rows, epoch, positions] = batch_margins
             losses[rows, epoch, positions] = sample_loss.detach()
             if report is not None:
-                _report(report, members, epoch, step, start, stop, sample_loss.detach(), batch_margins, weight)
+                _report(report, members, stats, epoch, step, start, stop, sample_loss.detach(), batch_margins, weight)
         if epoch in late:
             views.append(_in_sample_views(stack, labels))
     return [_member_records(k, m, margins, losses, views) for k, m in enumerate(members)]
 
 
-def _augmented_logits(stack: _Stack, idx: torch.Tensor, labels: torch.Tensor, epoch: int, start: int):
-    """Training logits (K, B, C) and labels (K, B) of each member's images ``idx`` (K, B), augmented.
+def _epoch_draws(stack: _Stack, batches: list[tuple[int, int]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Every member's augmentation of one epoch, drawn on the CPU batch by batch, sent to the device at once.
 
-    Every member draws its translations, then its mirrors, from its own generator, in the
-    order :func:`~labelaudit.folds.training.run_fold` draws them, and only for its own
-    images of the batch (positions ``start`` on): its top-up is neither shifted nor
-    mirrored and takes nothing from its stream, so the next epoch's order is run_fold's.
+    Returns
+    -------
+    shifts : torch.Tensor of int64, shape (2, K * n), or None
+        :func:`shift_each` offsets; batch ``(start, stop)`` owns columns ``K * start`` to
+        ``K * stop``, member-major within it (None without ``crop_padding``).
+    mirrors : torch.Tensor of bool, shape (K * n,), or None
+        Which images are mirrored, laid out as ``shifts`` (None without ``flip_augment``).
+
+    In each batch every member draws its translations, then its mirrors, from its own
+    generator, in the order :func:`~labelaudit.folds.training.run_fold` draws them, and only
+    for its own images of the batch (positions ``start`` on): its top-up is neither shifted
+    nor mirrored and takes nothing from its stream, so the next epoch's order is run_fold's.
     """
     cfg = stack.cfg
-    b = idx.shape[1]
     shifts, mirrors = [], []
-    for member in stack.members:
-        real = max(0, min(b, member.n_train - start))
-        if cfg.crop_padding:
-            shift = translation_draws(real, cfg.crop_padding, member.generator)
-            shifts.append(torch.cat([shift, torch.full((2, b - real), cfg.crop_padding, dtype=shift.dtype)], dim=1))
-        if cfg.flip_augment:
-            mirrors.append(torch.cat([mirror_draws(real, member.generator), torch.zeros(b - real, dtype=torch.bool)]))
+    for start, stop in batches:
+        b = stop - start
+        for member in stack.members:
+            real = max(0, min(b, member.n_train - start))
+            if cfg.crop_padding:
+                shift = translation_draws(real, cfg.crop_padding, member.generator)
+                shifts.append(torch.cat([shift, torch.full((2, b - real), cfg.crop_padding, dtype=shift.dtype)], dim=1))
+            if cfg.flip_augment:
+                mirrors.append(torch.cat([mirror_draws(real, member.generator), torch.zeros(b - real, dtype=torch.bool)]))
+    device = stack.data.device
+    return (to_device(torch.cat(shifts, dim=1), device) if shifts else None,
+            to_device(torch.cat(mirrors), device) if mirrors else None)
+
+
+def _augmented(stack: _Stack, idx: torch.Tensor, epoch: int, draws, columns: tuple[int, int]) -> torch.Tensor:
+    """Training images (K * B, 3, S, S) of each member's ``idx`` (K, B), augmented by ``draws[..., columns]``."""
+    shifts, mirrors = draws
+    first, last = columns
     x = stack.data.batch(idx.reshape(-1))
-    if shifts:
-        x = shift_each(x, cfg.crop_padding, torch.cat(shifts, dim=1).to(x.device))
-    x = _early_resize(x, epoch, cfg)
-    if mirrors:
-        x = mirror_where(x, torch.cat(mirrors).to(x.device))
-    return stack.logits(x), labels[idx]
+    if shifts is not None:
+        x = shift_each(x, stack.cfg.crop_padding, shifts[:, first:last])
+    x = _early_resize(x, epoch, stack.cfg)
+    if mirrors is not None:
+        x = mirror_where(x, mirrors[first:last])
+    return x
 
 
-def _report(report, members, epoch, step, start, stop, sample_loss, batch_margins, weight) -> None:
-    """One :data:`ProgressReport` call per member; figures read back (a GPU sync) every 16 steps only."""
-    stats = [(math.nan, math.nan)] * len(members)
+def _report(report, members, stats: Readback, epoch, step, start, stop, sample_loss, batch_margins, weight) -> None:
+    """One :data:`ProgressReport` call per member; figures of every 16th step, read back once the device got there."""
     if step % 16 == 0:
         counts = weight.sum(1).clamp_min(1)
         loss = (sample_loss * weight).sum(1) / counts
         acc = ((batch_margins > 0).float() * weight).sum(1) / counts
-        stats = torch.stack([loss, acc], 1).tolist()
-    for member, (loss, acc) in zip(members, stats):
+        stats.push(torch.stack([loss, acc], 1))
+    figures = stats.pop() or [(math.nan, math.nan)] * len(members)
+    for member, (loss, acc) in zip(members, figures):
         images = max(0, min(stop, member.n_train) - start)
         report(images, member.job.fold, epoch, loss, acc)
 
@@ -337,7 +365,7 @@ def _in_sample_views(stack: _Stack, labels: torch.Tensor) -> list[tuple[np.ndarr
     flip_logits = stack.eval_logits(idx, flip=True)
     views = []
     for i, plain, mirrored in zip(idx, logits, flip_logits):
-        y = labels[i]
+        y = labels[to_device(i, labels.device)]
         views.append((F.cross_entropy(plain, y, reduction="none").cpu().numpy(),
                       F.cross_entropy(mirrored, y, reduction="none").cpu().numpy(),
                       (plain.argmax(1) == mirrored.argmax(1)).cpu().numpy()))

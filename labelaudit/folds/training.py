@@ -6,9 +6,10 @@ The result carries named records (declared in :mod:`labelaudit.folds.records`).
 
 The loop follows airbench: the whole uint8 dataset sits on the device, augmentation
 (random translation) is done there in batches, the learning rate follows a one-cycle
-schedule, mixed precision (bfloat16) and channels-last are used on CUDA. Horizontal
-flips are *not* an augmentation: the mirrored image is kept as a view the model is never
-fitted on, so its loss resists memorisation of a wrong label.
+schedule, mixed precision (bfloat16) and channels-last are used on CUDA, and no step waits
+for the device (:mod:`labelaudit.folds.transfer`). Horizontal flips are *not* an
+augmentation: the mirrored image is kept as a view the model is never fitted on, so its
+loss resists memorisation of a wrong label.
 
 Training leaves the caller's process as it found it: the model is initialised under
 :func:`torch.random.fork_rng` (the global RNG state is restored afterwards), augmentation
@@ -41,6 +42,7 @@ from labelaudit.errors import DeviceUnavailable, TrainingDiverged
 from labelaudit.folds.compiled import maybe_compile
 from labelaudit.folds.models import build_model
 from labelaudit.folds.records import FoldResult
+from labelaudit.folds.transfer import Readback, to_device
 
 __all__ = ["FoldJob", "FoldResult", "TrainingDiverged", "TRAINING_VERSION", "ProgressReport", "run_fold",
            "resolve_device", "resolve_precision", "deterministic_cudnn", "cpu_has_native_bf16", "late_epochs",
@@ -161,8 +163,8 @@ def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: Progr
     images = load_images(job)
     data = _DeviceData(images, device, resolve_precision(cfg.precision, device))
     labels = torch.as_tensor(np.asarray(job.labels), dtype=torch.long, device=device)
-    train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=device)
-    holdout_idx = torch.as_tensor(job.holdout_idx, dtype=torch.long, device=device)
+    train_idx = torch.as_tensor(job.train_idx, dtype=torch.long, device=data.index_device)
+    holdout_idx = torch.as_tensor(job.holdout_idx, dtype=torch.long, device=data.index_device)
     data.fit_normalisation(train_idx)
 
     model = _seeded_model(job.n_classes, cfg, seed).to(device)
@@ -173,7 +175,7 @@ def _run_fold(job: FoldJob, cfg: ScanConfig, device: torch.device, report: Progr
     trained = time.perf_counter()
     records.update(_predict_probs(model, data, holdout_idx, cfg))
     if job.embed_all:
-        records["all_features"] = _features(model, data, torch.arange(len(images), device=device), cfg)
+        records["all_features"] = _features(model, data, torch.arange(len(images), device=data.index_device), cfg)
     return fold_result(job, records, cfg, {"train_s": trained - started, "predict_s": time.perf_counter() - trained})
 
 
@@ -238,8 +240,11 @@ class _DeviceData:
     """The uint8 images on the device (NCHW), normalised and augmented batch by batch.
 
     The images stay on the host only when they would take more than half of the free
-    CUDA memory; batches are then copied over one at a time. ``precision`` (``"bf16"`` or
-    ``"fp32"``, resolved) is the arithmetic of every forward pass on this data.
+    CUDA memory; batches are then gathered there and copied over one at a time through
+    pinned memory, without waiting for the device. Sample indices then live on the host
+    too (:attr:`index_device`), so that gathering a batch never reads them back from the
+    GPU. ``precision`` (``"bf16"`` or ``"fp32"``, resolved) is the arithmetic of every
+    forward pass on this data.
     """
 
     def __init__(self, images: np.ndarray, device: torch.device, precision: str = "fp32") -> None:
@@ -248,6 +253,8 @@ class _DeviceData:
         self.precision = precision
         self.on_device = device.type == "cpu" or host.numel() < 0.5 * _free_cuda_bytes(device)
         self.images = host.to(device) if self.on_device else host
+        #: Where sample indices for :meth:`batch` live: with the images.
+        self.index_device = device if self.on_device else torch.device("cpu")
         self.mean = torch.zeros(1, 3, 1, 1, device=device)
         self.std = torch.ones(1, 3, 1, 1, device=device)
 
@@ -263,9 +270,9 @@ class _DeviceData:
     def batch(self, idx: torch.Tensor, *, flip: bool = False) -> torch.Tensor:
         """Float batch of shape (B, 3, S, S), values in [0, 1] before normalisation."""
         if self.on_device:
-            x = self.images[idx]
-        else:  # only this batch crosses to the device
-            x = self.images[idx.cpu()].pin_memory().to(self.device, non_blocking=True)
+            x = self.images[to_device(idx, self.device)]
+        else:  # only this batch crosses to the device; `idx` is on the host (index_device): no sync
+            x = to_device(self.images[idx.cpu()], self.device)
         x = x.float().div_(255)
         return x.flip(3) if flip else x
 
@@ -280,10 +287,14 @@ def _free_cuda_bytes(device: torch.device) -> int:
 
 
 def _random_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image of (B, C, S, S) by up to ``pad`` pixels (reflection padding)."""
+    """Shift each image of (B, C, S, S) by up to ``pad`` pixels (reflection padding).
+
+    A batch at a time, for training variants (``benchmarks/dev_screen.py``); the fold loop
+    draws a whole epoch at once (:func:`_epoch_draws`).
+    """
     if pad == 0:
         return x
-    return shift_each(x, pad, translation_draws(len(x), pad, generator).to(x.device))
+    return shift_each(x, pad, to_device(translation_draws(len(x), pad, generator), x.device))
 
 
 def translation_draws(n: int, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -312,8 +323,8 @@ def _early_resize(x: torch.Tensor, epoch: int, cfg: ScanConfig) -> torch.Tensor:
 
 
 def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirror a random half of the batch (B, C, S, S)."""
-    return mirror_where(x, mirror_draws(len(x), generator).to(x.device))
+    """Mirror a random half of the batch (B, C, S, S) (a batch at a time, as :func:`_random_translate`)."""
+    return mirror_where(x, to_device(mirror_draws(len(x), generator), x.device))
 
 
 def mirror_draws(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -354,25 +365,36 @@ def autocast(device: torch.device, precision: str):
 
 def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: int, fold: int,
            report) -> dict[str, np.ndarray]:
-    """Train ``model`` in place; return the training records (see :func:`run_fold`)."""
+    """Train ``model`` in place; return the training records (see :func:`run_fold`).
+
+    ``train_idx`` lives on ``data.index_device``; ``labels`` and the records on the device.
+    Nothing in a step waits for the device (see :mod:`labelaudit.folds.transfer`): the
+    epoch's order and augmentation are drawn on the CPU at its start and sent over at once.
+    """
     n_train = len(train_idx)
     batches = _batch_bounds(n_train, cfg.batch_size)
     optimizer, schedule = sgd_one_cycle(model.parameters(), cfg, cfg.epochs * len(batches))
     generator = torch.Generator().manual_seed(seed)
     late = late_epochs(cfg.epochs) if cfg.flip else []
-    dev = train_idx.device
+    dev = data.device
     margins = torch.zeros((cfg.epochs, n_train), device=dev)
     losses = torch.zeros((cfg.epochs, n_train), device=dev)
     view_losses, view_flip_losses, view_flip_agree = [], [], []
+    stats = Readback()
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(n_train, generator=generator).to(dev)
+        order = to_device(torch.randperm(n_train, generator=generator), train_idx.device)
+        shifts, mirrors = _epoch_draws(batches, cfg, generator, dev)
         for step, (start, stop) in enumerate(batches):
             positions = order[start:stop]
             idx = train_idx[positions]
-            x = _early_resize(_random_translate(data.batch(idx), cfg.crop_padding, generator), epoch, cfg)
-            if cfg.flip_augment:
-                x = _random_flip(x, generator)
+            x = data.batch(idx)
+            if shifts is not None:
+                x = shift_each(x, cfg.crop_padding, shifts[:, start:stop])
+            x = _early_resize(x, epoch, cfg)
+            if mirrors is not None:
+                x = mirror_where(x, mirrors[start:stop])
+            positions, idx = to_device(positions, dev), to_device(idx, dev)
             y = labels[idx]
             with autocast(data.device, data.precision):
                 logits = model(data.normalised(x))
@@ -383,10 +405,11 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
             schedule.step()
             margins[epoch, positions] = margin(logits.detach().float(), y)
             losses[epoch, positions] = sample_loss.detach()
-            if report is not None:  # reading values back syncs a GPU: only every 16 steps
-                stats = (float(sample_loss.detach().mean()), float((margins[epoch, positions] > 0).float().mean())) \
-                    if step % 16 == 0 else (math.nan, math.nan)
-                report(len(positions), fold, epoch, *stats)
+            if report is not None:  # figures of every 16th step, read back once the device got there
+                if step % 16 == 0:
+                    stats.push(torch.stack([sample_loss.detach().mean(), (margins[epoch, positions] > 0).float().mean()]))
+                loss, accuracy = stats.pop() or (math.nan, math.nan)
+                report(len(positions), fold, epoch, loss, accuracy)
         if epoch in late:
             loss, flip_loss, agree = _in_sample_views(model, data, labels, train_idx, cfg)
             view_losses.append(loss)
@@ -398,6 +421,30 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
                        view_flip_agree=np.stack(view_flip_agree))
     return records
+
+
+def _epoch_draws(batches: list[tuple[int, int]], cfg: ScanConfig, generator: torch.Generator,
+                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """One epoch's augmentation, drawn on the CPU batch by batch and sent to ``device`` at once.
+
+    Returns
+    -------
+    shifts : torch.Tensor of int64, shape (2, n_train), or None
+        Offsets of :func:`shift_each` for the epoch's sample positions (None without ``crop_padding``).
+    mirrors : torch.Tensor of bool, shape (n_train,), or None
+        Which positions are mirrored (None without ``flip_augment``).
+
+    Each batch draws its translations, then its mirrors, so the stream of ``generator`` is
+    the one that drawing them step by step would consume.
+    """
+    shifts, mirrors = [], []
+    for start, stop in batches:
+        if cfg.crop_padding:
+            shifts.append(translation_draws(stop - start, cfg.crop_padding, generator))
+        if cfg.flip_augment:
+            mirrors.append(mirror_draws(stop - start, generator))
+    return (to_device(torch.cat(shifts, dim=1), device) if shifts else None,
+            to_device(torch.cat(mirrors), device) if mirrors else None)
 
 
 def sgd_one_cycle(parameters, cfg: ScanConfig, total_steps: int):
@@ -467,7 +514,7 @@ def _holdout_probs(model, data, idx, cfg, *, flip: bool) -> np.ndarray:
 
 
 def _in_sample_views(model, data, labels, train_idx, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = labels[train_idx]
+    y = labels[to_device(train_idx, labels.device)]
     logits = _eval_logits(model, data, train_idx, cfg, flip=False)
     flip_logits = _eval_logits(model, data, train_idx, cfg, flip=True)
     loss = F.cross_entropy(logits, y, reduction="none")
