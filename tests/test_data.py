@@ -299,15 +299,21 @@ def test_bad_files_skipped_others_load(tmp_path):
     assert unreadable.loc["red/empty.jpg", "reason"] == "empty file"
 
 
-def test_hidden_files_and_folders_ignored(tmp_path):
+def test_hidden_entries_are_not_scanned_and_hidden_images_are_reported(tmp_path):
+    """Hidden images and folders in class folders get a skipped row; tool metadata passes unreported."""
     make_folder_dataset(tmp_path)
     write_bytes(tmp_path / ".DS_Store", b"\x00\x00\x00\x01Bud1")
     write_bytes(tmp_path / "red" / ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    write_bytes(tmp_path / "red" / "._r1.png", b"\x00\x05\x16\x07")  # AppleDouble companion: not an image
     save(solid(RED), tmp_path / "red" / ".hidden.png")
+    save(solid(RED), tmp_path / "blue" / "deep" / ".Shot.JPG")
     save(solid(RED), tmp_path / ".thumbnails" / "t.png")
+    save(solid(RED), tmp_path / ".hidden-top.png")
     save(solid(RED), tmp_path / "red" / ".cache" / "c.png")
     ds = load(tmp_path)
-    assert len(ds.paths) == 4 and ds.skipped.empty
+    assert len(ds.paths) == 4
+    assert reasons(ds) == {path: data.HIDDEN_REASON for path in ("blue/deep/.Shot.JPG", "red/.cache/", "red/.hidden.png")}
+    assert ds.unreadable.empty  # not scored, but not labelled images the export must keep either
 
 
 ODD_NAMES = [

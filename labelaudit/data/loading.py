@@ -295,6 +295,18 @@ def _resize(img: Image.Image, image_size: int) -> np.ndarray:
 # -------------------------------------------------------------------------- discovery
 
 
+#: The ``skipped.csv`` reason of a hidden image or folder in a class folder (not scanned).
+HIDDEN_REASON = "hidden (name starts with '.'): not scanned"
+
+#: File name endings of the image formats the decoder reads (a hidden file named so is reported).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+def _hidden_image(name: str) -> bool:
+    """True for a hidden file named like an image, except AppleDouble companions (``._name.jpg``, not images)."""
+    return not name.startswith("._") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
 def _skip(skipped: list[tuple[str, str]], path: str, reason: str) -> None:
     skipped.append((escape_controls(_printable(path)), reason))
 
@@ -347,9 +359,12 @@ def _discover_folders(
     """Walk the class-folder layout ``root/<class>/**/<image>``.
 
     Returns the candidates (unsorted), the ``(path, reason)`` rows skipped and the
-    sorted names of the class folders that hold no file. Hidden files and folders and
-    ``exclude`` (resolved files and folders, e.g. a scan directory's own) are ignored; a
-    folder holding nothing but excluded entries is not an empty class.
+    sorted names of the class folders that hold no file. ``exclude`` (resolved files and
+    folders, e.g. a scan directory's own) is ignored; a folder holding nothing but excluded
+    entries is not an empty class. Hidden entries (names starting with ``.``) are not
+    scanned: in a class folder a hidden folder and a hidden file named like an image get a
+    skipped row (:data:`HIDDEN_REASON`); the rest (``.DS_Store``, AppleDouble ``._*`` files,
+    ``.git`` and other tool folders at the top) is passed over without one.
     """
     real_root = str(root)
     excluded = {str(path) for path in exclude}
@@ -371,10 +386,12 @@ def _discover_folders(
         kept_dirs = []
         for name in dirnames:
             full = os.path.join(dirpath, name)
-            if name.startswith("."):
-                continue
             if excluded and os.path.realpath(full) in excluded:
                 with_excluded.add(rel_dir.parts[0] if rel_dir.parts else name)
+                continue
+            if name.startswith("."):
+                if rel_dir != PurePosixPath("."):
+                    _skip(skipped, (rel_dir / name).as_posix() + "/", HIDDEN_REASON)
                 continue
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
@@ -384,10 +401,12 @@ def _discover_folders(
         if rel_dir == PurePosixPath("."):
             class_dirs.update(kept_dirs)
         for name in filenames:
-            if name.startswith("."):
-                continue
             if excluded and os.path.join(dirpath, name) in excluded:  # walked folders are real paths
                 with_excluded.update(rel_dir.parts[:1])
+                continue
+            if name.startswith("."):
+                if rel_dir != PurePosixPath(".") and _hidden_image(name):
+                    _skip(skipped, (rel_dir / name).as_posix(), HIDDEN_REASON)
                 continue
             rel = (rel_dir / name).as_posix()
             if rel_dir == PurePosixPath("."):
