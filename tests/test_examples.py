@@ -29,3 +29,18 @@ def test_example_on_a_given_folder(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "s" / "scores.csv")) == 80
+
+
+def test_your_model_example_scans_from_probabilities_and_embeddings(tmp_path):
+    """examples/scan_with_your_model.py: scikit-learn's cross-validated probabilities in, no CNN trained."""
+    import json
+    import re
+
+    result = subprocess.run([sys.executable, str(EXAMPLES / "scan_with_your_model.py"), "--folds", "3"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hits, flagged, _, wrong = map(int, re.search(r"(\d+) of the (\d+) flagged labels are wrong; (\d+) of the (\d+)",
+                                                 result.stdout).groups())
+    assert wrong == 180 and flagged > 100 and hits / flagged > 0.8  # the digits' 10% wrong labels, mostly found
+    manifest = json.loads((tmp_path / "example-byom-scan" / "scan.json").read_text())
+    assert manifest["summary"]["n_samples"] == 1797 and manifest["inputs"]["pred_probs"]
