@@ -1,4 +1,4 @@
-"""The benchmark scripts' data handling, on tiny generated data (no training)."""
+"""The benchmark scripts' data handling and JSON lines, on tiny generated data (one tiny fold at most)."""
 
 from __future__ import annotations
 
@@ -208,3 +208,16 @@ def test_ceiling_skips_cleanly_without_the_shared_data(tmp_path, capsys):
     result = ceiling.main(["--data", str(tmp_path / "absent.tar.gz"), "--work", str(tmp_path / "work")])
     assert "skipped" in result and '"skipped"' in capsys.readouterr().out
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_fold_throughput_times_a_warm_fold_unless_told_not_to(warmup, capsys):
+    """The JSON line of fold_throughput.py: images/s of the timed fold, the untimed warm-up's seconds."""
+    import json
+
+    bench = _load("fold_throughput")
+    argv = ["--images", "64", "--epochs", "1", "--image-size", "16"] + ([] if warmup else ["--no-warmup"])
+    line = bench.main(argv)
+    assert json.loads(capsys.readouterr().out) == line
+    assert line["train_images_per_s"] > 0 and line["epochs"] == 1
+    assert (line["warmup_s"] > 0) if warmup else (line["warmup_s"] is None)

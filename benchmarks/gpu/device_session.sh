@@ -38,7 +38,7 @@ for step in $steps; do
         python3 benchmarks/fold_throughput.py --device cuda --images $n --epochs 4 --threads 8 \
           2>>"$OUT/throughput.log" | tee -a "$OUT/gpu.jsonl"
       done ;;
-    compile)  # point 2: torch.compile of the fold model (train_s includes the compilation: 8 epochs amortise it)
+    compile)  # point 2: torch.compile of the fold model (steady state: the compilation runs in the untimed warm-up fold, its time is warmup_s)
       for mode in default reduce-overhead; do for b in small large; do
         python3 benchmarks/fold_throughput.py --device cuda --images 40000 --epochs 8 --threads 8 --budget $b --compile $mode \
           2>>"$OUT/compile.log" | tee -a "$OUT/gpu.jsonl"
