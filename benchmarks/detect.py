@@ -271,7 +271,7 @@ def main(argv=None) -> dict:
         "rate": None if args.human else args.rate, "actual_noise_rate": float(is_noisy.mean()),
         "index_range": [args.min_index, args.max_index], "offset": args.offset,
         "estimated_noise_rate": summary["estimated_noise_rate"],
-        "device": summary["device"], "torch_threads": torch.get_num_threads(),
+        "device": summary["device"], "torch_threads": torch.get_num_threads(), "versions": manifest.versions,
         "config": manifest.config, "score_components": manifest.score_components,
         "wall_s": wall, "samples_per_s": len(table) / wall,
         "train_images_per_s": manifest.timings["train_images_per_s"],

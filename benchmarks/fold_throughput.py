@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from labelaudit.config import BUDGETS, ScanConfig  # noqa: E402
+from labelaudit.folds import training  # noqa: E402
 from labelaudit.folds.training import FoldJob, run_fold  # noqa: E402
 
 
@@ -50,11 +52,18 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the net, batch and learning rate of a training budget (labelaudit.config.BUDGETS)")
     parser.add_argument("--compile", default="off", help="torch.compile mode of the fold model (off = eager); "
                         "train_s then includes the compilation")
+    parser.add_argument("--stream", action="store_true", help="keep the images on the host and copy each batch "
+                        "over, as for a data set larger than the GPU's memory (CUDA only)")
     parser.add_argument("--no-warmup", action="store_true", help="time the first fold of the process, one-time "
                         "set-up included")
     args = parser.parse_args(argv)
+    if args.stream and not args.device.startswith("cuda"):
+        parser.error("--stream needs --device cuda (on the CPU the images are always where the model is)")
 
     torch.set_num_threads(args.threads)
+    if args.stream:  # the decision "fits on the device" sees no free memory
+        training._free_cuda_bytes = lambda device: 0
+    cuda = args.device.startswith("cuda")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.images, args.image_size, args.image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, args.images).astype(np.int64)
@@ -66,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         job = FoldJob(fold=0, train_idx=np.arange(0, args.images, 2), holdout_idx=np.arange(1, args.images, 2),
                       images_path=path, labels=labels, n_classes=10, config=cfg.to_dict())
         warmup_s = None if args.no_warmup else _warm_up(path, labels, cfg, min(args.images, 1024))
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         result = run_fold(job)
     trained = len(job.train_idx) * args.epochs
     line = {"benchmark": "fold_throughput", "images": args.images, "epochs": args.epochs, "threads": args.threads,
@@ -74,8 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
             "warmup_s": warmup_s, "train_s": round(result.timings["train_s"], 2),
             "predict_s": round(result.timings["predict_s"], 2),
             "train_images_per_s": round(trained / result.timings["train_s"], 1),
+            "stream": args.stream, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
             "host": f"{platform.machine()}, {os.cpu_count()} cpus", "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+            "cuda": torch.cuda.get_device_name() if cuda else None, "cuda_version": torch.version.cuda}
     print(json.dumps(line))
     return line
 

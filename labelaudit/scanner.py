@@ -698,9 +698,12 @@ def _versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    return {"labelaudit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "cleanlab": cleanlab.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
-            "pandas": pd.__version__}
+    versions = {"labelaudit": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                "cleanlab": cleanlab.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__,
+                "pandas": pd.__version__}
+    if torch.version.cuda:  # a CUDA build of PyTorch (whether or not the scan used the GPU)
+        versions.update(cuda=torch.version.cuda, cudnn=str(torch.backends.cudnn.version()))
+    return versions
 
 
 def _signal_info(signals: Signals) -> dict[str, dict[str, Any]]:

@@ -221,3 +221,9 @@ def test_fold_throughput_times_a_warm_fold_unless_told_not_to(warmup, capsys):
     assert json.loads(capsys.readouterr().out) == line
     assert line["train_images_per_s"] > 0 and line["epochs"] == 1
     assert (line["warmup_s"] > 0) if warmup else (line["warmup_s"] is None)
+
+
+def test_fold_throughput_refuses_to_stream_on_the_cpu():
+    bench = _load("fold_throughput")
+    with pytest.raises(SystemExit):
+        bench.main(["--stream", "--device", "cpu"])

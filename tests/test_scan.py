@@ -6,6 +6,7 @@ import sqlite3
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from noisy_data import FAST, make_noisy_folder
 
 from labelaudit import scan
@@ -37,6 +38,7 @@ def test_outputs_are_complete_and_consistent(scanned):
     assert info["summary"]["n_samples"] == len(csv)
     assert info["summary"]["n_flagged"] == csv.flagged.sum() > 0
     assert {"torch", "cleanlab", "labelaudit"} <= set(info["versions"])
+    assert ("cuda" in info["versions"]) == bool(torch.version.cuda)  # a CUDA build names its CUDA and cuDNN
     assert info["config"]["folds"] == FAST["folds"] and info["timings"]["total_s"] > 0
 
     nm = pd.read_csv(out / "noise_matrix.csv", index_col=0)

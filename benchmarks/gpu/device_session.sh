@@ -33,9 +33,14 @@ for step in $steps; do
   case $step in
     tests)  # issue 8, point 1: the CUDA-marked tests
       python3 -m pytest -q -m cuda tests/test_cuda.py 2>&1 | tee "$OUT/tests.log" | tail -5 ;;
-    throughput)  # point 2: single-fold training images/s at the default net, several dataset sizes
-      for n in 10000 40000; do
-        python3 benchmarks/fold_throughput.py --device cuda --images $n --epochs 4 --threads 8 \
+    throughput)  # points 2 and 4: single-fold training images/s and peak memory, both budgets, images resident
+      # on the GPU, then streamed batch by batch from pinned host memory (a data set larger than the GPU)
+      for b in small large; do
+        for n in 10000 40000; do
+          python3 benchmarks/fold_throughput.py --device cuda --images $n --epochs 4 --threads 8 --budget $b \
+            2>>"$OUT/throughput.log" | tee -a "$OUT/gpu.jsonl"
+        done
+        python3 benchmarks/fold_throughput.py --device cuda --images 40000 --epochs 4 --threads 8 --budget $b --stream \
           2>>"$OUT/throughput.log" | tee -a "$OUT/gpu.jsonl"
       done ;;
     compile)  # point 2: torch.compile of the fold model (steady state: the compilation runs in the untimed warm-up fold, its time is warmup_s)
