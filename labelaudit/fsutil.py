@@ -16,34 +16,13 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from labelaudit.errors import UnsafePath
 
-__all__ = ["atomic_write", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside", "umask"]
-
-
-def umask() -> int:
-    """The process's file-creation mask, read without changing it where the system allows.
-
-    On Linux it is read from ``/proc/self/status``. Elsewhere the only way is to set a mask
-    and put the old one back, during which a file another thread creates would get the
-    temporary mask; that window is kept to two system calls, and the temporary mask is
-    the strictest one (``0o077``), so such a file is never more open than the user asked.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as status:  # Name: is any bytes
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
+__all__ = ["atomic_write", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside"]
 
 
 def atomic_write(
@@ -73,14 +52,15 @@ def atomic_write(
         ``path``.
 
     The temporary name is unique (two writers never share it), the data is fsynced before
-    the rename, and the file gets the usual mode (``0o666 & ~umask``).
+    the rename, and the file gets the usual mode (``0o666 & ~umask``, applied by the system
+    when the file is created: the process's mask is never read or changed, which a threaded
+    server could not afford).
     """
     path = Path(path)
     if not replace and path.exists():
         raise FileExistsError(f"{path} exists")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
-        os.chmod(tmp, 0o666 & ~umask())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
             write(fh)
             fh.flush()
@@ -93,6 +73,18 @@ def atomic_write(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty, hidden file beside ``path`` with the usual mode: its descriptor and name."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def _link_no_clobber(tmp: str, path: Path) -> None:

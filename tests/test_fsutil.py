@@ -1,7 +1,6 @@
 """The cross-cutting file-system helpers of :mod:`labelaudit.fsutil`."""
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -15,45 +14,14 @@ def mask_027():
     os.umask(old)
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-def test_umask_is_read_without_setting_it(mask_027, monkeypatch):
-    """A threaded server must not see the mask change under it while another thread creates a file."""
-    calls = []
-    real = os.umask
-    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
-    assert fsutil.umask() == 0o027
-    assert calls == []
-
-
-def test_umask_without_proc_sets_the_strictest_mask_and_restores_it(mask_027, monkeypatch):
-    def no_proc(*args, **kwargs):
-        raise FileNotFoundError("/proc/self/status")
-
-    calls = []
-    real = os.umask
-    monkeypatch.setattr(fsutil, "open", no_proc, raising=False)
-    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
-    assert fsutil.umask() == 0o027
-    assert calls == [0o077, 0o027]
-
-
-def test_umask_is_read_past_a_process_name_that_is_not_ascii(mask_027, monkeypatch, tmp_path):
-    """``Name:`` is the process's comm, any bytes (e.g. set by setproctitle): no fallback to setting the mask."""
-    status = tmp_path / "status"
-    status.write_bytes("Name:\tpr\u00fcfung\nUmask:\t0027\nState:\tR (running)\n".encode())
-    real_open = open
-    monkeypatch.setattr(fsutil, "open", lambda path, *args, **kwargs: real_open(status, *args, **kwargs),
-                        raising=False)
-    calls = []
-    real = os.umask
-    monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real(mask))
-    assert fsutil.umask() == 0o027
-    assert calls == []
-
-
-def test_atomic_write_gives_the_usual_mode(mask_027, tmp_path):
+def test_atomic_write_gives_the_usual_mode_without_touching_the_mask(mask_027, tmp_path, monkeypatch):
+    """A threaded server must not see the process's mask change under it while another thread creates a file."""
+    monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("atomic_write read or set the umask"))
     path = fsutil.atomic_write(tmp_path / "a.csv", lambda fh: fh.write("x\n"))
     assert path.read_text() == "x\n" and (path.stat().st_mode & 0o777) == 0o640
+    binary = fsutil.atomic_write(tmp_path / "b.bin", lambda fh: fh.write(b"\x00\r\n"), binary=True)
+    assert binary.read_bytes() == b"\x00\r\n" and (binary.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.bin"]  # no temporary file left
 
 
 def test_is_inside_on_disk_knows_a_folder_by_identity_under_another_spelling(tmp_path):
