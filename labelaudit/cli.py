@@ -146,11 +146,14 @@ def _executor_options(func):
               help="Scan directory  [default: ./<DATA_DIR name>-scan]")
 @click.option("--no-flip", is_flag=True,
               help="No mirror-image signals: for data whose meaning changes when mirrored (digits, text).")
+@click.option("--keep-decisions", is_flag=True,
+              help="--out holds review decisions made on another DATA_DIR, and this is that data, moved or "
+                   "copied: keep them (matched by relative path). Without it such a scan is refused.")
 @_array_options
 @_scan_options
 @_executor_options
 def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, out: Path | None, no_flip: bool,
-         quiet: bool, **options) -> None:
+         keep_decisions: bool, quiet: bool, **options) -> None:
     """Train cross-validated models on DATA_DIR and rank every image by how likely it is mislabeled.
 
     DATA_DIR holds one sub-folder per class, or images listed in a --labels CSV, or images
@@ -167,6 +170,7 @@ def scan(data_dir: Path, labels_csv: Path | None, annotations_csv: Path | None, 
         executor = _executor(options.pop("executor"), ray_options, fold_workers)
         scores = run_scan(data_dir, out=out, labels_csv=labels_csv, annotations_csv=annotations_csv,
                           config=_config(not no_flip, **options), executor=executor, progress=not quiet,
+                          keep_decisions=keep_decisions,
                           **{k: options[k] for k in _ARRAY_OPTIONS}, **_given_settings(options))
     print_summary(scores.attrs["summary"], out)
 

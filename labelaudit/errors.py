@@ -37,6 +37,12 @@ class ScanError(LabelauditError, ValueError):
     """A scan that cannot run (too few classes, unknown recipe, ...)."""
 
 
+class OtherDataset(ScanError):
+    """The scan directory holds review decisions made on another dataset folder; a scan of this one
+    into it would apply them, by relative path, to other images (``keep_decisions`` if it is that
+    data, moved or copied)."""
+
+
 class SettingsError(ScanError):
     """An invalid scan setting (a :class:`~labelaudit.config.ScanConfig` field out of range)."""
 

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import RecipeNotice, ScanDirError, ScanError, SettingsError, StaleFoldsNotice, WeakModelsWarning
+from labelaudit.errors import (OtherDataset, RecipeNotice, ScanDirError, ScanError, SettingsError, StaleFoldsNotice,
+                               WeakModelsWarning)
 from labelaudit.fsutil import atomic_write
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
@@ -185,6 +186,7 @@ def scan(
     features_flip: Any = None,
     pred_probs: Any = None,
     index: str | os.PathLike | None = None,
+    keep_decisions: bool = False,
     **settings: Any,
 ) -> pd.DataFrame:
     """Scan an image dataset for mislabeled samples.
@@ -227,6 +229,10 @@ def scan(
     index : path, optional
         CSV whose ``path`` column names the image of each array row, in order; without it
         row ``i`` is the ``i``-th listed file in sorted path order.
+    keep_decisions : bool
+        ``out`` was scanned from another folder and holds review decisions, and ``data_dir``
+        is that data, moved or copied: keep the decisions (matched by relative path). Without
+        it such a scan is refused (:class:`OtherDataset`).
 
     Returns
     -------
@@ -250,6 +256,9 @@ def scan(
         ``executor="ray"`` without Ray installed (raised before anything is loaded).
     CorruptDatabase
         ``out`` holds a ``labelaudit.db`` that SQLite cannot read (before anything is loaded; left as it is).
+    OtherDataset
+        ``out`` holds review decisions made on the images of another folder than ``data_dir``
+        (before anything is loaded), unless ``keep_decisions``.
     ClusterError
         The Ray cluster cannot be reached, or a fold's worker died past its retries.
     """
@@ -263,6 +272,8 @@ def scan(
     scan_dir = ScanDir(out)
     if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
         storage.check_readable(scan_dir.database)
+        if not keep_decisions:
+            _refuse_decisions_of_other_data(scan_dir, data_dir)
     created = _make_folders(scan_dir.path)
     device = executor.device(cfg.device)
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
@@ -294,6 +305,43 @@ def scan(
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
+
+
+def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLike) -> None:
+    """Raise :class:`OtherDataset` when ``scan_dir``'s review decisions were made on images of another folder.
+
+    Decisions are keyed by relative path, so that a re-scan of the same data keeps them; a
+    scan of other data into the same folder would pass them on to whatever images have those
+    names. Nothing is refused without decisions in force, or when the folder of the last scan
+    is not recorded.
+    """
+    from labelaudit.review import count_decisions_in_force
+
+    conn = storage.connect(scan_dir.database, read_only=True)
+    try:
+        before = storage.read_meta(conn).get("dataset_root")
+        n_decisions = count_decisions_in_force(conn)
+    finally:
+        conn.close()
+    if before is None:  # a scan directory from before the root was stored in the database
+        try:
+            before = scan_dir.read_manifest().dataset_root
+        except ScanDirError:
+            return
+    if not n_decisions or _same_folder(before, data_dir):
+        return
+    raise OtherDataset(
+        f"{scan_dir.path} holds {n_decisions} review decision(s) made on the images of {before}; scanning "
+        f"{data_dir} into it would apply them, by relative path, to these images. Scan into another --out, or "
+        f"pass --keep-decisions if {data_dir} is that data, moved or copied.")
+
+
+def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one folder (by identity where both exist, else by resolved name)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: ScoredTable) -> None:
@@ -779,7 +827,8 @@ def _write_database(scan_dir: ScanDir, prepared: PreparedData, scored: ScoredTab
             unscored=prepared.unscored(),
             votes=prepared.annotations.table if prepared.annotations is not None else None,
             annotators=scored.consensus.annotators if scored.consensus is not None else None,
-            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns)},
+            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns),
+                  "dataset_root": manifest.dataset_root},
         )
     finally:
         conn.close()

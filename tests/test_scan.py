@@ -181,6 +181,38 @@ def test_rescan_keeps_review_decisions(tmp_path):
         assert raw.execute("SELECT path, label, reviewer FROM decisions").fetchall() == [(scores.path[0], "ring", "ann")]
 
 
+def test_decisions_of_one_dataset_never_pass_silently_to_another(tmp_path):
+    """A scan of other data into a scan directory with decisions is refused before anything is read;
+    the same data (moved or copied) keeps them with keep_decisions; without decisions nothing is refused."""
+    import shutil
+
+    from labelaudit.errors import OtherDataset
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    other = make_noisy_folder(tmp_path / "other", n_per_class=20, seed=5)  # same file names, other images
+    undecided = scan(folder.root, out=tmp_path / "fresh", progress=False, **FAST)
+    scan(other.root, out=tmp_path / "fresh", progress=False, **FAST)  # no decision there: nothing to protect
+
+    out = tmp_path / "scan"
+    scan(folder.root, out=out, progress=False, **FAST)
+    conn = storage.connect(out / storage.DB_NAME)
+    record_decision(conn, undecided.path[0], "unusable", reviewer="ann")
+    conn.close()
+    before = (out / "scores.csv").read_bytes()
+    with pytest.raises(OtherDataset, match=r"holds 1 review decision\(s\) made on the images of .*--keep-decisions"):
+        scan(other.root, out=out, progress=False, **FAST)
+    assert (out / "scores.csv").read_bytes() == before  # refused before anything was written
+
+    moved = tmp_path / "moved"
+    shutil.copytree(folder.root, moved)
+    with pytest.raises(OtherDataset):
+        scan(moved, out=out, progress=False, **FAST)
+    scan(moved, out=out, progress=False, keep_decisions=True, **FAST)
+    with sqlite3.connect(out / storage.DB_NAME) as raw:
+        assert raw.execute("SELECT path, action FROM decisions").fetchall() == [(undecided.path[0], "unusable")]
+    scan(moved, out=out, progress=False, **FAST)  # now the scan of record: its own re-scan needs nothing
+
+
 def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     out = folder.root / "my-scan"

@@ -23,7 +23,7 @@ from labelaudit.scandir.database import transaction, utc_now
 
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
-    "samples_with_decisions", "unscored_with_decisions", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
+    "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
 ]
 
 #: The fields of a decision as the API shows it.
@@ -237,6 +237,13 @@ def decision_history(conn: sqlite3.Connection, path: str) -> list[dict[str, Any]
 
 _FRAME_COLUMNS = ["sample_id", "path", "given_label", "suggested_label", "mislabel_score", "flagged",
                   "score_rank", "action", "label", "note", "reviewer", "decided_at"]
+
+
+def count_decisions_in_force(conn: sqlite3.Connection) -> int:
+    """How many paths have a decision in force (0 for a database the review never opened)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
+        return 0
+    return conn.execute(f"SELECT COUNT(*) FROM decisions AS d WHERE {in_force('d', 'd.path')}").fetchone()[0]
 
 
 def samples_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
