@@ -32,6 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import labelaudit
+from labelaudit.data.loading import list_dataset
 from labelaudit.demo import write_digits_dataset
 
 parser = argparse.ArgumentParser()
@@ -45,11 +46,10 @@ if args.images_dir is None:  # the digits as class folders, 10% of the labels wr
     args.images_dir = Path("example-byom-data")
     truth = write_digits_dataset(args.images_dir, rate=0.1, seed=2)
 
-# 1. Your data: every image under a class folder, its label = the folder.
-paths = sorted(p.relative_to(args.images_dir).as_posix() for p in args.images_dir.glob("*/**/*")
-               if p.is_file() and not p.name.startswith("."))
-labels = np.array([path.split("/")[0] for path in paths])
-classes = sorted(set(labels))
+# 1. Your data: the files labelaudit lists (its file order, its rules for hidden files and links),
+#    each labelled by its class folder.
+listed = list_dataset(args.images_dir)
+paths, labels = listed.paths, np.array(listed.label_names)
 pixels = np.stack([np.asarray(Image.open(args.images_dir / p).convert("L").resize((16, 16)), dtype=np.float32).ravel()
                    for p in paths])
 
@@ -58,8 +58,8 @@ embed = make_pipeline(StandardScaler(), PCA(n_components=32, random_state=0))
 features = embed.fit_transform(pixels)
 classifier = LogisticRegression(max_iter=2000)
 folds = StratifiedKFold(n_splits=args.folds, shuffle=True, random_state=0)
+# Its columns follow classifier.classes_, the sorted class names: the column order labelaudit wants.
 pred_probs = cross_val_predict(classifier, features, labels, cv=folds, method="predict_proba")
-assert list(np.unique(labels)) == classes  # cross_val_predict's columns: sorted classes, as labelaudit wants
 
 # 3. The scan: nothing is trained; the scoring, scan directory, review app and export are the usual ones.
 index_csv = args.out.with_name(args.out.name + "-index.csv")

@@ -312,23 +312,23 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
 
     Decisions are keyed by relative path, so that a re-scan of the same data keeps them; a
     scan of other data into the same folder would pass them on to whatever images have those
-    names. Nothing is refused without decisions in force, or when the folder of the last scan
-    is not recorded.
+    names. Nothing is refused without decisions in force, or without a finished scan's
+    ``scan.json`` (the record of its folder).
     """
     from labelaudit.review import count_decisions_in_force
 
+    try:
+        before = scan_dir.read_manifest().dataset_root
+    except ScanDirError:
+        return
+    if _same_folder(before, data_dir):
+        return
     conn = storage.connect(scan_dir.database, read_only=True)
     try:
-        before = storage.read_meta(conn).get("dataset_root")
         n_decisions = count_decisions_in_force(conn)
     finally:
         conn.close()
-    if before is None:  # a scan directory from before the root was stored in the database
-        try:
-            before = scan_dir.read_manifest().dataset_root
-        except ScanDirError:
-            return
-    if not n_decisions or _same_folder(before, data_dir):
+    if not n_decisions:
         return
     raise OtherDataset(
         f"{scan_dir.path} holds {n_decisions} review decision(s) made on the images of {before}; scanning "
@@ -827,8 +827,7 @@ def _write_database(scan_dir: ScanDir, prepared: PreparedData, scored: ScoredTab
             unscored=prepared.unscored(),
             votes=prepared.annotations.table if prepared.annotations is not None else None,
             annotators=scored.consensus.annotators if scored.consensus is not None else None,
-            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns),
-                  "dataset_root": manifest.dataset_root},
+            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns)},
         )
     finally:
         conn.close()

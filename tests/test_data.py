@@ -316,6 +316,17 @@ def test_hidden_entries_are_not_scanned_and_hidden_images_are_reported(tmp_path)
     assert ds.unreadable.empty  # not scored, but not labelled images the export must keep either
 
 
+def test_a_hidden_scan_directory_in_a_class_folder_is_not_reported_as_hidden(tmp_path):
+    """--out DATA/red/.labelaudit: the scan's own folder is excluded, not listed as a hidden folder."""
+    make_folder_dataset(tmp_path)
+    own = tmp_path / "red" / ".labelaudit"
+    write_bytes(own / "scores.csv", b"path\n")
+    save(solid(RED), tmp_path / "red" / ".other" / "x.png")
+    ds = load(tmp_path, exclude=[own / "scores.csv"])
+    assert reasons(ds) == {"red/.other/": data.HIDDEN_REASON}
+    assert len(ds.paths) == 4
+
+
 ODD_NAMES = [
     "with space.png", "café é.png", "中文.png", "a,b.png", 'quote"d.png', "it's.png",
     "#hash.png", "-leading-dash.png", "UPPER.JPG", "mixed.Png", "semi;colon.png",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -298,13 +299,23 @@ def _resize(img: Image.Image, image_size: int) -> np.ndarray:
 #: The ``skipped.csv`` reason of a hidden image or folder in a class folder (not scanned).
 HIDDEN_REASON = "hidden (name starts with '.'): not scanned"
 
-#: File name endings of the image formats the decoder reads (a hidden file named so is reported).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
 def _hidden_image(name: str) -> bool:
-    """True for a hidden file named like an image, except AppleDouble companions (``._name.jpg``, not images)."""
-    return not name.startswith("._") and name.lower().endswith(IMAGE_SUFFIXES)
+    """True for a hidden file named like an image Pillow reads, except AppleDouble companions (``._name.jpg``)."""
+    return not name.startswith("._") and os.path.splitext(name)[1].lower() in _image_suffixes()
+
+
+@functools.cache
+def _image_suffixes() -> frozenset[str]:
+    """File name endings of the formats Pillow can open (``.jpg``, ``.png``, ...)."""
+    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+def _holds_any(folder: str, paths: set[str]) -> bool:
+    """True when one of ``paths`` (resolved) lies inside ``folder`` (resolved)."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    return any(path.startswith(prefix) for path in paths)
 
 
 def _skip(skipped: list[tuple[str, str]], path: str, reason: str) -> None:
@@ -386,7 +397,8 @@ def _discover_folders(
         kept_dirs = []
         for name in dirnames:
             full = os.path.join(dirpath, name)
-            if excluded and os.path.realpath(full) in excluded:
+            if excluded and (os.path.realpath(full) in excluded
+                             or name.startswith(".") and _holds_any(os.path.realpath(full), excluded)):
                 with_excluded.add(rel_dir.parts[0] if rel_dir.parts else name)
                 continue
             if name.startswith("."):

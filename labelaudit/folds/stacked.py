@@ -277,12 +277,13 @@ def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -
     for epoch in range(cfg.epochs):
         model.train()
         sample, record = (torch.stack(t) for t in zip(*(_epoch_order(m, n) for m in members)))
+        record = to_device(record, dev)  # (K, n + top-up); its column slices are not dense: sent whole
         shifts, mirrors = _epoch_draws(stack, batches)
         for step, (start, stop) in enumerate(batches):
             idx = train_idx.gather(1, sample[:, start:stop])
             x = _augmented(stack, idx, epoch, (shifts, mirrors), (start * stack.k, stop * stack.k))
             logits, y = stack.logits(x), labels[to_device(idx, dev)]
-            positions = to_device(record[:, start:stop], dev)  # (K, B)
+            positions = record[:, start:stop]  # (K, B)
             sample_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none",
                                           label_smoothing=cfg.label_smoothing).view_as(y)
             weight = (positions < n).float()

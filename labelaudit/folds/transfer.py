@@ -33,14 +33,13 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        ``tensor`` itself when it is already on ``device``'s kind of device. A host tensor
-        bound for CUDA is staged in pinned memory and copied asynchronously (PyTorch's
-        caching host allocator keeps that memory until the copy has run).
+        ``tensor`` itself when it is already on ``device``. A host tensor bound for CUDA is
+        made dense, staged in pinned memory and copied asynchronously (PyTorch's caching host
+        allocator keeps that memory until the copy has run). Dense matters: a strided slice
+        would be copied through a pageable temporary, which may synchronise.
     """
-    if tensor.device.type == device.type and device.type != "cuda":
-        return tensor
     if tensor.device.type == "cpu" and device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
+        return tensor.contiguous().pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
 
 
