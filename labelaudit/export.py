@@ -211,16 +211,28 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
         ``out`` exists and not ``force``.
     FileNotFoundError
         ``out``'s folder does not exist and not ``parents``.
+
+    A symbolic link is written through (its target replaced, the link kept). Something at
+    ``out`` that is not a regular file (``/dev/null``, a named pipe, ``/dev/stdout``) is written
+    into, not replaced: a device must stay a device.
     """
     out = Path(out)
-    if not out.parent.is_dir():
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if target.exists() and not target.is_file() and not target.is_dir():
+        if not force:
+            raise FileExistsError(f"{out} exists; use --force to write into it")
+        with open(target, "w", encoding="utf-8", newline="") as stream:
+            stream.write(to_csv_text(df))
+        return out
+    if not target.parent.is_dir():
         if not parents:
-            raise FileNotFoundError(f"folder {out.parent} does not exist; create it first or pass --mkdir")
-        out.parent.mkdir(parents=True, exist_ok=True)
+            raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
+        target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return atomic_write(out, lambda fh: fh.write(to_csv_text(df)), replace=force)
+        atomic_write(target, lambda fh: fh.write(to_csv_text(df)), replace=force)
     except FileExistsError:
         raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
+    return out
 
 
 def dataset_files(conn: sqlite3.Connection) -> list[str]:
@@ -281,7 +293,8 @@ def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | No
     """
     places = _places(out)
     own = [p for p in scan_dir.own_paths() if p != scan_dir.cleaned_labels]
-    if _one_of(out, places, own):
+    if _one_of(out, places, own) or any(is_inside_on_disk(place, folder) for place in places
+                                        for folder in (scan_dir.cache, scan_dir.folds)):
         raise ProtectedFile(f"{out} is one of the scan's own files (the review's decisions live in "
                             f"{scan_dir.DATABASE}); write the CSV elsewhere")
     read = [Path(p) for p in inputs if p]

@@ -135,6 +135,35 @@ def test_cli_export_never_writes_over_the_scan_itself(scan, name):
     assert target.read_bytes() == before
 
 
+@pytest.mark.parametrize("folder", ["folds", "cache"])
+def test_cli_export_never_writes_into_the_folds_or_the_cache(scan, folder):
+    """`-o SCAN/folds/fold-0.npz --force` replaced a trained fold by the CSV: nothing inside those folders."""
+    (scan.scan_dir / folder).mkdir(exist_ok=True)
+    stored = scan.scan_dir / folder / "fold-0.npz"
+    stored.write_bytes(b"trained")
+    for target in (stored, scan.scan_dir / folder / "new.csv"):
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(target), "--force"])
+        assert r.exit_code != 0 and "scan's own" in r.output, r.output
+    assert stored.read_bytes() == b"trained" and not (scan.scan_dir / folder / "new.csv").exists()
+
+
+def test_writer_writes_into_a_device_and_through_a_link(tmp_path):
+    """`-o /dev/null --force` replaced the device by a regular file (as root); a link is written through."""
+    import stat
+
+    df = pd.DataFrame({"path": ["a.png"], "label": ["cat"]})
+    with pytest.raises(FileExistsError, match="--force"):
+        write_cleaned_labels(df, "/dev/null")
+    write_cleaned_labels(df, "/dev/null", force=True)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert write_cleaned_labels(df, link, force=True) == link
+    assert link.is_symlink() and real.read_text() == "path,label\na.png,cat\n"
+
+
 def test_cli_export_never_writes_over_a_dataset_image(scan, tmp_path):
     """`-o DATA/<class>/<image> --force` replaced the image, its only copy, by the CSV; through a
     symbolic link or a `..` path too. A new CSV inside the dataset folder is still fine."""
