@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from labelaudit.review import ClassOrder, ReviewDatabase, read_class_order
 from labelaudit.scandir import ScanDir, ScanManifest
@@ -29,7 +29,7 @@ __all__ = ["Settings", "get_settings", "get_db", "get_review", "Db", "Review", "
            "class_order", "ScanId", "SCAN_HEADER", "get_scan_id"]
 
 #: A reviewer name chosen in the browser (cookie) or sent by a script (header).
-REVIEWER_PATTERN = re.compile(r"^[\w .@+-]{1,64}$")
+REVIEWER_PATTERN = re.compile(r"^[\w .'@+-]{1,64}$")
 REVIEWER_COOKIE = "la_reviewer"
 REVIEWER_HEADER = "x-labelaudit-reviewer"
 #: The scan a page was made from (:meth:`labelaudit.review.ReviewDatabase.scan_id`), sent back with its writes.
@@ -190,12 +190,35 @@ def get_db(request: Request) -> Iterator[sqlite3.Connection]:
 
 
 def get_reviewer(request: Request) -> str:
-    """The reviewer of this request: a valid ``X-Labelaudit-Reviewer`` header, else the name
-    chosen in this browser (cookie), else the server's ``--reviewer``."""
-    for value in (request.headers.get(REVIEWER_HEADER), request.cookies.get(REVIEWER_COOKIE)):
-        if value and REVIEWER_PATTERN.match(value.strip()):
-            return value.strip()
+    """The reviewer of this request: the ``X-Labelaudit-Reviewer`` header, else the name chosen in
+    this browser (cookie), else the server's ``--reviewer``.
+
+    Raises
+    ------
+    HTTPException
+        422 when the header is there but is no valid name: a script's decisions are never
+        stored (and undone) under another reviewer's name. The header's bytes are read as
+        UTF-8 (HTTP hands them over as latin-1), so ``José`` is José.
+    """
+    header = request.headers.get(REVIEWER_HEADER)
+    if header is not None:
+        name = _utf8(header).strip()
+        if not REVIEWER_PATTERN.match(name):
+            raise HTTPException(422, f"{REVIEWER_HEADER} {header!r} is not a reviewer name: 1-64 letters, digits, "
+                                     "spaces or . _ ' @ + -")
+        return name
+    cookie = request.cookies.get(REVIEWER_COOKIE)
+    if cookie and REVIEWER_PATTERN.match(cookie.strip()):
+        return cookie.strip()
     return request.app.state.settings.reviewer
+
+
+def _utf8(header: str) -> str:
+    """A header value as the UTF-8 text a client sent (unchanged when its bytes are not UTF-8)."""
+    try:
+        return header.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return header
 
 
 def get_scan_id(request: Request) -> str | None:

@@ -197,6 +197,23 @@ def test_reviewers_each_have_their_name_and_undo(scan):
         assert c.get("/api/samples", params={"reviewer": "ada", "with_total": 1}).json()["total"] == 1
 
 
+def test_a_script_header_that_is_no_name_is_refused_not_replaced(scan):
+    """An invalid X-Labelaudit-Reviewer stored the decision under the server's reviewer, whose undo then
+    withdrew it (and the script's undo the human's): refused with 422, nothing written. UTF-8 names work."""
+    a, b = (int(i) for i in scan.flagged().sample_id[:2])
+    with make_client(scan.scan_dir) as c:
+        for bad in ("<x>", "", "a" * 65):
+            r = c.post("/api/decisions", json={"sample_id": a, "action": "accept"}, headers={"X-Labelaudit-Reviewer": bad})
+            assert r.status_code == 422 and "reviewer name" in r.json()["detail"], (bad, r.text)
+            assert c.post("/api/decisions/undo", headers={"X-Labelaudit-Reviewer": bad}).status_code == 422
+        assert c.get("/api/reviewers").json() == []
+        for name in ("O'Brien", "José Núñez"):
+            r = c.post("/api/decisions", json={"sample_id": b, "action": "unusable"},
+                       headers={"X-Labelaudit-Reviewer": name.encode()})  # UTF-8 bytes on the wire
+            assert r.status_code == 200, r.text
+        assert sorted(r["reviewer"] for r in c.get("/api/reviewers").json()) == ["José Núñez", "O'Brien"]
+
+
 def test_per_class_quality(client, scan):
     rows = {r["name"]: r for r in client.get("/api/per-class").json()}
     assert set(rows) == set(scan.classes)

@@ -464,5 +464,5 @@ async def set_reviewer(request: Request, name: Annotated[str, Form(max_length=64
     elif REVIEWER_PATTERN.match(name):
         response.set_cookie(REVIEWER_COOKIE, name, max_age=365 * 86400, path="/", samesite="strict", httponly=True)
     else:
-        return error_page(request, 422, "A reviewer name has 1-64 letters, digits, spaces or . _ @ + -")
+        return error_page(request, 422, "A reviewer name has 1-64 letters, digits, spaces or . _ ' @ + -")
     return response
