@@ -85,6 +85,11 @@ class DecisionError(ReviewError, ValueError):
     """A decision that cannot be recorded (unknown action or class, missing label)."""
 
 
+class RequestIdReused(ReviewError, ValueError):
+    """A request id already answered for another request (other decisions, kind or reviewer): a retry
+    must repeat its request exactly; a new request needs a new id."""
+
+
 class SampleNotFound(ReviewError, LookupError):
     """No scanned sample with that id or path."""
 

@@ -18,6 +18,7 @@ from labelaudit.errors import (
     DecisionError,
     InvalidCursor,
     MapUnavailable,
+    RequestIdReused,
     ReviewSettingsError,
     SampleNotFound,
     StaleScan,
@@ -154,7 +155,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
 
 #: Typed review errors answered as a short JSON ``detail`` with this status.
 _ERROR_STATUS = {DecisionError: 422, ReviewSettingsError: 422, InvalidCursor: 422, MapUnavailable: 404,
-                 StaleScan: 409}
+                 StaleScan: 409, RequestIdReused: 409}
 
 
 def _short_json(status: int):

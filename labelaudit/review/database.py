@@ -207,13 +207,16 @@ class ReviewDatabase:
             An id that is no scanned sample (nothing is written).
         DecisionError
             See :func:`~labelaudit.review.actions.resolve`.
+        RequestIdReused
+            ``request_id`` answered another request (other samples, note, reviewer or kind).
         StaleScan
             ``scan_id`` is not the scan that wrote the samples (nothing is written).
         """
         ids = list(dict.fromkeys(sample_ids))
 
         def write(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            replay = decisions.replayed(conn, request_id, "decide")
+            replay = None if request_id is None else decisions.replayed(
+                conn, request_id, "decide", reviewer, _paths_of(conn, ids), note)
             if replay is not None:
                 return decisions.recorded(conn, replay)
             _check_scan(conn, scan_id)
@@ -269,6 +272,15 @@ class ReviewDatabase:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+
+
+def _paths_of(conn: sqlite3.Connection, ids: list[int]) -> list[str]:
+    """The paths of the scanned samples ``ids`` (unknown ids, also ones SQLite cannot hold, have none)."""
+    ids = [i for i in ids if valid_id(i)]
+    if not ids:
+        return []
+    return [r[0] for r in conn.execute(
+        f"SELECT path FROM samples WHERE sample_id IN ({', '.join('?' * len(ids))})", ids)]
 
 
 def _resolved_items(conn: sqlite3.Connection, ids: list[int], action: str,

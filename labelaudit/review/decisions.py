@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from labelaudit.errors import DecisionError, SampleNotFound
+from labelaudit.errors import DecisionError, RequestIdReused, SampleNotFound
 from labelaudit.review.actions import Action, check_stored
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
 from labelaudit.scandir.database import transaction, utc_now
@@ -56,20 +56,46 @@ def _check_items(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str |
                 raise DecisionError(f"unknown class {label!r}")
 
 
-def replayed(conn: sqlite3.Connection, request_id: str | None, kind: str) -> list[int] | None:
-    """The decision ids a stored request wrote (``[]``: none), or None for a new request."""
+def replayed(conn: sqlite3.Connection, request_id: str | None, kind: str, reviewer: str | None = None,
+             paths: Sequence[str] | None = None, note: str | None = None) -> list[int] | None:
+    """The decision ids a stored request wrote (``[]``: none), or None for a new request.
+
+    A request id answers only a retry of its own request: the same kind and reviewer and, when
+    given, the same samples (``paths``) and ``note``. (The stored action may differ from the
+    requested one: a relabel to the given class is stored as an accept.)
+
+    Raises
+    ------
+    RequestIdReused
+        ``request_id`` was stored for another request; nothing is written.
+    """
     if request_id is None:
         return None
-    row = conn.execute("SELECT kind, batch_id FROM decision_requests WHERE request_id = ?", (request_id,)).fetchone()
+    row = conn.execute("SELECT kind, batch_id, reviewer FROM decision_requests WHERE request_id = ?",
+                       (request_id,)).fetchone()
     if row is None:
         return None
     if row[0] != kind:
-        raise DecisionError(f"request id {request_id!r} was already used for a{'n' if row[0] == 'undo' else ''} "
-                            f"{row[0]} request")
+        raise RequestIdReused(f"request id {request_id!r} was already used for a{'n' if row[0] == 'undo' else ''} "
+                              f"{row[0]} request")
+    if reviewer is not None and row[2] != reviewer:
+        raise RequestIdReused(f"request id {request_id!r} was already used by another reviewer")
     if row[1] is None:
         return []
-    return [r[0] for r in conn.execute(
+    ids = [r[0] for r in conn.execute(
         "SELECT decision_id FROM decision_links WHERE batch_id = ? ORDER BY decision_id", (row[1],))]
+    if paths is not None and not _same_request(conn, ids, paths, note):
+        raise RequestIdReused(f"request id {request_id!r} was already used for other decisions; "
+                              "send a new request id with a new request")
+    return ids
+
+
+def _same_request(conn: sqlite3.Connection, ids: list[int], paths: Sequence[str], note: str | None) -> bool:
+    """Whether the decisions rows ``ids`` are one per path of ``paths`` (with ``note``, when given)."""
+    rows = conn.execute(f"SELECT path, note FROM decisions WHERE decision_id IN ({', '.join('?' * len(ids))})",
+                        ids).fetchall()
+    return (sorted(r[0] for r in rows) == sorted(paths)
+            and (note is None or all(r[1] == note for r in rows)))
 
 
 def _remember(conn, request_id: str | None, kind: str, ids: list[int], reviewer: str, now: str) -> None:
@@ -88,7 +114,7 @@ def _insert(conn, path: str, action: str, label: str | None, note: str, reviewer
 def record_decisions_in(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str | None]], *,
                         note: str = "", reviewer: str = "", request_id: str | None = None) -> list[int]:
     """:func:`record_decisions` inside a transaction the caller holds."""
-    replay = replayed(conn, request_id, "decide")
+    replay = replayed(conn, request_id, "decide", reviewer, [path for path, _, _ in items], note)
     if replay is not None:
         return replay
     for _, action, label in items:
@@ -167,7 +193,7 @@ def _restore(conn, row: sqlite3.Row, reviewer: str, now: str) -> int:
 
 def undo_last_decision_in(conn: sqlite3.Connection, reviewer: str, *, request_id: str | None = None) -> list[int]:
     """:func:`undo_last_decision` inside a transaction the caller holds; returns the new ids."""
-    replay = replayed(conn, request_id, "undo")
+    replay = replayed(conn, request_id, "undo", reviewer)
     if replay is not None:
         return replay
     now = utc_now()

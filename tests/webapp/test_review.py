@@ -122,7 +122,26 @@ def test_a_retried_undo_undoes_once(scan):
         assert c.post("/api/decisions/undo").json()["undone"][0]["sample_id"] == ids[0]  # no id: a new undo
         # a request id is one kind of request
         r = c.post("/api/decisions", json={"sample_id": ids[0], "action": "clear", "request_id": "undo-00001"})
-        assert r.status_code == 422
+        assert r.status_code == 409
+        r = c.post("/api/decisions/undo", json={"request_id": "undo-00001"}, headers={"X-Labelaudit-Reviewer": "bo"})
+        assert r.status_code == 409  # another reviewer's undo
+
+
+def test_a_request_id_reused_for_another_decision_is_refused_not_dropped(scan):
+    """The second request was answered with the first one's result and silently not stored."""
+    a, b = (int(i) for i in scan.flagged().sample_id[:2])
+    first = {"sample_id": a, "action": "relabel", "label": scan.classes[0], "request_id": "req-aaaaaaaa"}
+    with make_client(scan.scan_dir) as c:
+        assert c.post("/api/decisions", json=first).status_code == 200
+        for other in ({"sample_id": b, "action": "unusable"}, {"sample_id": a, "note": "other words"}):
+            r = c.post("/api/decisions", json={**first, **other})
+            assert r.status_code == 409 and "already used" in r.json()["detail"], r.text
+        r = c.post("/api/decisions", json=first, headers={"X-Labelaudit-Reviewer": "bo"})
+        assert r.status_code == 409
+        batch = {"sample_ids": [a, b], "action": "unusable", "request_id": "req-aaaaaaaa"}
+        assert c.post("/api/decisions/batch", json=batch).status_code == 409
+        assert c.post("/api/decisions", json=first).status_code == 200  # the true retry is still answered
+    assert n_rows(scan) == 1
 
 
 def test_request_ids_are_checked(client):
