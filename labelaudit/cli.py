@@ -519,6 +519,7 @@ def _cleaned(files, **options):
         No database in the folder.
     """
     from labelaudit.export import cleaned_labels, dataset_files, export_summary
+    from labelaudit.review import orphaned_decisions
     from labelaudit.scandir import database as storage
 
     storage.check_readable(files.require_database())
@@ -528,10 +529,12 @@ def _cleaned(files, **options):
         counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
         legacy_root = storage.read_meta(conn).get("dataset_root")
         paths = dataset_files(conn)
+        counts["n_orphaned"] = len(orphaned_decisions(conn))
     finally:
         conn.close()
     manifest = _read_manifest(files)
     counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
+    counts["n_skipped_other"] = manifest.summary.skipped_by_kind()["other"] if manifest else 0
     counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
     # the scanned folder from the manifest (from the database for scans made before it held it)
     inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
@@ -568,6 +571,12 @@ def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = Fal
     if counts.get("n_missing_files"):
         what = "labels-CSV row(s) whose file is missing" if counts["from_labels_csv"] else "broken link(s)"
         text += f" {counts['n_missing_files']:,} {what} are left out; see {files.skipped}."
+    if counts.get("n_skipped_other"):
+        text += (f" {counts['n_skipped_other']:,} other row(s) the scan skipped (files outside class folders, "
+                 f"links, hidden images, repeated CSV rows) are not exported as such; see {files.skipped}.")
+    if counts.get("n_orphaned"):
+        text += (f" {counts['n_orphaned']:,} review decision(s) name images this scan does not have (renamed, "
+                 "moved or removed since): not applied; the review's overview lists them.")
     return text
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
-from labelaudit.review.decisions import DECISION_FIELDS, decision_history, unscored_with_decisions
+from labelaudit.review.decisions import DECISION_FIELDS, decision_history, orphaned_decisions, unscored_with_decisions
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
 from labelaudit.review.tags import tags_by_path
 
@@ -464,6 +464,15 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
                 "by_decision": by_decision, "items": items}
 
     return cache.get("unscored", conn, compute)
+
+
+def orphaned(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
+    """Decisions in force on images this scan does not have (:func:`labelaudit.review.orphaned_decisions`)."""
+    def compute():
+        df = orphaned_decisions(conn)
+        return df.astype(object).where(df.notna(), None).to_dict("records")
+
+    return cache.get("orphaned", conn, compute)
 
 
 # ---------------------------------------------------------------------------- reviewers, per class

@@ -258,6 +258,14 @@ class UnscoredImage(BaseModel):
     decided_at: str | None = None
 
 
+class OrphanedDecision(BaseModel):
+    path: str = Field(description="relative to the dataset root; no image of this scan has it")
+    action: str
+    label: str | None = Field(None, description="the label the decision gives (null for unusable, unsure)")
+    reviewer: str
+    decided_at: str
+
+
 class NoiseMatrix(BaseModel):
     classes: list[str]
     matrix: list[list[float]] = Field(description="matrix[i][j] = P(given = classes[i] | true = classes[j])")

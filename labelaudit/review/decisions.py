@@ -23,7 +23,7 @@ from labelaudit.scandir.database import transaction, utc_now
 
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
-    "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
+    "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
 ]
 
 #: The fields of a decision as the API shows it.
@@ -270,6 +270,28 @@ def count_decisions_in_force(conn: sqlite3.Connection) -> int:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
         return 0
     return conn.execute(f"SELECT COUNT(*) FROM decisions AS d WHERE {in_force('d', 'd.path')}").fetchone()[0]
+
+
+def orphaned_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
+    """Decisions in force on paths the last scan does not have (renamed, moved or removed images).
+
+    Kept in the log (a later scan that finds the file again applies them), but no export
+    applies them, so the overview and the export report name them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``path, action, label, reviewer, decided_at``, sorted by path; empty for a database the
+        review never opened.
+    """
+    columns = ["path", "action", "label", "reviewer", "decided_at"]
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
+        return pd.DataFrame(columns=columns)
+    unscored = ("AND d.path NOT IN (SELECT path FROM unscored)" if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() else "")
+    return pd.read_sql_query(
+        f"SELECT {', '.join('d.' + c for c in columns)} FROM decisions AS d WHERE {in_force('d', 'd.path')} "
+        f"AND d.path NOT IN (SELECT path FROM samples) {unscored} ORDER BY d.path", conn)
 
 
 def samples_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:

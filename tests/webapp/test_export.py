@@ -505,3 +505,41 @@ def test_export_names_the_labels_whose_folder_is_another(capsys, tmp_path):
                  to_stdout=False)
     out = capsys.readouterr().out
     assert "2 label(s) cannot be their own folder name" in out and "'a/b' -> a_b__2/" in out
+
+
+def test_decisions_on_images_the_scan_no_longer_has_are_named_not_silently_dropped(scan, tmp_path):
+    """A renamed or removed image's decision was orphaned with no word anywhere: the export says how many,
+    the overview and /api/orphaned-decisions list them; the decisions on present images still apply."""
+    from webapp_support import make_client
+
+    decide_some(scan)
+    conn = storage.connect(scan.db_path)
+    gone = scan.scores.path[int(scan.flagged().sample_id.iloc[5])]
+    review.record_decision(conn, gone, "relabel", label=XSS_CLASS, reviewer="ann")
+    conn.execute("UPDATE samples SET path = 'renamed/' || path WHERE path = ?", (gone,))  # the file's new name
+    conn.close()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "c.csv")])
+    assert r.exit_code == 0 and "1 review decision(s) name images this scan does not have" in r.output, r.output
+    assert pd.read_csv(tmp_path / "c.csv", keep_default_na=False).set_index("path").label["renamed/" + gone] \
+        == scan.scores.given_label[scan.scores.path == gone].iloc[0]
+    with make_client(scan.scan_dir) as c:
+        listed = c.get("/api/orphaned-decisions").json()
+        assert [(d["path"], d["action"], d["label"]) for d in listed] == [(gone, "relabel", XSS_CLASS)]
+        html = c.get("/").text
+        assert "Decisions on images this scan does not have" in html and gone in html
+    conn = storage.connect(scan.db_path)
+    conn.execute("UPDATE samples SET path = ? WHERE path = ?", (gone, "renamed/" + gone))
+    assert review.orphaned_decisions(conn).empty  # found again: applied again
+    conn.close()
+
+
+def test_export_report_names_the_rows_the_scan_skipped_for_other_reasons(tmp_path):
+    """A link out of the dataset or a hidden image (skipped as "other") left the export without a word."""
+    from labelaudit.cli import _export_report
+    from labelaudit.scandir import ScanDir
+
+    counts = {"n_kept": 5, "n_relabeled": 0, "n_auto": 0, "n_dropped": 0, "n_reviewed": 0, "n_unscored": 0,
+              "n_unreadable": 0, "n_missing_files": 0, "from_labels_csv": False, "n_skipped_other": 2}
+    text = _export_report(counts, ScanDir(tmp_path))
+    assert "2 other row(s) the scan skipped" in text and "skipped.csv" in text
+    assert "other row" not in _export_report({**counts, "n_skipped_other": 0}, ScanDir(tmp_path))

@@ -1,4 +1,5 @@
-"""JSON API: progress, per-class counts, confused pairs, score histogram, noise matrix, unscored images."""
+"""JSON API: progress, per-class counts, confused pairs, score histogram, noise matrix, unscored images,
+decisions on images the scan does not have."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from labelaudit.review import parse_class_order
 
 from .. import queries
 from ..deps import Db, Review, Reviewer, SettingsDep, class_order
-from ..schemas import ClassOrderIn, ClassOrderOut, NoiseMatrix, PairCount, Progress, Stats, UnscoredImage
+from ..schemas import (ClassOrderIn, ClassOrderOut, NoiseMatrix, OrphanedDecision, PairCount, Progress, Stats,
+                       UnscoredImage)
 
 router = APIRouter(prefix="/api", tags=["stats"])
 
@@ -55,6 +57,15 @@ def get_unscored(db: Db, review: Review):
     readable ones with that decision applied, else with their given label. Empty for scans made
     before these were recorded."""
     return queries.unscored(db, review.stats)["items"]
+
+
+@router.get("/orphaned-decisions", response_model=list[OrphanedDecision],
+            summary="Decisions on images this scan does not have")
+def get_orphaned_decisions(db: Db, review: Review):
+    """Decisions in force whose path no image of this scan has (the file was renamed, moved or
+    removed since): kept in the log, and applied again by a later scan that finds the file, but
+    not applied by this scan's export."""
+    return queries.orphaned(db, review.stats)
 
 
 @router.get("/pairs", response_model=list[PairCount], summary="Flagged given -> suggested pairs")
