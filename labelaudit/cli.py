@@ -426,6 +426,9 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
     settings = app.state.settings
     click.echo(f"labelaudit review: {settings.scan_dir} ({len(settings.classes)} classes) "
                f"as reviewer '{settings.reviewer}'")
+    if not settings.dataset_root.is_dir():
+        click.echo("Warning: " + _moved_dataset_text(settings.dataset_root, scan_dir)
+                   + "; until then the pages show no images.", err=True)
     click.echo(f"Open {url}")
     if token:
         click.echo("Every request needs the token above; keep the URL private.")
@@ -490,6 +493,8 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")
+    if to_folder is not None and not Path(dataset_root).is_dir():
+        raise click.ClickException(_moved_dataset_text(dataset_root, scan_dir) + "; --to-folder copies its images")
     with _user_errors():  # refuse before writing anything
         if out is not None:
             check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths, inputs=inputs)
@@ -503,10 +508,19 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
                + _export_report(counts, files, listed_unusable=include_unusable), err=to_stdout)
     _report_copy(copied, to_stdout)
+    if copied is not None and copied.missing:  # the CSV is complete, the folder is not: say so in the exit status
+        raise click.ClickException(f"{len(copied.missing):,} image(s) of the export are not in {dataset_root} "
+                                   f"(moved or deleted since the scan), so {to_folder} lacks them; the CSV lists them")
     if not files.manifest_path.exists():  # a (re-)scan killed before its last step
         click.echo(f"Warning: no {files.MANIFEST} in {scan_dir}: its last scan did not finish, so this is the "
                    "database as the last complete write left it (images a re-scan added may be missing); "
                    "run the scan again to finish it.", err=True)
+
+
+def _moved_dataset_text(dataset_root, scan_dir) -> str:
+    """The scanned folder is gone: what to do (re-scan it where it is now; the decisions are kept)."""
+    return (f"the scanned dataset folder {dataset_root} is not there; if it moved, scan it at its new place into "
+            f"the same folder: `labelaudit scan NEW_PLACE --out {scan_dir} --keep-decisions`")
 
 
 def _cleaned(files, **options):

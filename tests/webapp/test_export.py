@@ -310,6 +310,24 @@ def test_to_folder_hard_links(scan, tmp_path):
     assert r.exit_code != 0 and "not empty" in r.output
 
 
+def test_to_folder_says_when_images_are_missing_and_refuses_a_moved_dataset(scan, tmp_path):
+    """A moved dataset gave exit 0, "0 hard links, 0 copies" and no folder; a deleted image an incomplete copy
+    with exit 0. Now: a moved dataset is refused before anything is written, naming the remedy; missing images
+    make the exit status 1 after the (complete) CSV is written."""
+    gone = scan.dataset_root / scan.scores.path[0]
+    gone.unlink()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "a.csv"),
+                                  "--to-folder", str(tmp_path / "a")])
+    assert r.exit_code == 1 and "1 image(s) of the export are not in" in r.output, r.output
+    assert len(pd.read_csv(tmp_path / "a.csv")) == len(scan.scores)
+    assert sum(1 for p in (tmp_path / "a").rglob("*") if p.is_file()) == len(scan.scores) - 1
+    scan.dataset_root.rename(tmp_path / "elsewhere")
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "b.csv"),
+                                  "--to-folder", str(tmp_path / "b")])
+    assert r.exit_code == 1 and "is not there" in r.output and "--keep-decisions" in r.output, r.output
+    assert not (tmp_path / "b.csv").exists() and not (tmp_path / "b").exists()
+
+
 def test_to_folder_copies_across_devices(scan, tmp_path, monkeypatch):
     conn = storage.connect(scan.db_path)
     df = cleaned_labels(conn)

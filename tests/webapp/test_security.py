@@ -176,6 +176,18 @@ def test_cli_review_needs_a_token_beyond_loopback(scan, monkeypatch):
     assert r.exit_code != 0 and "labelaudit scan" in r.output
 
 
+def test_cli_review_warns_when_the_dataset_folder_has_moved(scan, monkeypatch, tmp_path):
+    """It started silently and served 404 for every image."""
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    r = CliRunner().invoke(main, ["review", str(scan.scan_dir), "--port", "0"])
+    assert r.exit_code == 0 and "Warning" not in r.output
+    scan.dataset_root.rename(tmp_path / "elsewhere")
+    r = CliRunner().invoke(main, ["review", str(scan.scan_dir), "--port", "0"])
+    assert r.exit_code == 0 and "is not there" in r.output and "--keep-decisions" in r.output, r.output
+
+
 def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     monkeypatch.setenv("USER", "osuser")
     monkeypatch.setenv("LOGNAME", "osuser")
