@@ -11,10 +11,12 @@ both go through these functions.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sqlite3
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -309,8 +311,8 @@ def check_csv_target(out: str | Path, scan_dir, *, dataset_root: str | Path | No
         return
     paths = set(dataset_paths)
     # case-folded: on a case-insensitive file system "Cat/IMG1.PNG" is the image "cat/img1.png"
-    folded = {rel.casefold() for rel in paths}
-    hit = next((rel for rel in inside if rel.casefold() in folded), None)
+    folded = {_fold(rel) for rel in paths}
+    hit = next((rel for rel in inside if _fold(rel) in folded), None)
     if hit is None:  # a dataset file reached through a symbolic link: resolve them all (only now)
         hit = next((rel for rel in paths if places & _places(real_root / rel)), None)
     if hit is not None:
@@ -358,14 +360,14 @@ def label_folders(labels) -> dict[str, str]:
         Label -> folder name.
     """
     unique = sorted(set(labels))
-    plain = {label: safe_folder_name(label) for label in unique}
+    plain = {label: _fit_name(safe_folder_name(label)) for label in unique}
     taken: set[str] = set()
     folders: dict[str, str] = {}
     for label in sorted(unique, key=lambda label: (plain[label] != label, label)):
         name, k = plain[label], 2
-        while name.casefold() in taken:
-            name, k = f"{plain[label]}__{k}", k + 1
-        taken.add(name.casefold())
+        while _fold(name) in taken:
+            name, k = _fit_name(f"{plain[label]}__{k}"), k + 1
+        taken.add(_fold(name))
         folders[label] = name
     return folders
 
@@ -374,20 +376,49 @@ def _unused_name(rel: PurePosixPath, folder: str, used: set[tuple[str, str]]) ->
     """The file name of ``rel`` in the copy's ``folder``: its own, else prefixed with its source folder
     (``a/b/1.png`` -> ``a__b__1.png``), else that with a number (``a__b__1__2.png``): never one taken.
 
-    ``used`` holds the ``(folder, name)`` pairs taken, case-folded (on a case-insensitive file system
-    ``Cat/A.png`` and ``cat/a.png`` are one file); the pair chosen is added to it.
+    ``used`` holds the ``(folder, name)`` pairs taken, folded (:func:`_fold`: on macOS and Windows
+    ``Cat/A.png`` and ``cat/a.png`` are one file); the pair chosen is added to it. A name longer than
+    a file system allows (255 bytes) is shortened, keeping its ending (:func:`_fit_name`).
     """
     def taken(name: str) -> bool:
-        return (folder.casefold(), name.casefold()) in used
+        return (_fold(folder), _fold(name)) in used
 
-    name = rel.name
+    name = _fit_name(rel.name)
     if taken(name):
-        name = safe_folder_name(str(rel.parent).replace("/", "__")) + "__" + rel.name
-        stem, suffix, k = PurePosixPath(name).stem, PurePosixPath(name).suffix, 2
+        prefixed = safe_folder_name(str(rel.parent).replace("/", "__")) + "__" + rel.name
+        stem, suffix, k = PurePosixPath(prefixed).stem, PurePosixPath(prefixed).suffix, 2
+        name = _fit_name(prefixed)
         while taken(name):
-            name, k = f"{stem}__{k}{suffix}", k + 1
-    used.add((folder.casefold(), name.casefold()))
+            name, k = _fit_name(f"{stem}__{k}{suffix}"), k + 1
+    used.add((_fold(folder), _fold(name)))
     return name
+
+
+#: The longest file name (in bytes, UTF-8) the common file systems take.
+MAX_NAME_BYTES = 255
+
+
+def _fit_name(name: str) -> str:
+    """``name`` cut to :data:`MAX_NAME_BYTES` in UTF-8, its ending (``.png``, ``__2.png``) kept.
+
+    A cut name carries 8 hex digits of a hash of the whole name, so two long names that
+    share their beginning stay two names.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_NAME_BYTES:
+        return name
+    suffix = PurePosixPath(name).suffix
+    if len(suffix.encode("utf-8", "surrogateescape")) > 32:  # no real extension: keep none
+        suffix = ""
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    room = MAX_NAME_BYTES - len((tag + suffix).encode("utf-8", "surrogateescape"))
+    stem = raw[: len(raw) - len(suffix.encode("utf-8", "surrogateescape"))][:room]
+    return stem.decode("utf-8", "ignore") + tag + suffix
+
+
+def _fold(name: str) -> str:
+    """The form under which two names are one file on macOS and Windows: Unicode NFC, case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 @dataclass

@@ -75,11 +75,18 @@ def atomic_write(
     return path
 
 
+def _temporary_name(name: str) -> str:
+    """A new hidden name for a file being written as ``name``: ``.<name>.<random>.tmp``, ``name``
+    cut to 200 bytes, so that it stays within the file systems' 255 even for a long ``name``."""
+    short = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
+    return f".{short}.{secrets.token_hex(6)}.tmp"
+
+
 def _create_temporary(path: Path) -> tuple[int, str]:
     """A new, empty, hidden file beside ``path`` with the usual mode: its descriptor and name."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+        tmp = str(path.with_name(_temporary_name(path.name)))
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -183,7 +190,7 @@ def place_file(src: Path, target: Path) -> bool:
     bool
         True for a hard link, False for a copy.
     """
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    tmp = target.with_name(_temporary_name(target.name))
     try:
         try:
             os.link(src, tmp)

@@ -18,6 +18,7 @@ from labelaudit.cli import main
 from labelaudit.export import (
     cleaned_labels,
     copy_to_folder,
+    label_folders,
     export_summary,
     resolve_image,
     safe_folder_name,
@@ -561,3 +562,32 @@ def test_export_report_names_the_rows_the_scan_skipped_for_other_reasons(tmp_pat
     text = _export_report(counts, ScanDir(tmp_path))
     assert "2 other row(s) the scan skipped" in text and "skipped.csv" in text
     assert "other row" not in _export_report({**counts, "n_skipped_other": 0}, ScanDir(tmp_path))
+
+
+def test_to_folder_copies_files_with_the_longest_names(tmp_path):
+    """A 244-byte file name failed with 'File name too long' (the temporary name added 18 bytes), and a
+    prefixed name past 255 bytes too: names are cut to 255 bytes, ending and uniqueness kept."""
+    root = tmp_path / "data"
+    long_name = "L" * 240 + ".png"  # 244 bytes: fits, but not with a temporary name's additions
+    for folder in ("a", "b" * 30):
+        (root / folder).mkdir(parents=True)
+        (root / folder / long_name).write_bytes(folder.encode())
+    (root / "a" / ("é" * 120 + ".png")).write_bytes(b"e")  # 244 bytes of two-byte characters
+    df = pd.DataFrame({"path": [f"a/{long_name}", f"{'b' * 30}/{long_name}", "a/" + "é" * 120 + ".png"],
+                       "label": ["x", "x", "x"]})
+    res = copy_to_folder(df, root, tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out" / "x").iterdir())
+    assert res.missing == [] and len(names) == 3 and long_name in names
+    assert all(len(n.encode()) <= 255 and n.endswith(".png") for n in names)
+    assert {(tmp_path / "out" / "x" / n).read_bytes() for n in names} == {b"a", b"b" * 30, b"e"}
+    out = write_cleaned_labels(df, tmp_path / (long_name[:-4] + ".csv"))  # the CSV's temporary name too
+    assert out.is_file()
+
+
+def test_to_folder_keeps_labels_apart_that_macos_would_merge():
+    """NFC and NFD spellings of one label are one folder on macOS (as Cat and cat are)."""
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    folders = label_folders([nfc, nfd, "Cat", "cat"])
+    assert len({unicodedata.normalize("NFC", f).casefold() for f in folders.values()}) == 4
