@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -537,7 +538,7 @@ def _cleaned(files, **options):
     from labelaudit.scandir import database as storage
 
     storage.check_readable(files.require_database())
-    conn = storage.connect(files.database)
+    conn = storage.connect(files.database, read_only=not os.access(files.path, os.W_OK))  # a read-only copy exports too
     try:
         df = cleaned_labels(conn, **options)
         counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])

@@ -64,6 +64,11 @@ class CorruptDatabase(ScanDirError):
     since it may hold review decisions worth recovering."""
 
 
+class ReadOnlyScanDir(ScanDirError):
+    """The scan directory cannot be written (read-only file system or permissions): the review app,
+    which writes every decision at once, and a scan refuse it; an export reads it where it can."""
+
+
 class UnsafePath(LabelauditError, ValueError):
     """A path that leads outside the folder it must stay in."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import re
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from labelaudit.errors import (
     DecisionError,
     InvalidCursor,
     MapUnavailable,
+    ReadOnlyScanDir,
     RequestIdReused,
     ReviewSettingsError,
     SampleNotFound,
@@ -96,7 +98,7 @@ def create_app(
     ------
     ScanDirError
         ``scan_dir`` is not a finished scan (:class:`~labelaudit.errors.CorruptDatabase`: its
-        database cannot be read).
+        database cannot be read; :class:`~labelaudit.errors.ReadOnlyScanDir`: it cannot be written).
     ValueError
         ``token`` is not a valid token.
     """
@@ -106,6 +108,10 @@ def create_app(
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)
     storage.check_readable(settings.scan.require_database())
+    if not (os.access(settings.scan.path, os.W_OK) and os.access(settings.scan.database, os.W_OK)):
+        raise ReadOnlyScanDir(f"{settings.scan.path} is read-only: the review app writes every decision to "
+                              f"{settings.scan.DATABASE} at once; copy the scan folder somewhere writable "
+                              "(`labelaudit export` reads it as it is)")
     review = ReviewDatabase(settings.scan.database)
     settings.load_classes(review)
 

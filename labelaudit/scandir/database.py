@@ -11,6 +11,7 @@ decision already made.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from labelaudit.errors import CorruptDatabase
+from labelaudit.errors import CorruptDatabase, ReadOnlyScanDir
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
@@ -122,7 +123,7 @@ def check_readable(db_path: str | Path) -> None:
     """
     db_path = Path(db_path)
     try:
-        conn = sqlite3.connect(_read_only_uri(db_path), uri=True)
+        conn = _open_read_only(db_path)
         try:
             problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:
@@ -142,16 +143,48 @@ def _corrupt(db_path: Path, problem: object) -> CorruptDatabase:
         f"out of {db_path.parent} to scan there again")
 
 
-def _read_only_uri(db_path: Path) -> str:
+def _read_only_uri(db_path: Path, *, immutable: bool = False) -> str:
     """An SQLite ``file:`` URI opening ``db_path`` read-only (``?`` and ``#`` in the path escaped)."""
-    return f"file:{urllib.parse.quote(str(db_path.absolute()), safe='/')}?mode=ro"
+    return f"file:{urllib.parse.quote(str(db_path.absolute()), safe='/')}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _open_read_only(db_path: Path) -> sqlite3.Connection:
+    """A read-only connection to ``db_path``, also in a folder nobody can write to.
+
+    SQLite reads a database in WAL mode through a ``-shm`` file it creates beside it; where it
+    cannot (a read-only file system), the file is opened ``immutable`` -- exact as long as no
+    write-ahead log holds changes, which is checked first.
+
+    Raises
+    ------
+    ReadOnlyScanDir
+        The folder is read-only and a non-empty ``-wal`` file holds changes the database file
+        does not have yet (a review server that was killed): reading without them would miss
+        decisions.
+    """
+    conn = None
+    try:
+        conn = sqlite3.connect(_read_only_uri(db_path), uri=True, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.OperationalError:
+        if conn is not None:
+            conn.close()
+        if os.access(db_path.parent, os.W_OK):
+            raise
+    wal = db_path.with_name(db_path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ReadOnlyScanDir(
+            f"{db_path.parent} is read-only, and {wal.name} holds changes that are not in {db_path.name} yet "
+            "(a review server stopped without closing it): copy the scan folder somewhere writable and use the copy")
+    return sqlite3.connect(_read_only_uri(db_path, immutable=True), uri=True, check_same_thread=False)
 
 
 def _connect(db_path: Path, *, read_only: bool) -> sqlite3.Connection:
     if read_only:
         if not db_path.exists():
             raise FileNotFoundError(f"no labelaudit database at {db_path}")
-        conn = sqlite3.connect(_read_only_uri(db_path), uri=True, check_same_thread=False)
+        conn = _open_read_only(db_path)
     else:
         conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
     try:

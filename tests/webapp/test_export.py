@@ -591,3 +591,46 @@ def test_to_folder_keeps_labels_apart_that_macos_would_merge():
     nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     folders = label_folders([nfc, nfd, "Cat", "cat"])
     assert len({unicodedata.normalize("NFC", f).casefold() for f in folders.values()}) == 4
+
+
+def _read_only_folder(monkeypatch, folder):
+    """Make ``folder`` behave as on a read-only file system, also for root: no write access, and SQLite
+    cannot open its WAL database but immutable (it would need to create the -shm file)."""
+    import sqlite3
+
+    real_access, real_connect = os.access, sqlite3.connect
+    inside = str(folder)
+
+    def access(path, mode, *args, **kwargs):
+        if mode & os.W_OK and str(path).startswith(inside):
+            return False
+        return real_access(path, mode, *args, **kwargs)
+
+    def connect(database, *args, **kwargs):
+        text = str(database)
+        if inside in text and "immutable=1" not in text:
+            if kwargs.get("uri"):
+                raise sqlite3.OperationalError("unable to open database file")
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_a_read_only_scan_folder_exports_and_is_refused_by_the_review_app(scan, tmp_path, monkeypatch):
+    """A read-only scan folder gave tracebacks (sqlite3.OperationalError), even for `export -o -`."""
+    from labelaudit.errors import ReadOnlyScanDir
+    from labelaudit.webapp import create_app
+
+    ids = decide_some(scan)
+    expected = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-"]).stdout
+    _read_only_folder(monkeypatch, scan.scan_dir)
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
+    assert r.exit_code == 0 and r.stdout == expected and "Traceback" not in r.output, r.output
+    assert scan.scores.path[ids[1]] not in r.stdout  # the decisions are read: the unusable one is dropped
+    with pytest.raises(ReadOnlyScanDir, match="read-only"):
+        create_app(scan.scan_dir)
+    (scan.scan_dir / "labelaudit.db-wal").write_bytes(b"changes")  # a killed server's log: reading would miss it
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
+    assert r.exit_code == 1 and "copy the scan folder somewhere writable" in r.output, r.output
