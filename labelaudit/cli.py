@@ -605,3 +605,7 @@ def _report_copy(copied, to_stdout: bool) -> None:
             more = f" (and {len(copied.renamed) - 5:,} more)" if len(copied.renamed) > 5 else ""
             click.echo(f"{len(copied.renamed):,} label(s) cannot be their own folder name (path characters, or "
                        f"a name that differs from another only in case): {shown}{more}.", err=to_stdout)
+        if copied.others:
+            click.echo(f"Warning: {len(copied.others):,} file(s) in {copied.dest} are not part of this export (an "
+                       f"earlier export's? e.g. {copied.others[0]}); they were left as they are, so the folder holds "
+                       "more than the CSV: export into an empty folder for an exact copy.", err=True)

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -429,6 +430,8 @@ class FolderCopy:
     missing: list[str] | None = None
     #: label -> folder, for the labels whose folder is not the label itself (see :func:`label_folders`)
     renamed: dict[str, str] = field(default_factory=dict)
+    #: files in ``dest`` this export did not write (an earlier export's, left as they are), relative POSIX paths
+    others: list[str] = field(default_factory=list)
 
 
 def check_folder_target(dest: str | Path, *, force: bool = False, dataset_root: str | Path | None = None) -> None:
@@ -472,7 +475,9 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     named as their label are listed in ``renamed``).
     Two samples with the same file name and label (compared case-folded) get the sample's folder path
     prepended (and a number when that name is taken too), so no file is written over another.
-    Samples whose file is missing, or outside the dataset root, are listed in ``missing``.
+    Samples whose file is missing, or outside the dataset root, are listed in ``missing``; files
+    already in ``dest`` that this export did not write (with ``force``: an earlier export's, which
+    may contradict this one) are left alone and listed in ``others``.
     """
     dest = Path(dest)
     check_folder_target(dest, force=force, dataset_root=dataset_root)
@@ -480,6 +485,7 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     result = FolderCopy(dest=dest, missing=[],
                         renamed={label: folder for label, folder in folders.items() if folder != label})
     used: set[tuple[str, str]] = set()
+    written: set[str] = set()
     for rel, label in zip(df["path"], df["label"]):
         if label == "":
             continue
@@ -492,8 +498,17 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
         name = _unused_name(PurePosixPath(rel), folder, used)
         target = dest / folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        written.add(f"{folder}/{name}")
         if place_file(src, target):
             result.n_linked += 1
         else:
             result.n_copied += 1
+    result.others = sorted(rel for rel in _files_under(dest) if rel not in written)
     return result
+
+
+def _files_under(folder: Path) -> Iterator[str]:
+    """Relative POSIX paths of the files below ``folder`` (symbolic links not followed)."""
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            yield (Path(dirpath) / name).relative_to(folder).as_posix()

@@ -634,3 +634,15 @@ def test_a_read_only_scan_folder_exports_and_is_refused_by_the_review_app(scan, 
     (scan.scan_dir / "labelaudit.db-wal").write_bytes(b"changes")  # a killed server's log: reading would miss it
     r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
     assert r.exit_code == 1 and "copy the scan folder somewhere writable" in r.output, r.output
+
+
+def test_a_second_export_into_the_same_folder_names_the_files_it_did_not_write(scan, tmp_path):
+    """Re-exporting with --force after a relabel left the old file beside the new one without a word."""
+    dest = tmp_path / "clean"
+    args = ["export", str(scan.scan_dir), "-o", str(tmp_path / "l.csv"), "--to-folder", str(dest), "--force"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    ids = decide_some(scan)  # a relabel and an unusable among them
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0 and "3 file(s) in" in r.output and "not part of this export" in r.output, r.output  # 2 relabeled, 1 dropped
+    res = copy_to_folder(pd.read_csv(tmp_path / "l.csv", keep_default_na=False), scan.dataset_root, dest, force=True)
+    assert len(res.others) == 3 and scan.scores.path[ids[1]].split("/")[-1] in " ".join(res.others)
