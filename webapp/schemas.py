@@ -12,8 +12,10 @@ from labelaudit.review.database import MAX_SQLITE_INT
 Action = Literal[ACTIONS]
 #: The decision filter: an action in force, or ``changed`` (label differs from the given one).
 DecisionFilter = Literal[IN_FORCE_ACTIONS + ("changed",)]
-#: A sample id: a non-negative SQLite integer (anything larger is a 422, never an overflow).
+#: A sample id in a URL path: a non-negative SQLite integer (anything larger is a 422, never an overflow).
 SampleId = Annotated[int, Field(ge=0, le=MAX_SQLITE_INT)]
+#: A sample id in a JSON body: the same, and a JSON integer (`true` or "3" are a 422, not sample 1 or 3).
+BodySampleId = Annotated[int, Field(ge=0, le=MAX_SQLITE_INT, strict=True)]
 #: A client's id of one user action; a retry sends the same id and gets the first result.
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$", description=(
     "client-chosen id of this user action (8-64 of A-Z a-z 0-9 _ -); a retry with the same id "
@@ -133,7 +135,7 @@ class SampleDetail(Sample):
 
 
 class DecisionIn(BaseModel):
-    sample_id: SampleId
+    sample_id: BodySampleId
     action: Action
     label: str | None = Field(None, description=(
         "class for `relabel` (required); optional for `accept` / `suggested`, where it must equal the "
@@ -143,7 +145,7 @@ class DecisionIn(BaseModel):
 
 
 class BatchDecisionIn(BaseModel):
-    sample_ids: list[SampleId] = Field(..., min_length=1, max_length=5000)
+    sample_ids: list[BodySampleId] = Field(..., min_length=1, max_length=5000)
     action: Action
     label: str | None = Field(None, description="as for a single decision, checked for every sample")
     note: str = Field("", max_length=2000)
@@ -162,7 +164,7 @@ class TagsOut(BaseModel):
 
 
 class SelectionIn(BaseModel):
-    sample_ids: list[SampleId] = Field(..., min_length=1, max_length=200_000)
+    sample_ids: list[BodySampleId] = Field(..., min_length=1, max_length=200_000)
 
 
 class SelectionOut(BaseModel):

@@ -187,6 +187,15 @@ def test_huge_sample_ids_in_decisions_are_refused(client, scan, body):
     assert n_rows(scan) == 0
 
 
+@pytest.mark.parametrize("sample_id", [True, "0", 0.0, [0]])
+def test_a_sample_id_is_a_json_integer(client, scan, sample_id):
+    """`"sample_id": true` was taken for sample 1."""
+    assert client.post("/api/decisions", json={"sample_id": sample_id, "action": "unusable"}).status_code == 422
+    batch = {"sample_ids": [sample_id], "action": "unusable"}
+    assert client.post("/api/decisions/batch", json=batch).status_code == 422
+    assert n_rows(scan) == 0
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_numbers_are_a_422(client, value):
     raw = '{"sample_id": %s, "action": "accept"}' % value
