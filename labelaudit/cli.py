@@ -534,7 +534,7 @@ def _cleaned(files, **options):
         No database in the folder.
     """
     from labelaudit.export import cleaned_labels, dataset_files, export_summary
-    from labelaudit.review import orphaned_decisions
+    from labelaudit.review import accepted_labels_since_changed, orphaned_decisions
     from labelaudit.scandir import database as storage
 
     storage.check_readable(files.require_database())
@@ -545,6 +545,7 @@ def _cleaned(files, **options):
         legacy_root = storage.read_meta(conn).get("dataset_root")
         paths = dataset_files(conn)
         counts["n_orphaned"] = len(orphaned_decisions(conn))
+        counts["n_accepted_changed"] = len(accepted_labels_since_changed(conn))
     finally:
         conn.close()
     manifest = _read_manifest(files)
@@ -592,6 +593,9 @@ def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = Fal
     if counts.get("n_orphaned"):
         text += (f" {counts['n_orphaned']:,} review decision(s) name images this scan does not have (renamed, "
                  "moved or removed since): not applied; the review's overview lists them.")
+    if counts.get("n_accepted_changed"):
+        text += (f" {counts['n_accepted_changed']:,} accepted label(s) are no longer the given label (the labels "
+                 "changed since the review): the export keeps the accepted label; the review's overview lists them.")
     return text
 
 

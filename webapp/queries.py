@@ -19,7 +19,8 @@ import numpy as np
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
-from labelaudit.review.decisions import DECISION_FIELDS, decision_history, orphaned_decisions, unscored_with_decisions
+from labelaudit.review.decisions import (DECISION_FIELDS, accepted_labels_since_changed, decision_history,
+                                        orphaned_decisions, unscored_with_decisions)
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
 from labelaudit.review.tags import tags_by_path
 
@@ -464,6 +465,11 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
                 "by_decision": by_decision, "items": items}
 
     return cache.get("unscored", conn, compute)
+
+
+def accepted_changed(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
+    """Accepted labels that are no longer the given label (:func:`labelaudit.review.accepted_labels_since_changed`)."""
+    return cache.get("accepted_changed", conn, lambda: accepted_labels_since_changed(conn).to_dict("records"))
 
 
 def orphaned(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from labelaudit.review.actions import (
 from labelaudit.review.classorder import ClassOrder, default_order, parse_class_order, read_class_order
 from labelaudit.review.database import ReviewDatabase
 from labelaudit.review.decisions import (
+    accepted_labels_since_changed,
     count_decisions_in_force,
     decision_history,
     orphaned_decisions,
@@ -35,5 +36,5 @@ __all__ = [
     "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
     "ReviewDatabase", "ClassOrder", "default_order", "parse_class_order", "read_class_order",
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "samples_with_decisions",
-    "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions", "SAMPLES_WITH_DECISIONS", "in_force",
+    "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions", "accepted_labels_since_changed", "SAMPLES_WITH_DECISIONS", "in_force",
 ]

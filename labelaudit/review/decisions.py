@@ -23,7 +23,8 @@ from labelaudit.scandir.database import transaction, utc_now
 
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
-    "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
+    "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions",
+    "accepted_labels_since_changed", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
 ]
 
 #: The fields of a decision as the API shows it.
@@ -292,6 +293,25 @@ def orphaned_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
     return pd.read_sql_query(
         f"SELECT {', '.join('d.' + c for c in columns)} FROM decisions AS d WHERE {in_force('d', 'd.path')} "
         f"AND d.path NOT IN (SELECT path FROM samples) {unscored} ORDER BY d.path", conn)
+
+
+def accepted_labels_since_changed(conn: sqlite3.Connection) -> pd.DataFrame:
+    """Accept decisions in force whose accepted label is no longer the sample's given label.
+
+    An accept stores the given label it agreed with; when a later scan reads another given label
+    for the image (an edited labels CSV, a file moved to another class folder), the decision still
+    gives the accepted label, which now differs from the given one: the export applies it as a
+    change of label, so the overview and the export report name these for a second look.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``path, given_label, label, reviewer, decided_at``, sorted by path.
+    """
+    return pd.read_sql_query(
+        "SELECT s.path, s.given_label, d.label, d.reviewer, d.decided_at FROM samples AS s "
+        f"JOIN decisions AS d ON d.path = s.path AND {in_force('d', 's.path')} "
+        f"WHERE d.action = '{Action.ACCEPT.value}' AND d.label != s.given_label ORDER BY s.path", conn)
 
 
 def samples_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:

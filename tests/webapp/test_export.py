@@ -646,3 +646,25 @@ def test_a_second_export_into_the_same_folder_names_the_files_it_did_not_write(s
     assert r.exit_code == 0 and "3 file(s) in" in r.output and "not part of this export" in r.output, r.output  # 2 relabeled, 1 dropped
     res = copy_to_folder(pd.read_csv(tmp_path / "l.csv", keep_default_na=False), scan.dataset_root, dest, force=True)
     assert len(res.others) == 3 and scan.scores.path[ids[1]].split("/")[-1] in " ".join(res.others)
+
+
+def test_an_accept_of_a_label_the_labels_no_longer_have_is_named(scan, tmp_path):
+    """Accepted red, then the labels CSV said green: the export gave red counted as relabeled while the app
+    showed "kept"; now the export report and the overview name it."""
+    from webapp_support import make_client
+
+    sid = int(scan.flagged().sample_id.iloc[0])
+    path, given = scan.scores.path[sid], scan.scores.given_label[sid]
+    other = next(c for c in scan.classes if c != given)
+    conn = storage.connect(scan.db_path)
+    review.record_decision(conn, path, "accept", label=given, reviewer="ann")
+    assert review.accepted_labels_since_changed(conn).empty
+    conn.execute("UPDATE samples SET given_label = ? WHERE path = ?", (other, path))  # a re-scan read another label
+    assert review.accepted_labels_since_changed(conn).to_dict("records") == [
+        {"path": path, "given_label": other, "label": given, "reviewer": "ann",
+         "decided_at": review.accepted_labels_since_changed(conn).decided_at[0]}]
+    conn.close()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "c.csv")])
+    assert r.exit_code == 0 and "1 accepted label(s) are no longer the given label" in r.output, r.output
+    with make_client(scan.scan_dir) as c:
+        assert "Accepted labels that are no longer the given label" in c.get("/").text

@@ -165,6 +165,7 @@ def overview(request: Request, db: Db, settings: SettingsDep):
         noise_rate=summary.estimated_noise_rate,
         unscored=queries.unscored(db, cache),
         orphaned=queries.orphaned(db, cache),
+        accepted_changed=queries.accepted_changed(db, cache),
         heatmap=charts.heatmap(nm["classes"], nm["matrix"], pairs) if nm else None,
         hist=charts.histogram(queries.score_histogram(db, cache)),
         class_chart=charts.class_bars(class_rows),
