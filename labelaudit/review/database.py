@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from labelaudit.errors import SampleNotFound, StaleScan
+from labelaudit.errors import DecisionError, SampleNotFound, StaleScan
 from labelaudit.review import decisions
 from labelaudit.review.actions import resolve
 from labelaudit.review.classorder import ClassOrder, write_class_order
@@ -215,10 +215,12 @@ class ReviewDatabase:
         ids = list(dict.fromkeys(sample_ids))
 
         def write(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            replay = None if request_id is None else decisions.replayed(
-                conn, request_id, "decide", reviewer, _paths_of(conn, ids), note)
+            replay = decisions.replayed(conn, request_id, "decide", reviewer)
             if replay is not None:
-                return decisions.recorded(conn, replay)
+                if scan_id is None or _scan_id(conn) == scan_id:  # the ids still name the images they did
+                    decisions.check_same_decisions(conn, request_id, replay, _items_or_none(conn, ids, action, label),
+                                                   note)
+                return _replay_answer(conn, replay)
             _check_scan(conn, scan_id)
             items = _resolved_items(conn, ids, action, label)
             new = decisions.record_decisions_in(conn, items, note=note, reviewer=reviewer, request_id=request_id)
@@ -232,6 +234,9 @@ class ReviewDatabase:
         A ``request_id`` seen before returns that undo's result and undoes nothing more.
         """
         def write(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            replay = decisions.replayed(conn, request_id, "undo", reviewer)
+            if replay is not None:
+                return _replay_answer(conn, replay)
             return decisions.recorded(conn, decisions.undo_last_decision_in(conn, reviewer, request_id=request_id))
 
         return self.execute_write_fn(write)
@@ -274,13 +279,26 @@ class ReviewDatabase:
                 self._writer = None
 
 
-def _paths_of(conn: sqlite3.Connection, ids: list[int]) -> list[str]:
-    """The paths of the scanned samples ``ids`` (unknown ids, also ones SQLite cannot hold, have none)."""
-    ids = [i for i in ids if valid_id(i)]
-    if not ids:
+def _replay_answer(conn: sqlite3.Connection, replay: list[int]) -> list[dict[str, Any]]:
+    """The first answer of a retried request, from the rows it wrote.
+
+    Raises
+    ------
+    StaleScan
+        A re-scan since left out an image the request decided on: there is no sample id to answer with.
+    """
+    answer = decisions.recorded(conn, replay)
+    if any(item["sample_id"] is None for item in answer):
+        raise StaleScan("this request was saved, but a re-scan since left out its image; reload the page")
+    return answer
+
+
+def _items_or_none(conn: sqlite3.Connection, ids: list[int], action: str, label: str | None) -> list:
+    """:func:`_resolved_items`, or ``[]`` when they cannot be resolved (then no stored request matches)."""
+    try:
+        return _resolved_items(conn, ids, action, label)
+    except (SampleNotFound, DecisionError):
         return []
-    return [r[0] for r in conn.execute(
-        f"SELECT path FROM samples WHERE sample_id IN ({', '.join('?' * len(ids))})", ids)]
 
 
 def _resolved_items(conn: sqlite3.Connection, ids: list[int], action: str,

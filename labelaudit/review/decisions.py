@@ -24,7 +24,7 @@ from labelaudit.scandir.database import transaction, utc_now
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
     "samples_with_decisions", "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions",
-    "accepted_labels_since_changed", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "decision_log",
+    "accepted_labels_since_changed", "DECISION_FIELDS", "record_decisions_in", "undo_last_decision_in", "replayed", "check_same_decisions", "decision_log",
 ]
 
 #: The fields of a decision as the API shows it.
@@ -57,18 +57,17 @@ def _check_items(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str |
                 raise DecisionError(f"unknown class {label!r}")
 
 
-def replayed(conn: sqlite3.Connection, request_id: str | None, kind: str, reviewer: str | None = None,
-             paths: Sequence[str] | None = None, note: str | None = None) -> list[int] | None:
+def replayed(conn: sqlite3.Connection, request_id: str | None, kind: str,
+             reviewer: str | None = None) -> list[int] | None:
     """The decision ids a stored request wrote (``[]``: none), or None for a new request.
 
-    A request id answers only a retry of its own request: the same kind and reviewer and, when
-    given, the same samples (``paths``) and ``note``. (The stored action may differ from the
-    requested one: a relabel to the given class is stored as an accept.)
+    A request id answers only a retry of its own request: the same kind and, when given, the
+    same reviewer (:func:`check_same_decisions` compares what a decision request wrote).
 
     Raises
     ------
     RequestIdReused
-        ``request_id`` was stored for another request; nothing is written.
+        ``request_id`` was stored for another kind of request or another reviewer.
     """
     if request_id is None:
         return None
@@ -83,20 +82,24 @@ def replayed(conn: sqlite3.Connection, request_id: str | None, kind: str, review
         raise RequestIdReused(f"request id {request_id!r} was already used by another reviewer")
     if row[1] is None:
         return []
-    ids = [r[0] for r in conn.execute(
+    return [r[0] for r in conn.execute(
         "SELECT decision_id FROM decision_links WHERE batch_id = ? ORDER BY decision_id", (row[1],))]
-    if paths is not None and not _same_request(conn, ids, paths, note):
+
+
+def check_same_decisions(conn: sqlite3.Connection, request_id: str, ids: list[int],
+                         items: Sequence[tuple[str, str, str | None]], note: str) -> None:
+    """Raise :class:`RequestIdReused` unless the decisions rows ``ids`` are exactly ``items`` with ``note``.
+
+    ``items`` are resolved ``(path, action, label)`` triples, as stored (a relabel to the given
+    class is an accept), so a retry compares equal and any other request does not.
+    """
+    rows = conn.execute(f"SELECT path, action, label, note FROM decisions WHERE decision_id IN "
+                        f"({', '.join('?' * len(ids))})", ids).fetchall() if ids else []
+    same = (sorted((r[0], r[1], r[2] or "") for r in rows) == sorted((p, a, lab or "") for p, a, lab in items)
+            and all(r[3] == note for r in rows))
+    if not same:
         raise RequestIdReused(f"request id {request_id!r} was already used for other decisions; "
                               "send a new request id with a new request")
-    return ids
-
-
-def _same_request(conn: sqlite3.Connection, ids: list[int], paths: Sequence[str], note: str | None) -> bool:
-    """Whether the decisions rows ``ids`` are one per path of ``paths`` (with ``note``, when given)."""
-    rows = conn.execute(f"SELECT path, note FROM decisions WHERE decision_id IN ({', '.join('?' * len(ids))})",
-                        ids).fetchall()
-    return (sorted(r[0] for r in rows) == sorted(paths)
-            and (note is None or all(r[1] == note for r in rows)))
 
 
 def _remember(conn, request_id: str | None, kind: str, ids: list[int], reviewer: str, now: str) -> None:
@@ -115,8 +118,9 @@ def _insert(conn, path: str, action: str, label: str | None, note: str, reviewer
 def record_decisions_in(conn: sqlite3.Connection, items: Sequence[tuple[str, str, str | None]], *,
                         note: str = "", reviewer: str = "", request_id: str | None = None) -> list[int]:
     """:func:`record_decisions` inside a transaction the caller holds."""
-    replay = replayed(conn, request_id, "decide", reviewer, [path for path, _, _ in items], note)
+    replay = replayed(conn, request_id, "decide", reviewer)
     if replay is not None:
+        check_same_decisions(conn, request_id, replay, items, note)
         return replay
     for _, action, label in items:
         check_stored(action, label)

@@ -5,6 +5,7 @@ Each test here failed before the change it guards (or covers a contract that did
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -127,13 +128,42 @@ def test_a_retried_undo_undoes_once(scan):
         assert r.status_code == 409  # another reviewer's undo
 
 
+def test_a_retry_after_a_rescan_gets_its_first_answer(scan):
+    """A page's retry reaching the server after a re-scan renumbered the ids: its decision was saved the first
+    time, so it is answered with that result (not "request id used for other decisions")."""
+    a = int(scan.flagged().sample_id.iloc[0])
+    body = {"sample_id": a, "action": "unusable", "request_id": "req-bbbbbbbb"}
+    conn = storage.connect(scan.db_path)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (json.dumps("2026-01-01T00:00:00+00:00"),))
+    page_scan = {"X-Labelaudit-Scan": "2026-01-01T00:00:00+00:00"}
+    with make_client(scan.scan_dir) as c:
+        first = c.post("/api/decisions", json=body, headers=page_scan)
+        assert first.status_code == 200, first.text
+        b = int(scan.flagged().sample_id.iloc[1])  # the re-scan swaps two ids: id a names another image now
+        (pa,), (pb,) = (conn.execute("SELECT path FROM samples WHERE sample_id = ?", (i,)).fetchone() for i in (a, b))
+        conn.execute("UPDATE samples SET path = '~' WHERE sample_id = ?", (a,))
+        conn.execute("UPDATE samples SET path = ? WHERE sample_id = ?", (pa, b))
+        conn.execute("UPDATE samples SET path = ? WHERE sample_id = ?", (pb, a))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'created_at'", (json.dumps("2030-01-01T00:00:00+00:00"),))
+        again = c.post("/api/decisions", json=body, headers=page_scan)
+        assert again.status_code == 200, again.text
+        assert again.json()["recorded"][0]["sample_id"] == b and again.json()["recorded"][0]["path"] == pa
+        conn.execute("UPDATE samples SET path = 'gone.png' WHERE sample_id = ?", (b,))  # and now it is gone
+        assert c.post("/api/decisions", json=body, headers=page_scan).status_code == 409
+        fresh = c.post("/api/decisions", json={**body, "request_id": "req-cccccccc"}, headers=page_scan)
+        assert fresh.status_code == 409  # a new request from the old page: the stale scan
+    conn.close()
+    assert n_rows(scan) == 1
+
+
 def test_a_request_id_reused_for_another_decision_is_refused_not_dropped(scan):
     """The second request was answered with the first one's result and silently not stored."""
     a, b = (int(i) for i in scan.flagged().sample_id[:2])
     first = {"sample_id": a, "action": "relabel", "label": scan.classes[0], "request_id": "req-aaaaaaaa"}
     with make_client(scan.scan_dir) as c:
         assert c.post("/api/decisions", json=first).status_code == 200
-        for other in ({"sample_id": b, "action": "unusable"}, {"sample_id": a, "note": "other words"}):
+        for other in ({"sample_id": b, "action": "unusable"}, {"sample_id": a, "note": "other words"},
+                      {"action": "unusable"}, {"label": scan.classes[1]}):
             r = c.post("/api/decisions", json={**first, **other})
             assert r.status_code == 409 and "already used" in r.json()["detail"], r.text
         r = c.post("/api/decisions", json=first, headers={"X-Labelaudit-Reviewer": "bo"})
