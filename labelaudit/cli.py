@@ -501,21 +501,24 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
             check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths, inputs=inputs)
         if to_folder is not None:
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)
+        # the folder first: a CSV written into it would make it "not empty" and "not part of this export"
+        copied = copy_to_folder(df, dataset_root, to_folder, force=force) if to_folder is not None else None
+        if copied is not None and out is not None:  # this export's own CSV, written there before, is no stranger
+            copied.others = [rel for rel in copied.others if os.path.realpath(to_folder / rel) != os.path.realpath(out)]
         if to_stdout:
             click.echo(to_csv_text(df), nl=False)
         else:
             write_cleaned_labels(df, out, force=force, parents=make_parents)
-        copied = copy_to_folder(df, dataset_root, to_folder, force=force) if to_folder is not None else None
     click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
                + _export_report(counts, files, listed_unusable=include_unusable), err=to_stdout)
     _report_copy(copied, to_stdout)
-    if copied is not None and copied.missing:  # the CSV is complete, the folder is not: say so in the exit status
-        raise click.ClickException(f"{len(copied.missing):,} image(s) of the export are not in {dataset_root} "
-                                   f"(moved or deleted since the scan), so {to_folder} lacks them; the CSV lists them")
     if not files.manifest_path.exists():  # a (re-)scan killed before its last step
         click.echo(f"Warning: no {files.MANIFEST} in {scan_dir}: its last scan did not finish, so this is the "
                    "database as the last complete write left it (images a re-scan added may be missing); "
                    "run the scan again to finish it.", err=True)
+    if copied is not None and copied.missing:  # the CSV is complete, the folder is not: say so in the exit status
+        raise click.ClickException(f"{len(copied.missing):,} image(s) of the export are not in {dataset_root} "
+                                   f"(moved or deleted since the scan), so {to_folder} lacks them; the CSV lists them")
 
 
 def _moved_dataset_text(dataset_root, scan_dir) -> str:

@@ -66,7 +66,7 @@ class CorruptDatabase(ScanDirError):
 
 class ReadOnlyScanDir(ScanDirError):
     """The scan directory cannot be written (read-only file system or permissions): the review app,
-    which writes every decision at once, and a scan refuse it; an export reads it where it can."""
+    which writes every decision at once, refuses it; an export reads it where it can."""
 
 
 class UnsafePath(LabelauditError, ValueError):

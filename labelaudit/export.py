@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
-from labelaudit.fsutil import atomic_write, is_inside, is_inside_on_disk, place_file, resolve_inside
+from labelaudit.fsutil import (atomic_write, cut_to_bytes, is_inside, is_inside_on_disk, place_file, resolve_inside,
+                               utf8_length)
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
 
 __all__ = [
@@ -211,22 +213,25 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     Raises
     ------
     FileExistsError
-        ``out`` exists and not ``force``.
+        ``out`` exists and not ``force`` (a regular file), or is a block device or a socket.
     FileNotFoundError
         ``out``'s folder does not exist and not ``parents``.
 
-    A symbolic link is written through (its target replaced, the link kept). Something at
-    ``out`` that is not a regular file (``/dev/null``, a named pipe, ``/dev/stdout``) is written
-    into, not replaced: a device must stay a device.
+    Notes
+    -----
+    A symbolic link is written through (its target replaced, the link kept). A character device
+    or a named pipe at ``out`` (``/dev/null``, ``/dev/stdout``) is written into, ``force`` or not:
+    nothing is replaced, and a device stays a device. A block device (a disk) never is.
     """
     out = Path(out)
     target = Path(os.path.realpath(out)) if out.is_symlink() else out
-    if target.exists() and not target.is_file() and not target.is_dir():
-        if not force:
-            raise FileExistsError(f"{out} exists; use --force to write into it")
+    kind = os.stat(target).st_mode if target.exists() else 0
+    if stat.S_ISCHR(kind) or stat.S_ISFIFO(kind):
         with open(target, "w", encoding="utf-8", newline="") as stream:
             stream.write(to_csv_text(df))
         return out
+    if target.exists() and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+        raise FileExistsError(f"{out} is a device or a socket, not a file: refused")
     if not target.parent.is_dir():
         if not parents:
             raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
@@ -405,16 +410,14 @@ def _fit_name(name: str) -> str:
     A cut name carries 8 hex digits of a hash of the whole name, so two long names that
     share their beginning stay two names.
     """
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) <= MAX_NAME_BYTES:
+    if utf8_length(name) <= MAX_NAME_BYTES:
         return name
     suffix = PurePosixPath(name).suffix
-    if len(suffix.encode("utf-8", "surrogateescape")) > 32:  # no real extension: keep none
+    if utf8_length(suffix) > 32:  # no real extension: keep none
         suffix = ""
-    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
-    room = MAX_NAME_BYTES - len((tag + suffix).encode("utf-8", "surrogateescape"))
-    stem = raw[: len(raw) - len(suffix.encode("utf-8", "surrogateescape"))][:room]
-    return stem.decode("utf-8", "ignore") + tag + suffix
+    tag = "~" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    stem = name[: len(name) - len(suffix)]
+    return cut_to_bytes(stem, MAX_NAME_BYTES - utf8_length(tag + suffix)) + tag + suffix
 
 
 def _fold(name: str) -> str:
@@ -503,7 +506,8 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
             result.n_linked += 1
         else:
             result.n_copied += 1
-    result.others = sorted(rel for rel in _files_under(dest) if rel not in written)
+    folded = {_fold(rel) for rel in written}
+    result.others = sorted(rel for rel in _files_under(dest) if _fold(rel) not in folded)
     return result
 
 

@@ -22,7 +22,8 @@ from typing import IO, Any
 
 from labelaudit.errors import UnsafePath
 
-__all__ = ["atomic_write", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside"]
+__all__ = ["atomic_write", "cut_to_bytes", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside",
+           "utf8_length"]
 
 
 def atomic_write(
@@ -78,8 +79,29 @@ def atomic_write(
 def _temporary_name(name: str) -> str:
     """A new hidden name for a file being written as ``name``: ``.<name>.<random>.tmp``, ``name``
     cut to 200 bytes, so that it stays within the file systems' 255 even for a long ``name``."""
-    short = name.encode("utf-8", "surrogateescape")[:200].decode("utf-8", "ignore")
-    return f".{short}.{secrets.token_hex(6)}.tmp"
+    return f".{cut_to_bytes(name, 200)}.{secrets.token_hex(6)}.tmp"
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` as a file name (UTF-8; undecodable bytes of a name, ``surrogateescape``, count one each)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """The longest beginning of ``text`` whose file-name bytes (:func:`utf8_length`) fit in ``limit``.
+
+    Cut between characters, never inside one, so a name stays valid UTF-8 (and an undecodable byte
+    of a name stays that byte).
+    """
+    if utf8_length(text) <= limit:
+        return text
+    cut, used = 0, 0
+    for char in text:
+        size = utf8_length(char)
+        if used + size > limit:
+            break
+        cut, used = cut + 1, used + size
+    return text[:cut]
 
 
 def _create_temporary(path: Path) -> tuple[int, str]:

@@ -337,7 +337,8 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
 
 
 def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when ``a`` and ``b`` are one folder (by identity where both exist, else by resolved name)."""
+    """True when ``a`` and ``b`` are one folder (by identity where both exist, else by resolved name; ``~`` expanded)."""
+    a, b = os.path.expanduser(a), os.path.expanduser(b)
     try:
         return os.path.samefile(a, b)
     except OSError:

@@ -398,3 +398,17 @@ def test_progressive_resizing_never_goes_below_the_smallest_image_the_net_takes(
     scores = scan(folder.root, out=tmp_path / "scan", progress=False,
                   **{**FAST, "image_size": 10, "early_scale": 0.25, "epochs": 2})  # 2 px early epochs crashed
     assert len(scores) == len(folder.truth)
+
+
+def test_same_folder_knows_a_folder_under_any_spelling(tmp_path, monkeypatch):
+    """`scan("~/data")` of the folder the scan recorded as /home/.../data is the same dataset."""
+    from labelaudit.scanner import _same_folder
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("~/data", "data", "./link", str(tmp_path / "link"), str(tmp_path / "data" / ".")):
+        assert _same_folder(tmp_path / "data", spelling), spelling
+    assert not _same_folder(tmp_path / "data", tmp_path)
+    assert not _same_folder(tmp_path / "gone", tmp_path / "data")

@@ -204,7 +204,7 @@ def get_reviewer(request: Request) -> str:
     if header is not None:
         name = _utf8(header).strip()
         if not REVIEWER_PATTERN.match(name):
-            raise HTTPException(422, f"{REVIEWER_HEADER} {header!r} is not a reviewer name: 1-64 letters, digits, "
+            raise HTTPException(422, f"{REVIEWER_HEADER} is not a reviewer name: 1-64 letters, digits, "
                                      "spaces or . _ ' @ + -")
         return name
     cookie = request.cookies.get(REVIEWER_COOKIE)

@@ -260,6 +260,14 @@ class UnscoredImage(BaseModel):
     decided_at: str | None = None
 
 
+class AcceptedLabelChange(BaseModel):
+    path: str = Field(description="relative to the dataset root")
+    given_label: str = Field(description="the given label now")
+    label: str = Field(description="the label the accept decision kept (the given label then)")
+    reviewer: str
+    decided_at: str
+
+
 class OrphanedDecision(BaseModel):
     path: str = Field(description="relative to the dataset root; no image of this scan has it")
     action: str

@@ -19,7 +19,7 @@ import pandas as pd
 from labelaudit.errors import DecisionError, RequestIdReused, SampleNotFound
 from labelaudit.review.actions import Action, check_stored
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
-from labelaudit.scandir.database import transaction, utc_now
+from labelaudit.scandir.database import has_table, transaction, utc_now
 
 __all__ = [
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "recorded",
@@ -272,7 +272,7 @@ _FRAME_COLUMNS = ["sample_id", "path", "given_label", "suggested_label", "mislab
 
 def count_decisions_in_force(conn: sqlite3.Connection) -> int:
     """How many paths have a decision in force (0 for a database the review never opened)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
+    if not has_table(conn, "decisions"):
         return 0
     return conn.execute(f"SELECT COUNT(*) FROM decisions AS d WHERE {in_force('d', 'd.path')}").fetchone()[0]
 
@@ -290,10 +290,9 @@ def orphaned_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
         review never opened.
     """
     columns = ["path", "action", "label", "reviewer", "decided_at"]
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'decisions'").fetchone() is None:
+    if not has_table(conn, "decisions"):
         return pd.DataFrame(columns=columns)
-    unscored = ("AND d.path NOT IN (SELECT path FROM unscored)" if conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() else "")
+    unscored = "AND d.path NOT IN (SELECT path FROM unscored)" if has_table(conn, "unscored") else ""
     return pd.read_sql_query(
         f"SELECT {', '.join('d.' + c for c in columns)} FROM decisions AS d WHERE {in_force('d', 'd.path')} "
         f"AND d.path NOT IN (SELECT path FROM samples) {unscored} ORDER BY d.path", conn)
@@ -312,6 +311,8 @@ def accepted_labels_since_changed(conn: sqlite3.Connection) -> pd.DataFrame:
     pandas.DataFrame
         ``path, given_label, label, reviewer, decided_at``, sorted by path.
     """
+    if not has_table(conn, "decisions"):
+        return pd.DataFrame(columns=["path", "given_label", "label", "reviewer", "decided_at"])
     return pd.read_sql_query(
         "SELECT s.path, s.given_label, d.label, d.reviewer, d.decided_at FROM samples AS s "
         f"JOIN decisions AS d ON d.path = s.path AND {in_force('d', 's.path')} "
@@ -358,7 +359,7 @@ def unscored_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
         :func:`~labelaudit.review.schema.in_force` defines), ordered by path. Empty for a
         database written before the ``unscored`` table existed.
     """
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() is None:
+    if not has_table(conn, "unscored"):
         return pd.DataFrame(columns=_UNSCORED_COLUMNS)
     rows = conn.execute(f"""
         SELECT u.path, u.given_label, u.reason, u.readable, d.action, d.label, d.note, d.reviewer, d.decided_at

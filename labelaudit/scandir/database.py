@@ -26,7 +26,7 @@ from labelaudit.errors import CorruptDatabase, ReadOnlyScanDir
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "check_readable", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
+    "DB_NAME", "SCHEMA", "connect", "check_readable", "has_table", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
@@ -152,15 +152,16 @@ def _open_read_only(db_path: Path) -> sqlite3.Connection:
     """A read-only connection to ``db_path``, also in a folder nobody can write to.
 
     SQLite reads a database in WAL mode through a ``-shm`` file it creates beside it; where it
-    cannot (a read-only file system), the file is opened ``immutable`` -- exact as long as no
-    write-ahead log holds changes, which is checked first.
+    cannot (a read-only file system), the file is opened ``immutable``: no locks, no log. That is
+    exact only for a database nobody writes and whose changes are all in the file, so it is done
+    only when neither a ``-wal`` nor a ``-shm`` file is there (SQLite removes both when the last
+    connection closes cleanly; a writer, or a killed one, leaves them).
 
     Raises
     ------
     ReadOnlyScanDir
-        The folder is read-only and a non-empty ``-wal`` file holds changes the database file
-        does not have yet (a review server that was killed): reading without them would miss
-        decisions.
+        The folder is read-only and a ``-wal`` or ``-shm`` file is there: a review server still
+        running, or one that was killed with changes not yet in the database file.
     """
     conn = None
     try:
@@ -172,11 +173,12 @@ def _open_read_only(db_path: Path) -> sqlite3.Connection:
             conn.close()
         if os.access(db_path.parent, os.W_OK):
             raise
-    wal = db_path.with_name(db_path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
+    logs = [db_path.with_name(db_path.name + suffix) for suffix in ("-wal", "-shm")]
+    if any(log.exists() for log in logs):
         raise ReadOnlyScanDir(
-            f"{db_path.parent} is read-only, and {wal.name} holds changes that are not in {db_path.name} yet "
-            "(a review server stopped without closing it): copy the scan folder somewhere writable and use the copy")
+            f"{db_path.parent} is read-only, and {db_path.name} has a write-ahead log beside it (a review server "
+            "running, or stopped without closing it: changes may not be in the file yet): copy the scan folder "
+            "somewhere writable and use the copy")
     return sqlite3.connect(_read_only_uri(db_path, immutable=True), uri=True, check_same_thread=False)
 
 
@@ -329,6 +331,11 @@ def _unscored_rows(unscored: pd.DataFrame) -> list[tuple[str, str, str, int]]:
             zip(unscored["path"], unscored["given_label"], unscored["reason"], unscored["readable"])]
 
 
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the database has the table ``name`` (older scans lack some; the review's are made on first use)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
     """All ``meta`` rows as ``{key: decoded JSON value}``."""
     return {row["key"]: json.loads(row["value"]) for row in conn.execute("SELECT key, value FROM meta")}
@@ -340,7 +347,7 @@ def read_unscored(conn: sqlite3.Connection) -> pd.DataFrame:
     Empty for a database written before the table existed.
     """
     columns = ["path", "given_label", "reason", "readable"]
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unscored'").fetchone() is None:
+    if not has_table(conn, "unscored"):
         return pd.DataFrame(columns=columns)
     rows = conn.execute(f"SELECT {', '.join(columns)} FROM unscored ORDER BY path").fetchall()
     return pd.DataFrame([tuple(r) for r in rows], columns=columns)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fakescan import XSS_CLASS
 
-from labelaudit import review
+from labelaudit import export, review
 from labelaudit.errors import UnsafePath
 from labelaudit.scandir import database as storage
 from labelaudit.cli import main
@@ -153,10 +153,17 @@ def test_writer_writes_into_a_device_and_through_a_link(tmp_path):
     import stat
 
     df = pd.DataFrame({"path": ["a.png"], "label": ["cat"]})
-    with pytest.raises(FileExistsError, match="--force"):
-        write_cleaned_labels(df, "/dev/null")
-    write_cleaned_labels(df, "/dev/null", force=True)
-    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    for force in (False, True):  # nothing is replaced: no --force needed
+        write_cleaned_labels(df, "/dev/null", force=force)
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = __import__("threading").Thread(target=lambda: received.append(fifo.read_text()))
+    received: list[str] = []
+    reader.start()
+    write_cleaned_labels(df, fifo)
+    reader.join(10)
+    assert received == ["path,label\na.png,cat\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
     real = tmp_path / "real.csv"
     real.write_text("old\n")
     link = tmp_path / "link.csv"
@@ -575,6 +582,9 @@ def test_to_folder_copies_files_with_the_longest_names(tmp_path):
     (root / "a" / ("é" * 120 + ".png")).write_bytes(b"e")  # 244 bytes of two-byte characters
     df = pd.DataFrame({"path": [f"a/{long_name}", f"{'b' * 30}/{long_name}", "a/" + "é" * 120 + ".png"],
                        "label": ["x", "x", "x"]})
+    mid = "a" + "é" * 126 + ".png"  # 257 bytes: the cut falls inside an "é"
+    cut = export._fit_name(mid)  # 1 + 120 x 2 bytes of the name, "~" and 8 hex digits, ".png": 254 bytes
+    assert cut.startswith("a" + "é" * 120 + "~") and cut.endswith(".png") and len(cut.encode()) == 254
     res = copy_to_folder(df, root, tmp_path / "out")
     names = sorted(p.name for p in (tmp_path / "out" / "x").iterdir())
     assert res.missing == [] and len(names) == 3 and long_name in names
@@ -631,9 +641,22 @@ def test_a_read_only_scan_folder_exports_and_is_refused_by_the_review_app(scan, 
     assert scan.scores.path[ids[1]] not in r.stdout  # the decisions are read: the unusable one is dropped
     with pytest.raises(ReadOnlyScanDir, match="read-only"):
         create_app(scan.scan_dir)
-    (scan.scan_dir / "labelaudit.db-wal").write_bytes(b"changes")  # a killed server's log: reading would miss it
+    (scan.scan_dir / "labelaudit.db-wal").write_bytes(b"")  # a server running, or killed: its log may hold changes
     r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
     assert r.exit_code == 1 and "copy the scan folder somewhere writable" in r.output, r.output
+
+
+def test_the_csv_may_go_into_the_folder_copy(scan, tmp_path):
+    """`-o dest/c.csv --to-folder dest` failed with "dest is not empty" after writing the CSV (and with --force
+    counted the CSV as a file of an earlier export)."""
+    dest = tmp_path / "dest"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(dest / "c.csv"), "--mkdir",
+                                  "--to-folder", str(dest)])
+    assert r.exit_code == 0 and "not part of this export" not in r.output, r.output
+    assert (dest / "c.csv").is_file() and sum(1 for p in dest.rglob("*.png")) == len(scan.scores)
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(dest / "c.csv"), "--force",
+                                  "--to-folder", str(dest)])
+    assert r.exit_code == 0 and "not part of this export" not in r.output, r.output
 
 
 def test_a_second_export_into_the_same_folder_names_the_files_it_did_not_write(scan, tmp_path):
@@ -668,3 +691,4 @@ def test_an_accept_of_a_label_the_labels_no_longer_have_is_named(scan, tmp_path)
     assert r.exit_code == 0 and "1 accepted label(s) are no longer the given label" in r.output, r.output
     with make_client(scan.scan_dir) as c:
         assert "Accepted labels that are no longer the given label" in c.get("/").text
+        assert [d["path"] for d in c.get("/api/accepted-label-changes").json()] == [path]

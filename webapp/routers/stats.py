@@ -11,7 +11,7 @@ from labelaudit.review import parse_class_order
 
 from .. import queries
 from ..deps import Db, Review, Reviewer, SettingsDep, class_order
-from ..schemas import (ClassOrderIn, ClassOrderOut, NoiseMatrix, OrphanedDecision, PairCount, Progress, Stats,
+from ..schemas import (AcceptedLabelChange, ClassOrderIn, ClassOrderOut, NoiseMatrix, OrphanedDecision, PairCount, Progress, Stats,
                        UnscoredImage)
 
 router = APIRouter(prefix="/api", tags=["stats"])
@@ -66,6 +66,14 @@ def get_orphaned_decisions(db: Db, review: Review):
     removed since): kept in the log, and applied again by a later scan that finds the file, but
     not applied by this scan's export."""
     return queries.orphaned(db, review.stats)
+
+
+@router.get("/accepted-label-changes", response_model=list[AcceptedLabelChange],
+            summary="Accepted labels that are no longer the given label")
+def get_accepted_label_changes(db: Db, review: Review):
+    """Accept decisions in force whose accepted label is not the sample's given label any more (the labels
+    changed since the review, e.g. an edited labels CSV): the export gives the accepted label."""
+    return queries.accepted_changed(db, review.stats)
 
 
 @router.get("/pairs", response_model=list[PairCount], summary="Flagged given -> suggested pairs")
