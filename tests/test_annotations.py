@@ -52,6 +52,26 @@ def test_wide_form_empty_cells_are_missing(images, tmp_path):
     assert ann.labels_of(["img/b.png"]) == [[("bob", "cat")]]
 
 
+def test_long_form_with_extra_columns_ignores_them(images, tmp_path):
+    """path,annotator,label,timestamp crashed in pandas (melt: value_name cannot match a column)."""
+    csv = _write(tmp_path / "ann.csv", "path,annotator,label,timestamp\nimg/a.png,ann,cat,2026-01-01\n"
+                                       "img/a.png,bob,dog,2026-01-02\nimg/b.png,ann,cat,\n")
+    ann = read_annotations(csv, images)
+    assert ann.form == "long" and ann.annotators == ["ann", "bob"]
+    assert ann.votes(ann.paths, ["cat", "dog"]).tolist() == [[0, 1], [0, -1]]
+
+
+@pytest.mark.parametrize("names", [("line", "bob"), ("label", "path2"), ("annotator", "x")])
+def test_wide_form_annotators_may_have_any_name(images, tmp_path, names):
+    """An annotator column called "line" was overwritten by the reader's own line numbers (its votes lost),
+    one called "label" crashed."""
+    first, second = names
+    csv = _write(tmp_path / "ann.csv", f"path,{first},{second}\nimg/a.png,cat,dog\nimg/b.png,dog,\n")
+    ann = read_annotations(csv, images)
+    assert ann.form == "wide" and ann.annotators == [first, second]
+    assert ann.votes(ann.paths, ["cat", "dog"]).tolist() == [[0, 1], [1, -1]]
+
+
 @pytest.mark.parametrize("text, message", [
     ("path,annotator,label\nimg/a.png,ann,cat\nimg/nope.png,ann,dog\n", "not files in"),
     ("path,annotator,label\nimg/a.png,ann,cat\nimg/b.png,bob,\n", "empty label on line(s) 3"),
@@ -59,6 +79,7 @@ def test_wide_form_empty_cells_are_missing(images, tmp_path):
     ("path,annotator,label\nimg/a.png,ann,cat\nimg/b.png,ann,cat\nimg/a.png,ann,dog\n",
      "annotator 'ann' labels 'img/a.png' more than once (lines 2, 4: 'cat', 'dog')"),
     ("path,ann,bob\nimg/a.png,cat,dog\nimg/a.png,cat,cat\n", "is on more than one row (lines 2, 3)"),
+    ("path,worker,answer\nimg/a.png,w1,cat\nimg/a.png,w2,dog\n", "name the columns path,annotator,label"),
     ("path,ann,bob\nimg/a.png,cat,dog\nimg/b.png,,\n", "no label at all on line(s) 3"),
     ("path,annotator,label\n../x.png,ann,cat\n", "escapes the dataset root"),
     ("file,annotator,label\nimg/a.png,ann,cat\n", "needs a 'path' column"),

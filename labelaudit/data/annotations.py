@@ -1,6 +1,6 @@
 """Several annotators per image: read an annotations CSV (long or wide) into one table.
 
-* **Long**: header ``path,annotator,label``, one row per annotation.
+* **Long**: header ``path,annotator,label`` (other columns ignored), one row per annotation.
 * **Wide**: header ``path,<annotator 1>,<annotator 2>,...``, one row per image, an empty cell
   where that annotator gave no label.
 
@@ -104,7 +104,7 @@ def read_annotations(csv_path: str | os.PathLike, root: str | os.PathLike) -> An
                                f"{', '.join(repr(str(c)) for c in raw.columns) or 'none'}")
     if raw.empty:
         raise AnnotationsError(f"annotations CSV {csv_path} has a header but no rows")
-    if {"annotator", "label"} <= set(by_name) and len(raw.columns) == 3:
+    if {"annotator", "label"} <= set(by_name):  # other columns (a timestamp, a task id) are ignored
         table, form = _long(raw, by_name, csv_path), "long"
     else:
         table, form = _wide(raw, by_name, csv_path), "wide"
@@ -166,9 +166,10 @@ def _wide(raw: pd.DataFrame, by_name: dict, csv_path: Path) -> pd.DataFrame:
     if none.any():
         raise AnnotationsError(f"annotations CSV {csv_path}: no label at all on line(s) {_lines(none)}; "
                                "every image needs at least one annotator's label")
-    long = cells.set_axis(stripped, axis=1).assign(path=raw[path_col].str.strip(),
-                                                   line=np.arange(len(raw)) + 2)
-    long = long.melt(id_vars=["path", "line"], var_name="annotator", value_name="label")
+    paths, lines = raw[path_col].str.strip().to_numpy(), np.arange(len(raw)) + 2
+    # one block per annotator column, built by hand: an annotator may be called "line" or "label"
+    long = pd.concat([pd.DataFrame({"path": paths, "line": lines, "annotator": name, "label": cells[column].to_numpy()})
+                      for column, name in zip(names, stripped)], ignore_index=True)
     return long[long["label"] != ""].sort_values("line", kind="stable").reset_index(drop=True)
 
 
@@ -193,7 +194,8 @@ def _check_duplicates(table: pd.DataFrame, csv_path: Path, form: str) -> None:
             first = lines[twice].iloc[0]
             where = ", ".join(str(v) for v in lines.loc[lines["path"] == first["path"], "line"])
             raise AnnotationsError(f"annotations CSV {csv_path}: path {first['path']!r} is on more than one row "
-                                   f"(lines {where}); a wide CSV has one row per image")
+                                   f"(lines {where}); a wide CSV has one row per image. If each row is one "
+                                   "annotation, name the columns path,annotator,label")
         return
     twice = table.duplicated(["path", "annotator"], keep=False)
     if twice.any():
