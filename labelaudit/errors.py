@@ -43,6 +43,10 @@ class OtherDataset(ScanError):
     data, moved or copied)."""
 
 
+class ScanDirBusy(ScanError):
+    """Another scan is writing to the scan directory (two scans into one ``--out`` would mix their files)."""
+
+
 class SettingsError(ScanError):
     """An invalid scan setting (a :class:`~labelaudit.config.ScanConfig` field out of range)."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
@@ -36,8 +37,8 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (OtherDataset, RecipeNotice, ScanDirError, ScanError, SettingsError, StaleFoldsNotice,
-                               WeakModelsWarning)
+from labelaudit.errors import (OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError, SettingsError,
+                               StaleFoldsNotice, WeakModelsWarning)
 from labelaudit.fsutil import atomic_write
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
@@ -270,13 +271,45 @@ def scan(
     if (check_config := getattr(executor, "check_config", None)) is not None:
         check_config(cfg.to_dict())
     scan_dir = ScanDir(out)
-    if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
-        storage.check_readable(scan_dir.database)
-        if not keep_decisions:
-            _refuse_decisions_of_other_data(scan_dir, data_dir)
-    created = _make_folders(scan_dir.path)
     device = executor.device(cfg.device)
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
+    created = _make_folders(scan_dir.path)
+    try:
+        lock = _lock(scan_dir)
+        if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
+            storage.check_readable(scan_dir.database)
+            if not keep_decisions:
+                _refuse_decisions_of_other_data(scan_dir, data_dir)
+    except BaseException:  # a scan that cannot start leaves no folder it made behind
+        _remove_created(created, scan_dir.path)
+        raise
+    try:
+        return _locked_scan(data_dir, scan_dir, created, cfg, device, executor, components, inputs,
+                            labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress)
+    finally:
+        lock.release()
+
+
+def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:
+    """Hold the scan directory for this scan: a second scan into it is refused while this one runs.
+
+    Raises
+    ------
+    ScanDirBusy
+        Another scan holds it (the lock is the system's, so a killed scan holds nothing).
+    """
+    lock = filelock.FileLock(scan_dir.lock, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ScanDirBusy(f"another labelaudit scan is writing to {scan_dir.path}; let it finish (or stop it), "
+                          "then run this one again, or scan into another --out") from None
+    return lock
+
+
+def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConfig, device, executor,
+                 components, inputs, *, labels_csv, annotations_csv, progress: bool) -> pd.DataFrame:
+    """The body of :func:`scan` once the scan directory is held: prepare, train, score, write."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -299,7 +332,7 @@ def scan(
 
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
-        warnings.warn(_weak_message(summary, from_arrays=run.inputs is not None), WeakModelsWarning, stacklevel=2)
+        warnings.warn(_weak_message(summary, from_arrays=run.inputs is not None), WeakModelsWarning, stacklevel=3)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
     manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
@@ -354,7 +387,7 @@ def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: 
         return
     warnings.warn(f"recipe {recipe!r} uses {', '.join(missing)}, which this scan does not have "
                   f"(mirror signals need flips on; training signals need trained models): mislabel_score "
-                  f"combines {', '.join(scored.components)} only", RecipeNotice, stacklevel=3)
+                  f"combines {', '.join(scored.components)} only", RecipeNotice, stacklevel=4)
 
 
 def _weak_message(summary: ScanSummary, *, from_arrays: bool) -> str:

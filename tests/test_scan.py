@@ -412,3 +412,30 @@ def test_same_folder_knows_a_folder_under_any_spelling(tmp_path, monkeypatch):
         assert _same_folder(tmp_path / "data", spelling), spelling
     assert not _same_folder(tmp_path / "data", tmp_path)
     assert not _same_folder(tmp_path / "gone", tmp_path / "data")
+
+
+def test_a_second_scan_into_a_folder_a_scan_is_writing_to_is_refused(tmp_path):
+    """Two scans into one --out both ended "successfully", leaving one's database beside the other's scores.csv."""
+    import filelock
+
+    from labelaudit.errors import ScanDirBusy
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    out = tmp_path / "scan"
+    out.mkdir()
+    with filelock.FileLock(ScanDir(out).lock, timeout=0):  # what a running scan holds
+        with pytest.raises(ScanDirBusy, match="another labelaudit scan is writing to"):
+            scan(folder.root, out=out, progress=False, **FAST)
+    assert sorted(p.name for p in out.iterdir()) == [".labelaudit.lock"]  # nothing written
+    assert len(scan(folder.root, out=out, progress=False, **FAST)) == 80  # free again
+
+
+def test_a_scan_that_cannot_start_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """`--device cuda` without CUDA left the --out folder and its parents behind."""
+    from labelaudit.errors import DeviceUnavailable
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailable):
+        scan(folder.root, out=tmp_path / "deep" / "er" / "scan", progress=False, **{**FAST, "device": "cuda"})
+    assert not (tmp_path / "deep").exists()

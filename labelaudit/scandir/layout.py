@@ -231,6 +231,8 @@ class ScanDir:
     MAP = "map_2d.npz"
     CACHE = "cache"
     FOLDS = "folds"
+    #: Held by a running scan (:func:`labelaudit.scanner.scan`); an empty file, hidden.
+    LOCK = ".labelaudit.lock"
     #: Files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal).
     DATABASE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -257,6 +259,7 @@ class ScanDir:
     map = property(lambda self: self.path / self.MAP)
     cache = property(lambda self: self.path / self.CACHE)
     folds = property(lambda self: self.path / self.FOLDS)
+    lock = property(lambda self: self.path / self.LOCK)
 
     def own_paths(self) -> list[Path]:
         """Every file and folder a scan, the review app or an export writes here by default.
@@ -266,7 +269,8 @@ class ScanDir:
         """
         names = [self.MANIFEST, self.DATABASE, *(self.DATABASE + s for s in self.DATABASE_SIDECARS), self.SCORES,
                  self.SKIPPED, self.NOISE_MATRIX, self.PRED_PROBS, self.PRED_PROBS_IMAGE, self.EMBEDDINGS,
-                 self.CLEANED_LABELS, self.ANNOTATORS, self.PROVISIONAL_LABELS, self.MAP, self.CACHE, self.FOLDS]
+                 self.CLEANED_LABELS, self.ANNOTATORS, self.PROVISIONAL_LABELS, self.MAP, self.CACHE, self.FOLDS,
+                 self.LOCK]
         return [self.path / name for name in names]
 
     def require_database(self) -> Path:
