@@ -39,7 +39,7 @@ from labelaudit.progress import progress_bar
 from labelaudit import __version__
 from labelaudit.errors import (OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError, SettingsError,
                                StaleFoldsNotice, WeakModelsWarning)
-from labelaudit.fsutil import atomic_write
+from labelaudit.fsutil import atomic_write, is_inside_on_disk
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
 from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
@@ -275,6 +275,7 @@ def scan(
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
     created = _make_folders(scan_dir.path)
     try:
+        _refuse_dataset_folders_as_scan_folders(scan_dir, data_dir)
         lock = _lock(scan_dir)
         if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
             storage.check_readable(scan_dir.database)
@@ -288,6 +289,30 @@ def scan(
                             labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress)
     finally:
         lock.release()
+
+
+#: Name beginnings of the files a scan keeps in its ``cache/`` and ``folds/`` folders.
+_OWN_FILES = {ScanDir.CACHE: ("decoded-", "scan-images-"), ScanDir.FOLDS: ("fold-",)}
+
+
+def _refuse_dataset_folders_as_scan_folders(scan_dir: ScanDir, data_dir: str | os.PathLike) -> None:
+    """Raise :class:`ScanError` when the scan's ``cache/`` or ``folds/`` is a folder of the dataset.
+
+    With ``--out DATA`` (or a class folder) those two folders are inside the dataset, and the
+    scan leaves them out of it; a class folder of the dataset named ``cache`` or ``folds`` would
+    be left out with them, all its images lost from the scan and the export.
+    """
+    root = os.path.realpath(os.path.expanduser(data_dir))
+    for name, own in _OWN_FILES.items():
+        folder = scan_dir.path / name
+        if not folder.is_dir() or not is_inside_on_disk(os.path.realpath(folder), root):
+            continue
+        foreign = next((path for path in sorted(folder.rglob("*"))
+                        if path.is_file() and not path.name.startswith(own + (".",))), None)
+        if foreign is not None:
+            raise ScanError(f"{folder} holds files of the dataset (e.g. {foreign.name}), but with --out {scan_dir.path} "
+                            f"the scan keeps its own {name}/ there and leaves it out of the dataset: scan into "
+                            "another --out")
 
 
 def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:

@@ -439,3 +439,23 @@ def test_a_scan_that_cannot_start_leaves_no_folder_behind(tmp_path, monkeypatch)
     with pytest.raises(DeviceUnavailable):
         scan(folder.root, out=tmp_path / "deep" / "er" / "scan", progress=False, **{**FAST, "device": "cuda"})
     assert not (tmp_path / "deep").exists()
+
+
+@pytest.mark.filterwarnings("ignore::labelaudit.errors.WeakModelsWarning")
+def test_scan_folders_inside_the_dataset_lose_no_class_and_are_no_class(tmp_path):
+    """--out DATA with a class folder named cache dropped the whole class silently; --out DATA/scan made the
+    new scan folder an "empty class"; an older scan folder inside DATA was read as a class of unreadable files."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    first_class = sorted(p.name for p in folder.root.iterdir())[0]
+    (folder.root / first_class).rename(folder.root / "cache")
+    with pytest.raises(TypedScanError, match="holds files of the dataset"):
+        scan(folder.root, out=folder.root, progress=False, **FAST)
+    (folder.root / "cache").rename(folder.root / first_class)
+
+    first = scan(folder.root, out=folder.root / "scan", progress=False, **FAST)
+    assert first.attrs["summary"]["empty_classes"] == [] and len(first) == 80
+    other = scan(folder.root, out=tmp_path / "elsewhere", progress=False, **FAST)
+    assert len(other) == 80 and "scan" not in set(other.given_label)
+    skipped = pd.read_csv(tmp_path / "elsewhere" / "skipped.csv")
+    assert skipped.to_dict("records") == [{"path": "scan/", "reason": "a labelaudit scan folder (labelaudit.db, "
+                                                                       "scan.json): not scanned"}]

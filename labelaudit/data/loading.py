@@ -42,6 +42,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelaudit.errors import DatasetError
 from labelaudit.fsutil import atomic_write, is_inside
+from labelaudit.scandir.layout import ScanDir
 from labelaudit.progress import progress_bar
 
 __all__ = [
@@ -408,6 +409,9 @@ def _discover_folders(
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
                 continue
+            if _is_scan_folder(full) and not _holds_any(os.path.realpath(full), excluded):
+                _skip(skipped, (rel_dir / name).as_posix() + "/", SCAN_FOLDER_REASON)
+                continue
             kept_dirs.append(name)
         dirnames[:] = sorted(kept_dirs)
         if rel_dir == PurePosixPath("."):
@@ -429,7 +433,19 @@ def _discover_folders(
             found = _stat_candidate(os.path.join(dirpath, name), rel, label, real_root, skipped)
             if found is not None:
                 candidates.append(found)
-    return candidates, skipped, sorted(class_dirs - with_files - with_excluded)
+    # a class-level folder that will hold the scan's own files (its --out, made empty just now) is no empty class
+    empty = {c for c in class_dirs - with_files - with_excluded
+             if not _holds_any(os.path.realpath(os.path.join(real_root, c)), excluded)}
+    return candidates, skipped, sorted(empty)
+
+
+#: The ``skipped.csv`` reason of another labelaudit scan folder found inside the dataset (not scanned).
+SCAN_FOLDER_REASON = "a labelaudit scan folder (labelaudit.db, scan.json): not scanned"
+
+
+def _is_scan_folder(folder: str) -> bool:
+    """True for a folder a labelaudit scan wrote (its database and manifest are there)."""
+    return all(os.path.isfile(os.path.join(folder, name)) for name in (ScanDir.DATABASE, ScanDir.MANIFEST))
 
 
 def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
