@@ -224,6 +224,17 @@ def test_decompression_bomb_limit(tmp_path, monkeypatch):
         decode_image(path, S)
 
 
+def test_a_large_jpeg_photo_is_decoded_at_a_reduced_scale_not_refused(tmp_path, monkeypatch):
+    """A 108-megapixel phone photo was skipped as a possible decompression bomb, though a JPEG decodes at 1/8
+    scale; the limit now counts the pixels decoded. (Scaled down: a 160x160 JPEG under a 100-pixel limit.)"""
+    jpeg = save(solid(RED, size=(160, 160)), tmp_path / "photo.jpg")
+    png = save(solid(RED, size=(160, 160)), tmp_path / "photo.png")  # no reduced decoding: still refused
+    monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 20 * 20)
+    assert_color(decode_image(jpeg, S), RED, tol=8)
+    with pytest.raises(ImageDecodeError, match=r"too large \(160x160 px"):
+        decode_image(png, S)
+
+
 def test_permission_error_reason(tmp_path, monkeypatch):
     path = save(solid(RED), tmp_path / "locked.png")
 

@@ -50,11 +50,13 @@ __all__ = [
     "load_dataset", "list_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS", "escape_controls",
 ]
 
-#: Bump whenever :func:`decode_image` produces different pixels; invalidates caches.
-DECODER_VERSION = 1
+#: Bump whenever :func:`decode_image` produces different pixels or decodes other files; invalidates caches.
+#: 2: JPEGs above MAX_IMAGE_PIXELS that decode at a reduced scale within it are read, not refused.
+DECODER_VERSION = 2
 
-#: Images with more pixels than this (before any JPEG draft reduction) are skipped as
-#: possible decompression bombs. Same value as Pillow's default warning threshold.
+#: Images that would decode to more pixels than this are skipped as possible decompression
+#: bombs (a JPEG counts at the reduced scale it is decoded at, so large photos pass; Pillow itself
+#: refuses any image above twice this). Same value as Pillow's default warning threshold.
 MAX_IMAGE_PIXELS = 89_478_485
 
 SKIPPED_COLUMNS = ["path", "reason"]
@@ -221,15 +223,18 @@ def _open_image(fh, image_size: int) -> Image.Image:
     except Exception as exc:  # noqa: BLE001 -- plugins raise anything on bad headers
         raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
     width, height = img.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise ImageDecodeError(
-            f"image too large ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
-        )
     if width == 0 or height == 0:
         raise ImageDecodeError("corrupt image: zero width or height")
     try:
-        if img.format == "JPEG":
+        if img.format == "JPEG":  # decoded at 1/2 to 1/8 scale: a 108-megapixel photo decodes at 1/8 of it
             img.draft("RGB", (image_size, image_size))
+    except Exception as exc:  # noqa: BLE001
+        raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
+    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"image too large ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
+        )
+    try:
         img.load()  # decodes everything: detects truncated and corrupt data
     except MemoryError:
         raise ImageDecodeError("image too large to decode (out of memory)") from None
