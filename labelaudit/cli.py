@@ -268,13 +268,15 @@ def print_summary(summary, out: Path) -> None:
 
     s = ScanSummary.from_dict(summary) if isinstance(summary, dict) else summary
     files = ScanDir(out)
-    from_arrays = files.manifest_path.exists() and files.read_manifest().inputs is not None
+    manifest = files.read_manifest() if files.manifest_path.exists() else None
+    inputs = manifest.inputs if manifest is not None else None
+    from_arrays = inputs is not None
     lines = [
         f"Scanned {s.n_samples:,} {'samples' if from_arrays else 'images'} in {s.n_classes} classes on {s.device}.",
         *_not_scored_lines(s, files),
         f"Out-of-sample accuracy against the given labels: {s.holdout_accuracy:.1%} "
         f"(always predicting the largest class: {s.majority_rate:.1%}).",
-        *([_weak_models_warning(from_arrays)] if s.weak_models else []),
+        *([_weak_models_warning(inputs, s, manifest.classes if manifest else [])] if s.weak_models else []),
         f"Estimated noise rate: {s.estimated_noise_rate:.1%} "
         f"({s.n_estimated_label_issues:,} samples, confident learning).",
         f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
@@ -285,11 +287,12 @@ def print_summary(summary, out: Path) -> None:
     click.echo("\n".join(lines))
 
 
-def _weak_models_warning(from_arrays: bool) -> str:
+def _weak_models_warning(inputs, summary, classes) -> str:
     from labelaudit.scanner import weak_models_remedy
 
+    remedy = weak_models_remedy(inputs, below_chance=summary.holdout_accuracy < summary.majority_rate, classes=classes)
     return ("Warning: the models are barely better than chance, so the scores and the noise estimate "
-            f"below are unreliable; {weak_models_remedy(from_arrays)}.")
+            f"below are unreliable; {remedy}.")
 
 
 def _consensus_lines(s, files) -> list[str]:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,8 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
 
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
-        warnings.warn(_weak_message(summary, from_arrays=run.inputs is not None), WeakModelsWarning, stacklevel=3)
+        warnings.warn(_weak_message(summary, inputs=run.inputs, classes=prepared.classes), WeakModelsWarning,
+                      stacklevel=3)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
     manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
@@ -415,15 +417,31 @@ def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: 
                   f"combines {', '.join(scored.components)} only", RecipeNotice, stacklevel=4)
 
 
-def _weak_message(summary: ScanSummary, *, from_arrays: bool) -> str:
+def _weak_message(summary: ScanSummary, *, inputs: dict | None, classes: Sequence[str]) -> str:
     return (f"the models are barely better than chance (held-out accuracy {summary.holdout_accuracy:.1%}, "
             f"always guessing the largest class: {summary.majority_rate:.1%}): the ranking is unreliable; "
-            f"{weak_models_remedy(from_arrays)}")
+            f"{weak_models_remedy(inputs, below_chance=summary.holdout_accuracy < summary.majority_rate, classes=classes)}")
 
 
-def weak_models_remedy(from_arrays: bool) -> str:
-    """What to do about fold models barely better than chance (CNN options do not apply to heads on embeddings)."""
-    if from_arrays:
+def weak_models_remedy(inputs: dict | bool | None, *, below_chance: bool = False, classes: Sequence[str] = ()) -> str:
+    """What to do about fold models barely better than chance.
+
+    Parameters
+    ----------
+    inputs : dict or bool or None
+        ``scan.json``'s ``inputs`` (a scan from embeddings or probabilities), or whether there were any;
+        None / False for a scan that trained CNNs (whose options do not apply to heads on embeddings).
+    below_chance : bool
+        Held-out accuracy under the largest class's share.
+    classes : sequence of str
+        The class names in column order, for a scan from given probabilities.
+    """
+    mode = inputs.get("mode") if isinstance(inputs, dict) else None
+    if mode == "pred_probs" and below_chance:  # worse than guessing: most often columns in another order
+        shown = ", ".join(map(repr, classes[:5])) + (", ..." if len(classes) > 5 else "")
+        return ("the given probabilities agree with the labels less often than guessing the largest class would: "
+                f"check that their columns follow the sorted class names ({shown})")
+    if inputs:
         return "give more informative embeddings (--features) or more samples"
     return "train longer (--epochs), wider (--width) or on more images"
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 import labelaudit
 from labelaudit.cli import main
-from labelaudit.errors import InputArrayError, SettingsError
+from labelaudit.errors import InputArrayError, SettingsError, WeakModelsWarning
 from labelaudit.folds.heads import HEAD_KINDS, HeadSettings, select_head, train_heads
 from labelaudit.signals.knn import knn_agreement, nearest_neighbours
 
@@ -129,6 +129,20 @@ def test_cli_summary_speaks_of_samples_and_embeddings(data, tmp_path):
     assert f"Scanned {len(data.paths)} samples in 4 classes" in result.output
     assert "barely better than chance" in result.output and "--features" in result.output
     assert "--epochs" not in result.output  # CNN options do not apply to heads
+
+
+def test_probabilities_in_another_column_order_are_named_as_the_likely_cause(data, tmp_path):
+    """Columns in another order gave 0% accuracy and the advice to give better embeddings (--features)."""
+    probs = data.probabilities()
+    shifted = _npy(tmp_path, "shifted.npy", np.roll(probs, 1, axis=1))  # every column one class off
+    result = CliRunner().invoke(main, ["scan", str(data.root), "--out", str(tmp_path / "scan"), "-q",
+                                       "--pred-probs", shifted, "--index", str(data.index)])
+    assert result.exit_code == 0, result.output
+    assert "check that their columns follow the sorted class names" in result.output, result.output
+    assert "--features" not in result.output.split("barely better than chance")[1]
+    with pytest.warns(WeakModelsWarning, match="sorted class names"):  # the Python API says it too
+        labelaudit.scan(data.root, out=tmp_path / "api", pred_probs=np.roll(probs, 1, axis=1), index=data.index,
+                        progress=False)
 
 
 # ------------------------------------------------------------------ mismatches
