@@ -128,6 +128,10 @@ class StaleFoldsNotice(ScanNotice):
     """The scan directory held stored folds made with other settings, data or labels: they are trained again."""
 
 
+class LookAlikeClasses(ScanNotice):
+    """Class names that differ only in case or Unicode normalisation (``Cat`` / ``cat``): kept apart, as given."""
+
+
 class RecipeNotice(ScanNotice):
     """A component signal of the chosen ``--recipe`` does not exist in this scan and is left out of the score."""
 

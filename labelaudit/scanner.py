@@ -23,6 +23,7 @@ import shutil
 import sys
 import threading
 import time
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError, SettingsError,
+from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError, SettingsError,
                                StaleFoldsNotice, WeakModelsWarning)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
@@ -563,9 +564,14 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
 
 
 def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:
-    """Drop classes with fewer samples than folds (they cannot be stratified)."""
+    """Drop classes with fewer samples than folds (they cannot be stratified).
+
+    Class names that differ only in case or Unicode normalisation (``Cat`` / ``cat``, ``café``
+    typed two ways) stay different classes, as given, with a :class:`LookAlikeClasses` notice.
+    """
     names = pd.Series(dataset.label_names, dtype=str)
     counts = names.value_counts()
+    _warn_if_look_alike(counts)
     too_small = counts[counts < folds]
     drop = names.isin(too_small.index).to_numpy()
     classes = sorted(counts.index[counts >= folds])
@@ -585,6 +591,19 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:
                        for n in names[drop]],
         }),
     )
+
+
+def _warn_if_look_alike(counts: pd.Series) -> None:
+    """:class:`LookAlikeClasses` naming the class names that differ only in case or Unicode normalisation."""
+    groups: dict[str, list[str]] = {}
+    for name in sorted(counts.index):
+        groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
+    alike = [names for names in groups.values() if len(names) > 1]
+    if alike:
+        shown = "; ".join(" / ".join(f"{escape_controls(ascii(n))} ({counts[n]})" for n in names) for names in alike[:5])
+        warnings.warn(f"{len(alike)} group(s) of class names differ only in case or Unicode normalisation: {shown}. "
+                      "They are scanned as different classes; if each group is one class, write its labels one way",
+                      LookAlikeClasses, stacklevel=4)
 
 
 def _too_few_classes(counts: pd.Series, folds: int) -> str:

@@ -459,3 +459,21 @@ def test_scan_folders_inside_the_dataset_lose_no_class_and_are_no_class(tmp_path
     skipped = pd.read_csv(tmp_path / "elsewhere" / "skipped.csv")
     assert skipped.to_dict("records") == [{"path": "scan/", "reason": "a labelaudit scan folder (labelaudit.db, "
                                                                        "scan.json): not scanned"}]
+
+
+def test_class_names_that_differ_only_in_case_or_normalisation_are_named(tmp_path):
+    """NFC and NFD 'café' became two classes, one "too small", with no hint that they look alike."""
+    import unicodedata
+
+    from labelaudit.errors import LookAlikeClasses
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    paths = sorted(p.relative_to(folder.root).as_posix() for p in folder.root.rglob("*.png"))
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    labels = [nfc if i % 4 == 0 else nfd if i % 4 == 1 else "Cat" if i % 4 == 2 else "cat" for i in range(len(paths))]
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"path": paths, "label": labels}).to_csv(csv, index=False)
+    with pytest.warns(LookAlikeClasses, match=r"2 group\(s\) of class names differ only in case") as caught:
+        scores = scan(folder.root, labels_csv=csv, out=tmp_path / "scan", progress=False, **FAST)
+    assert scores.given_label.nunique() == 4  # kept apart, as given
+    assert r"'caf\xe9'" in str(caught[0].message) and r"'cafe\u0301'" in str(caught[0].message)  # told apart
