@@ -313,9 +313,9 @@ def _not_scored_lines(s, files) -> list[str]:
         (kinds["unreadable"], f"{kinds['unreadable']:,} unreadable"),
         (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
         (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
-                                 f"({', '.join(s.small_classes)})"),
+                                 f"({_names(s.small_classes)})"),
         (kinds["other"], f"{kinds['other']:,} other (paths outside the dataset or its class folders, "
-                         "repeated CSV rows, links)"),
+                         "repeated CSV rows, links, hidden images, other scan folders)"),
     ] if n]
     lines = [
         f"Skipped {s.n_skipped:,} file(s) or CSV row(s)" + (": " + ", ".join(parts) if parts else "")
@@ -328,8 +328,15 @@ def _not_scored_lines(s, files) -> list[str]:
             f"for the folds (exported with their given label), {n_unreadable:,} that could not be decoded "
             "(left out of the export).")
     if s.empty_classes:
-        lines.append(f"Empty class folder(s), no image: {', '.join(s.empty_classes)}.")
+        lines.append(f"Empty class folder(s), no image: {_names(s.empty_classes)}.")
     return lines
+
+
+def _names(names) -> str:
+    """Class names for a one-line report: control characters (a newline in a label) written as ``\\xNN``."""
+    from labelaudit.data.loading import escape_controls
+
+    return ", ".join(escape_controls(str(name)) for name in names)
 
 
 @main.command(short_help="Scan digits with known wrong labels; report what was caught.")

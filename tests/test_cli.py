@@ -243,3 +243,16 @@ def test_recipe_help_names_the_current_defaults():
 
     text = settings()["recipe"][0].help
     assert f"default = {DEFAULT_RECIPE} ({DEFAULT_RECIPE_NO_FLIP} with --no-flip; {DEFAULT_RECIPE_ARRAYS} for" in text
+
+
+def test_the_scan_report_writes_control_characters_in_class_names_escaped():
+    """A label with a newline broke the summary's one-line report of small and empty classes."""
+    from labelaudit.cli import _not_scored_lines
+    from labelaudit.scandir import ScanDir, ScanSummary
+
+    summary = ScanSummary.from_dict({"n_samples": 10, "n_classes": 2, "n_skipped": 1, "n_unscored": 1,
+                                     "n_dropped_small_classes": 1, "small_classes": ["two\nlines"],
+                                     "empty_classes": ["tab\there"]})
+    lines = _not_scored_lines(summary, ScanDir("scan"))
+    assert all("\n" not in line and "\t" not in line for line in lines)
+    assert "two\\x0alines" in lines[0] and "tab\\x09here" in lines[-1]
