@@ -86,6 +86,14 @@ def test_pred_probs_alone_and_with_features(data, tmp_path):
                                probs[data.sorted_rows()], atol=1e-6)
 
 
+def test_probabilities_within_the_tolerance_are_taken(data, tmp_path):
+    """Rows summing to exactly 0.999 (float16 softmax outputs) were refused: 1 - 0.999 > 1e-3 in floats."""
+    probs = data.probabilities()
+    scores = labelaudit.scan(data.root, out=tmp_path / "scan", pred_probs=probs * 0.999, index=data.index,
+                             progress=False)
+    assert len(scores) == len(data.paths)
+
+
 def test_parquet_with_its_own_paths(data, tmp_path):
     pytest.importorskip("pyarrow")
     table = pd.DataFrame({"path": data.paths, "embedding": list(data.features)})
@@ -186,7 +194,8 @@ def _mismatch_cases(data, tmp_path):
         (["--pred-probs", _npy(tmp_path, "p3.npy", probs[:, :3] / probs[:, :3].sum(1, keepdims=True)),
           "--index", str(data.index)], "has 3 columns but the dataset has 4 classes"),
         (["--pred-probs", _npy(tmp_path, "p2.npy", probs * 2)], "probabilities lie in [0, 1]"),
-        (["--pred-probs", _npy(tmp_path, "p5.npy", probs * 0.5)], "do not sum to 1"),
+        (["--pred-probs", _npy(tmp_path, "p5.npy", probs * 0.5)], "do not sum to 1 within 0.001"),
+        (["--pred-probs", _npy(tmp_path, "p6.npy", probs * 0.998)], "renormalise: probs / probs.sum(axis=1"),
         (["--pred-probs", good, "--features-flip", good, "--features", good], "no use with --pred-probs"),
         (["--features", str(tmp_path / "missing.npy")], "--features: file not found"),
         (["--features", str(tmp_path / "emb.txt")], "neither a .npy nor a .parquet file"),

@@ -313,10 +313,11 @@ def _check_probabilities(array: InputArray) -> None:
         raise InputArrayError(f"{array.where()}: values from {low:g} to {high:g}; probabilities lie in [0, 1] "
                               "(apply a softmax to logits first)")
     sums = np.asarray(values.sum(axis=1, dtype=np.float64))
-    off = np.flatnonzero(np.abs(sums - 1) > _SUM_TOLERANCE)
+    off = np.flatnonzero(np.abs(sums - 1) > _SUM_TOLERANCE + 1e-9)  # 0.999 is within 1e-3, in floats too
     if len(off):
-        raise InputArrayError(f"{array.where()}: {len(off)} row(s) do not sum to 1 (row {int(off[0])}: "
-                              f"{sums[off[0]]:g}); each row must be a probability distribution over the classes")
+        raise InputArrayError(f"{array.where()}: {len(off)} row(s) do not sum to 1 within {_SUM_TOLERANCE:g} "
+                              f"(row {int(off[0])}: {sums[off[0]]:g}); each row must be a probability distribution "
+                              "over the classes (renormalise: probs / probs.sum(axis=1, keepdims=True))")
 
 
 def _apply_index(inputs: ArrayInputs, paths: np.ndarray, source: str) -> None:
