@@ -278,6 +278,7 @@ def scan(
     created = _make_folders(scan_dir.path)
     try:
         _refuse_dataset_folders_as_scan_folders(scan_dir, data_dir)
+        _refuse_files_of_no_scan(scan_dir)
         lock = _lock(scan_dir)
         if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
             storage.check_readable(scan_dir.database)
@@ -315,6 +316,29 @@ def _refuse_dataset_folders_as_scan_folders(scan_dir: ScanDir, data_dir: str | o
             raise ScanError(f"{folder} holds files of the dataset (e.g. {foreign.name}), but with --out {scan_dir.path} "
                             f"the scan keeps its own {name}/ there and leaves it out of the dataset: scan into "
                             "another --out")
+
+
+def _refuse_files_of_no_scan(scan_dir: ScanDir) -> None:
+    """Raise :class:`ScanError` when ``--out`` holds files of a scan's names but no scan (no database).
+
+    A folder of the user's with a ``scores.csv`` of its own would lose it to the scan's. A scan
+    killed while writing its outputs (they come before the database) left trained folds or a
+    decode cache: that is a scan's folder, and the same command finishes it.
+    """
+    if scan_dir.database.exists() or _scan_traces(scan_dir):
+        return
+    names = (scan_dir.SCORES, scan_dir.SKIPPED, scan_dir.MANIFEST, scan_dir.NOISE_MATRIX, scan_dir.PRED_PROBS,
+             scan_dir.PRED_PROBS_IMAGE, scan_dir.EMBEDDINGS, scan_dir.ANNOTATORS)
+    found = [name for name in names if (scan_dir.path / name).exists()]
+    if found:
+        raise ScanError(f"{scan_dir.path} holds {', '.join(found)} but no labelaudit scan ({scan_dir.DATABASE}): "
+                        "a scan would write over them; scan into another --out")
+
+
+def _scan_traces(scan_dir: ScanDir) -> bool:
+    """True when a scan has worked in ``scan_dir``: its fold files or decode cache are there."""
+    return any(folder.is_dir() and any(p.name.startswith(own) for p in folder.iterdir())
+               for folder, own in ((scan_dir.folds, _OWN_FILES[ScanDir.FOLDS]), (scan_dir.cache, _OWN_FILES[ScanDir.CACHE])))
 
 
 def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:

@@ -477,3 +477,18 @@ def test_class_names_that_differ_only_in_case_or_normalisation_are_named(tmp_pat
         scores = scan(folder.root, labels_csv=csv, out=tmp_path / "scan", progress=False, **FAST)
     assert scores.given_label.nunique() == 4  # kept apart, as given
     assert r"'caf\xe9'" in str(caught[0].message) and r"'cafe\u0301'" in str(caught[0].message)  # told apart
+
+
+def test_a_folder_with_files_of_a_scan_s_names_but_no_scan_is_not_written_over(tmp_path):
+    """--out a folder of the user's holding its own scores.csv replaced it silently."""
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "scores.csv").write_text("my,own\n1,2\n")
+    with pytest.raises(TypedScanError, match=r"holds scores.csv but no labelaudit scan"):
+        scan(folder.root, out=mine, progress=False, **FAST)
+    assert (mine / "scores.csv").read_text() == "my,own\n1,2\n"
+    out = tmp_path / "scan"  # a scan killed after its CSVs, before its database, is finished by the same command
+    scan(folder.root, out=out, progress=False, **FAST)
+    (out / "labelaudit.db").unlink()
+    assert len(scan(folder.root, out=out, progress=False, **FAST)) == 80
