@@ -275,27 +275,26 @@ def scan(
     scan_dir = ScanDir(out)
     device = executor.device(cfg.device)
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
+    earlier_scan = scan_dir.holds_a_scan()  # before this scan's own lock file is there
     created = _make_folders(scan_dir.path)
+    lock = _lock(scan_dir)  # busy: another scan's folder, left as it is
     try:
         _refuse_dataset_folders_as_scan_folders(scan_dir, data_dir)
-        _refuse_files_of_no_scan(scan_dir)
-        lock = _lock(scan_dir)
+        if not earlier_scan:
+            _refuse_files_of_no_scan(scan_dir)
         if scan_dir.database.exists():  # damage found now, not after the training (the file is left alone)
             storage.check_readable(scan_dir.database)
             if not keep_decisions:
                 _refuse_decisions_of_other_data(scan_dir, data_dir)
-    except BaseException:  # a scan that cannot start leaves no folder it made behind
+    except BaseException:  # a scan that cannot start leaves no folder it made behind, and no lock held
         _remove_created(created, scan_dir.path)
+        lock.release()
         raise
     try:
         return _locked_scan(data_dir, scan_dir, created, cfg, device, executor, components, inputs,
                             labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress)
     finally:
         lock.release()
-
-
-#: Name beginnings of the files a scan keeps in its ``cache/`` and ``folds/`` folders.
-_OWN_FILES = {ScanDir.CACHE: ("decoded-", "scan-images-"), ScanDir.FOLDS: ("fold-",)}
 
 
 def _refuse_dataset_folders_as_scan_folders(scan_dir: ScanDir, data_dir: str | os.PathLike) -> None:
@@ -306,7 +305,7 @@ def _refuse_dataset_folders_as_scan_folders(scan_dir: ScanDir, data_dir: str | o
     be left out with them, all its images lost from the scan and the export.
     """
     root = os.path.realpath(os.path.expanduser(data_dir))
-    for name, own in _OWN_FILES.items():
+    for name, own in ScanDir.OWN_FILE_PREFIXES.items():
         folder = scan_dir.path / name
         if not folder.is_dir() or not is_inside_on_disk(os.path.realpath(folder), root):
             continue
@@ -321,24 +320,15 @@ def _refuse_dataset_folders_as_scan_folders(scan_dir: ScanDir, data_dir: str | o
 def _refuse_files_of_no_scan(scan_dir: ScanDir) -> None:
     """Raise :class:`ScanError` when ``--out`` holds files of a scan's names but no scan (no database).
 
-    A folder of the user's with a ``scores.csv`` of its own would lose it to the scan's. A scan
-    killed while writing its outputs (they come before the database) left trained folds or a
-    decode cache: that is a scan's folder, and the same command finishes it.
+    Called only for a folder that holds no scan (:meth:`ScanDir.holds_a_scan` before this scan
+    took its lock): a scan killed while writing its outputs (they come before the database) left
+    its lock file, so the same command finishes it.
     """
-    if scan_dir.database.exists() or _scan_traces(scan_dir):
-        return
-    names = (scan_dir.SCORES, scan_dir.SKIPPED, scan_dir.MANIFEST, scan_dir.NOISE_MATRIX, scan_dir.PRED_PROBS,
-             scan_dir.PRED_PROBS_IMAGE, scan_dir.EMBEDDINGS, scan_dir.ANNOTATORS)
-    found = [name for name in names if (scan_dir.path / name).exists()]
+    written_by_others = {scan_dir.lock, scan_dir.cleaned_labels, scan_dir.map}  # this lock, the export's, the app's
+    found = [path.name for path in scan_dir.own_paths() if path.is_file() and path not in written_by_others]
     if found:
         raise ScanError(f"{scan_dir.path} holds {', '.join(found)} but no labelaudit scan ({scan_dir.DATABASE}): "
                         "a scan would write over them; scan into another --out")
-
-
-def _scan_traces(scan_dir: ScanDir) -> bool:
-    """True when a scan has worked in ``scan_dir``: its fold files or decode cache are there."""
-    return any(folder.is_dir() and any(p.name.startswith(own) for p in folder.iterdir())
-               for folder, own in ((scan_dir.folds, _OWN_FILES[ScanDir.FOLDS]), (scan_dir.cache, _OWN_FILES[ScanDir.CACHE])))
 
 
 def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:

@@ -430,6 +430,31 @@ def test_a_second_scan_into_a_folder_a_scan_is_writing_to_is_refused(tmp_path):
     assert len(scan(folder.root, out=out, progress=False, **FAST)) == 80  # free again
 
 
+def test_a_refused_scan_releases_its_lock_and_a_busy_one_deletes_nothing(tmp_path):
+    """A scan refused after taking the lock kept it (a retry in the same process was 'busy'); a scan refused as
+    busy removed the folder it had made, under the scan that held it."""
+    import filelock
+
+    from labelaudit.errors import OtherDataset, ScanDirBusy
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    other = make_noisy_folder(tmp_path / "other", n_per_class=20, seed=5)
+    out = tmp_path / "scan"
+    scores = scan(folder.root, out=out, progress=False, **FAST)
+    conn = storage.connect(out / storage.DB_NAME)
+    record_decision(conn, scores.path[0], "unusable", reviewer="ann")
+    conn.close()
+    with pytest.raises(OtherDataset):
+        scan(other.root, out=out, progress=False, **FAST)
+    assert len(scan(other.root, out=out, progress=False, keep_decisions=True, **FAST)) == 80  # not "busy"
+    new = tmp_path / "new" / "scan"
+    new.mkdir(parents=True)
+    with filelock.FileLock(ScanDir(new).lock, timeout=0):  # another scan made it and holds it
+        with pytest.raises(ScanDirBusy):
+            scan(folder.root, out=new, progress=False, **FAST)
+        assert new.is_dir()
+
+
 def test_a_scan_that_cannot_start_leaves_no_folder_behind(tmp_path, monkeypatch):
     """`--device cuda` without CUDA left the --out folder and its parents behind."""
     from labelaudit.errors import DeviceUnavailable
@@ -457,8 +482,11 @@ def test_scan_folders_inside_the_dataset_lose_no_class_and_are_no_class(tmp_path
     other = scan(folder.root, out=tmp_path / "elsewhere", progress=False, **FAST)
     assert len(other) == 80 and "scan" not in set(other.given_label)
     skipped = pd.read_csv(tmp_path / "elsewhere" / "skipped.csv")
-    assert skipped.to_dict("records") == [{"path": "scan/", "reason": "a labelaudit scan folder (labelaudit.db, "
-                                                                       "scan.json): not scanned"}]
+    assert skipped.to_dict("records") == [{"path": "scan/", "reason": "a labelaudit scan folder: not scanned"}]
+    (folder.root / "scan" / "labelaudit.db").unlink()  # an unfinished scan's folder (lock, cache, folds) too
+    (folder.root / "scan" / "scan.json").unlink()
+    again = scan(folder.root, out=tmp_path / "elsewhere", progress=False, **FAST)
+    assert len(again) == 80 and "scan" not in set(again.given_label)
 
 
 def test_class_names_that_differ_only_in_case_or_normalisation_are_named(tmp_path):
@@ -481,6 +509,8 @@ def test_class_names_that_differ_only_in_case_or_normalisation_are_named(tmp_pat
 
 def test_a_folder_with_files_of_a_scan_s_names_but_no_scan_is_not_written_over(tmp_path):
     """--out a folder of the user's holding its own scores.csv replaced it silently."""
+    import shutil
+
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     mine = tmp_path / "results"
     mine.mkdir()
@@ -491,4 +521,7 @@ def test_a_folder_with_files_of_a_scan_s_names_but_no_scan_is_not_written_over(t
     out = tmp_path / "scan"  # a scan killed after its CSVs, before its database, is finished by the same command
     scan(folder.root, out=out, progress=False, **FAST)
     (out / "labelaudit.db").unlink()
+    (out / "scan.json").unlink()
+    shutil.rmtree(out / "folds")
+    shutil.rmtree(out / "cache")  # as a scan from probabilities leaves it: no folds, no decode cache
     assert len(scan(folder.root, out=out, progress=False, **FAST)) == 80

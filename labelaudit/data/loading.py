@@ -414,7 +414,7 @@ def _discover_folders(
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
                 continue
-            if _is_scan_folder(full) and not _holds_any(os.path.realpath(full), excluded):
+            if ScanDir(full).holds_a_scan() and not _holds_any(os.path.realpath(full), excluded):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", SCAN_FOLDER_REASON)
                 continue
             kept_dirs.append(name)
@@ -445,12 +445,7 @@ def _discover_folders(
 
 
 #: The ``skipped.csv`` reason of another labelaudit scan folder found inside the dataset (not scanned).
-SCAN_FOLDER_REASON = "a labelaudit scan folder (labelaudit.db, scan.json): not scanned"
-
-
-def _is_scan_folder(folder: str) -> bool:
-    """True for a folder a labelaudit scan wrote (its database and manifest are there)."""
-    return all(os.path.isfile(os.path.join(folder, name)) for name in (ScanDir.DATABASE, ScanDir.MANIFEST))
+SCAN_FOLDER_REASON = "a labelaudit scan folder: not scanned"
 
 
 def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:

@@ -233,6 +233,8 @@ class ScanDir:
     FOLDS = "folds"
     #: Held by a running scan (:func:`labelaudit.scanner.scan`); an empty file, hidden.
     LOCK = ".labelaudit.lock"
+    #: Name beginnings of the files a scan keeps in ``cache/`` (decoded images) and ``folds/`` (fold results).
+    OWN_FILE_PREFIXES = {CACHE: ("decoded-", "scan-images-"), FOLDS: ("fold-",)}
     #: Files SQLite keeps beside the database (write-ahead log, shared memory, rollback journal).
     DATABASE_SIDECARS = ("-wal", "-shm", "-journal")
 
@@ -272,6 +274,14 @@ class ScanDir:
                  self.CLEANED_LABELS, self.ANNOTATORS, self.PROVISIONAL_LABELS, self.MAP, self.CACHE, self.FOLDS,
                  self.LOCK]
         return [self.path / name for name in names]
+
+    def holds_a_scan(self) -> bool:
+        """True when a scan has worked here, finished or not: its database, manifest or lock file, or
+        its decoded images or fold results (a scan killed before it wrote its database left those)."""
+        if any(p.exists() for p in (self.database, self.manifest_path, self.lock)):
+            return True
+        return any(folder.is_dir() and any(f.name.startswith(self.OWN_FILE_PREFIXES[name]) for f in folder.iterdir())
+                   for name, folder in ((self.CACHE, self.cache), (self.FOLDS, self.folds)))
 
     def require_database(self) -> Path:
         """The database file; :class:`ScanDirError` with the fix when it is missing."""
