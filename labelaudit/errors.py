@@ -6,6 +6,8 @@ one line that says what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
@@ -150,3 +152,19 @@ class MissingExtra(LabelauditError, ImportError):
 
 class ClusterError(LabelauditError, RuntimeError):
     """A fold could not be run on the cluster (no connection, worker died past its retries, data not visible)."""
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """:func:`warnings.warn` attributed to the first caller outside labelaudit (the user's line), from any depth.
+
+    The scan's steps warn from different call depths (a scan from images or from arrays, a step
+    called on its own); a fixed ``stacklevel`` would point inside labelaudit for some of them.
+    """
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

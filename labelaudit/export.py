@@ -220,16 +220,17 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     Notes
     -----
     A symbolic link is written through (its target replaced, the link kept). A character device
-    or a named pipe at ``out`` (``/dev/null``, ``/dev/stdout``) is written into, ``force`` or not:
-    nothing is replaced, and a device stays a device. A block device (a disk) never is.
+    or a named pipe at ``out`` (``/dev/null``), and this process's own output (``/dev/stdout``, also
+    when the shell sent it to a file), are written into, ``force`` or not: nothing is replaced, and
+    a device stays a device. A block device (a disk) never is.
     """
     out = Path(out)
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out
-    kind = os.stat(target).st_mode if target.exists() else 0
-    if stat.S_ISCHR(kind) or stat.S_ISFIFO(kind):
-        with open(target, "w", encoding="utf-8", newline="") as stream:
+    kind = os.stat(out).st_mode if out.exists() else 0  # what the name leads to (/dev/stdout: this process's pipe)
+    if stat.S_ISCHR(kind) or stat.S_ISFIFO(kind) or _is_open_stream(out):
+        with open(out, "w", encoding="utf-8", newline="") as stream:
             stream.write(to_csv_text(df))
         return out
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
     if target.exists() and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
         raise FileExistsError(f"{out} is a device or a socket, not a file: refused")
     if not target.parent.is_dir():
@@ -241,6 +242,13 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     except FileExistsError:
         raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
     return out
+
+
+def _is_open_stream(path: Path) -> bool:
+    """True for a name of one of this process's open files (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``):
+    written into where it is (a shell's ``> file``), never replaced, which would detach it from the stream."""
+    text = str(path)
+    return text in ("/dev/stdout", "/dev/stderr") or text.startswith(("/dev/fd/", "/proc/self/fd/"))
 
 
 def dataset_files(conn: sqlite3.Connection) -> list[str]:

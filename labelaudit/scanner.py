@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 import unicodedata
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,8 +38,8 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError, SettingsError,
-                               StaleFoldsNotice, WeakModelsWarning)
+from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
+                               SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
@@ -262,6 +261,8 @@ def scan(
     OtherDataset
         ``out`` holds review decisions made on the images of another folder than ``data_dir``
         (before anything is loaded), unless ``keep_decisions``.
+    ScanDirBusy
+        Another scan is writing to ``out`` (nothing is written, no folder removed).
     ClusterError
         The Ray cluster cannot be reached, or a fold's worker died past its retries.
     """
@@ -373,8 +374,7 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
 
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
-        warnings.warn(_weak_message(summary, inputs=run.inputs, classes=prepared.classes), WeakModelsWarning,
-                      stacklevel=3)
+        warn(_weak_message(summary, inputs=run.inputs, classes=prepared.classes), WeakModelsWarning)
     manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
     manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
@@ -427,9 +427,9 @@ def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: 
     missing = [name for name in requested if name not in scored.components]
     if recipe == "default" or scored.consensus is not None or not missing:
         return
-    warnings.warn(f"recipe {recipe!r} uses {', '.join(missing)}, which this scan does not have "
+    warn(f"recipe {recipe!r} uses {', '.join(missing)}, which this scan does not have "
                   f"(mirror signals need flips on; training signals need trained models): mislabel_score "
-                  f"combines {', '.join(scored.components)} only", RecipeNotice, stacklevel=4)
+                  f"combines {', '.join(scored.components)} only", RecipeNotice)
 
 
 def _weak_message(summary: ScanSummary, *, inputs: dict | None, classes: Sequence[str]) -> str:
@@ -456,6 +456,8 @@ def weak_models_remedy(inputs: dict | bool | None, *, below_chance: bool = False
         shown = ", ".join(map(repr, classes[:5])) + (", ..." if len(classes) > 5 else "")
         return ("the given probabilities agree with the labels less often than guessing the largest class would: "
                 f"check that their columns follow the sorted class names ({shown})")
+    if mode == "pred_probs":
+        return "the given probabilities say little about the labels: check that they are out-of-sample and match the files"
     if inputs:
         return "give more informative embeddings (--features) or more samples"
     return "train longer (--epochs), wider (--width) or on more images"
@@ -614,10 +616,10 @@ def _warn_if_look_alike(counts: pd.Series) -> None:
         groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
     alike = [names for names in groups.values() if len(names) > 1]
     if alike:
-        shown = "; ".join(" / ".join(f"{escape_controls(ascii(n))} ({counts[n]})" for n in names) for names in alike[:5])
-        warnings.warn(f"{len(alike)} group(s) of class names differ only in case or Unicode normalisation: {shown}. "
+        shown = "; ".join(" / ".join(f"{ascii(n)} ({counts[n]})" for n in names) for names in alike[:5])
+        warn(f"{len(alike)} group(s) of class names differ only in case or Unicode normalisation: {shown}. "
                       "They are scanned as different classes; if each group is one class, write its labels one way",
-                      LookAlikeClasses, stacklevel=4)
+                      LookAlikeClasses)
 
 
 def _too_few_classes(counts: pd.Series, folds: int) -> str:
@@ -685,9 +687,9 @@ def _warn_if_stale(store: FoldStore, scan_dir: ScanDir, cfg: ScanConfig) -> None
                if name in before and before[name] != now.get(name)]
     why = (f"other settings ({'; '.join(changed)})" if changed
            else "other data, labels, device, precision or code version")
-    warnings.warn(f"the {len(stored)} stored fold(s) in {store.directory} were trained with {why}: training "
+    warn(f"the {len(stored)} stored fold(s) in {store.directory} were trained with {why}: training "
                   "again, which replaces them. To re-score the stored folds (--recipe), repeat the settings "
-                  "they were trained with.", StaleFoldsNotice, stacklevel=3)
+                  "they were trained with.", StaleFoldsNotice)
 
 
 def _fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:

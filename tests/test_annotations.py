@@ -80,6 +80,7 @@ def test_wide_form_annotators_may_have_any_name(images, tmp_path, names):
      "annotator 'ann' labels 'img/a.png' more than once (lines 2, 4: 'cat', 'dog')"),
     ("path,ann,bob\nimg/a.png,cat,dog\nimg/a.png,cat,cat\n", "is on more than one row (lines 2, 3)"),
     ("path,worker,answer\nimg/a.png,w1,cat\nimg/a.png,w2,dog\n", "name the columns path,annotator,label"),
+    ("path,annotator,label,bob\nimg/a.png,cat,dog,cat\nimg/b.png,dog,dog,cat\n", "is ambiguous"),
     ("path,ann,bob\nimg/a.png,cat,dog\nimg/b.png,,\n", "no label at all on line(s) 3"),
     ("path,annotator,label\n../x.png,ann,cat\n", "escapes the dataset root"),
     ("file,annotator,label\nimg/a.png,ann,cat\n", "needs a 'path' column"),

@@ -226,13 +226,16 @@ def test_decompression_bomb_limit(tmp_path, monkeypatch):
 
 def test_a_large_jpeg_photo_is_decoded_at_a_reduced_scale_not_refused(tmp_path, monkeypatch):
     """A 108-megapixel phone photo was skipped as a possible decompression bomb, though a JPEG decodes at 1/8
-    scale; the limit now counts the pixels decoded. (Scaled down: a 160x160 JPEG under a 100-pixel limit.)"""
+    scale; the limit now counts the pixels decoded. (Scaled down: a 160x160 JPEG under a 400-pixel limit.) A
+    progressive JPEG holds full-size coefficients while decoding: it still counts at full size."""
     jpeg = save(solid(RED, size=(160, 160)), tmp_path / "photo.jpg")
     png = save(solid(RED, size=(160, 160)), tmp_path / "photo.png")  # no reduced decoding: still refused
+    progressive = save(solid(RED, size=(160, 160)), tmp_path / "progressive.jpg", progressive=True)
     monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 20 * 20)
     assert_color(decode_image(jpeg, S), RED, tol=8)
-    with pytest.raises(ImageDecodeError, match=r"too large \(160x160 px"):
-        decode_image(png, S)
+    for refused in (png, progressive):
+        with pytest.raises(ImageDecodeError, match=r"too large \(160x160 px"):
+            decode_image(refused, S)
 
 
 def test_permission_error_reason(tmp_path, monkeypatch):

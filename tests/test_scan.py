@@ -525,3 +525,21 @@ def test_a_folder_with_files_of_a_scan_s_names_but_no_scan_is_not_written_over(t
     shutil.rmtree(out / "folds")
     shutil.rmtree(out / "cache")  # as a scan from probabilities leaves it: no folds, no decode cache
     assert len(scan(folder.root, out=out, progress=False, **FAST)) == 80
+
+
+def test_scan_warnings_name_the_caller_s_line_for_scans_from_images_and_arrays(tmp_path):
+    """The notices came from different depths (images, arrays): a fixed stacklevel pointed inside labelaudit."""
+    import warnings
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    paths = sorted(p.relative_to(folder.root).as_posix() for p in folder.root.rglob("*.png"))
+    labels = ["Cat" if i % 2 else "cat" for i in range(len(paths))]
+    csv = tmp_path / "labels.csv"
+    pd.DataFrame({"path": paths, "label": labels}).to_csv(csv, index=False)
+    probs = np.full((len(paths), 2), 0.5)
+    for kwargs in ({}, {"pred_probs": probs}):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scan(folder.root, labels_csv=csv, out=tmp_path / f"scan-{len(kwargs)}", progress=False, **kwargs, **FAST)
+        ours = [w for w in caught if w.category.__module__ == "labelaudit.errors"]
+        assert ours and all(w.filename == __file__ for w in ours), [(w.category, w.filename) for w in ours]

@@ -1,6 +1,7 @@
 """Several annotators per image: read an annotations CSV (long or wide) into one table.
 
-* **Long**: header ``path,annotator,label`` (other columns ignored), one row per annotation.
+* **Long**: header ``path,annotator,label``, one row per annotation; other columns (a timestamp)
+  are ignored when paths repeat (with one annotation per image the form would be ambiguous).
 * **Wide**: header ``path,<annotator 1>,<annotator 2>,...``, one row per image, an empty cell
   where that annotator gave no label.
 
@@ -104,8 +105,13 @@ def read_annotations(csv_path: str | os.PathLike, root: str | os.PathLike) -> An
                                f"{', '.join(repr(str(c)) for c in raw.columns) or 'none'}")
     if raw.empty:
         raise AnnotationsError(f"annotations CSV {csv_path} has a header but no rows")
-    if {"annotator", "label"} <= set(by_name):  # other columns (a timestamp, a task id) are ignored
-        table, form = _long(raw, by_name, csv_path), "long"
+    if {"annotator", "label"} <= set(by_name) and (len(raw.columns) == 3 or _paths_repeat(raw, by_name)):
+        table, form = _long(raw, by_name, csv_path), "long"  # other columns (a timestamp, a task id) are ignored
+    elif {"annotator", "label"} <= set(by_name):
+        raise AnnotationsError(
+            f"annotations CSV {csv_path} is ambiguous: it has 'annotator' and 'label' columns and others, and no "
+            "path repeats. One row per annotation (long): keep only path,annotator,label. One row per image (wide): "
+            "rename the annotators called 'annotator' and 'label'")
     else:
         table, form = _wide(raw, by_name, csv_path), "wide"
     table["path"] = _relative_paths(table, root, csv_path)
@@ -115,6 +121,11 @@ def read_annotations(csv_path: str | os.PathLike, root: str | os.PathLike) -> An
     order = {a: i for i, a in enumerate(annotators)}
     table = table.assign(_o=table["annotator"].map(order)).sort_values(["path", "_o"], kind="stable")
     return Annotations(table=table[list(LONG_COLUMNS)].reset_index(drop=True), annotators=annotators, form=form)
+
+
+def _paths_repeat(raw: pd.DataFrame, by_name: dict) -> bool:
+    """Whether a path is on several rows: one row per annotation, since a wide CSV has one row per image."""
+    return bool(raw[by_name["path"]].str.strip().duplicated().any())
 
 
 def _read(csv_path: Path) -> pd.DataFrame:

@@ -313,7 +313,8 @@ def _check_probabilities(array: InputArray) -> None:
         raise InputArrayError(f"{array.where()}: values from {low:g} to {high:g}; probabilities lie in [0, 1] "
                               "(apply a softmax to logits first)")
     sums = np.asarray(values.sum(axis=1, dtype=np.float64))
-    off = np.flatnonzero(np.abs(sums - 1) > _SUM_TOLERANCE + 1e-9)  # 0.999 is within 1e-3, in floats too
+    # 0.999 is within 1e-3 in any float type: each value's rounding moves the sum by up to its type's epsilon
+    off = np.flatnonzero(np.abs(sums - 1) > _SUM_TOLERANCE + float(np.finfo(values.dtype).eps))
     if len(off):
         raise InputArrayError(f"{array.where()}: {len(off)} row(s) do not sum to 1 within {_SUM_TOLERANCE:g} "
                               f"(row {int(off[0])}: {sums[off[0]]:g}); each row must be a probability distribution "

@@ -226,11 +226,14 @@ def _open_image(fh, image_size: int) -> Image.Image:
     if width == 0 or height == 0:
         raise ImageDecodeError("corrupt image: zero width or height")
     try:
-        if img.format == "JPEG":  # decoded at 1/2 to 1/8 scale: a 108-megapixel photo decodes at 1/8 of it
+        if img.format == "JPEG":  # decoded at 1/2 to 1/8 scale
             img.draft("RGB", (image_size, image_size))
     except Exception as exc:  # noqa: BLE001
         raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
-    if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+    # a baseline JPEG's memory is that of the reduced scale (a 108-megapixel photo at 1/8 of it); a progressive
+    # one holds its full-size coefficients while decoding, so it counts at full size
+    decoded = width * height if img.info.get("progressive") else img.size[0] * img.size[1]
+    if decoded > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(
             f"image too large ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
         )

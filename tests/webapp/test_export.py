@@ -122,6 +122,9 @@ def test_cli_export(scan, tmp_path):
     assert r.exit_code == 0 and (scan.scan_dir / "cleaned_labels.csv").is_file()
     r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", "-"])
     assert r.exit_code == 0 and r.stdout.startswith("path,label\n")
+    for name in ("/dev/stdout", "/dev/fd/1"):  # the report to stderr, the CSV alone on stdout
+        r = runner.invoke(main, ["export", str(scan.scan_dir), "-o", name])
+        assert r.exit_code == 0 and r.stdout.startswith("path,label\n") and "Wrote" not in r.stdout
     assert runner.invoke(main, ["export", str(tmp_path)]).exit_code != 0  # not a scan
 
 
@@ -164,6 +167,14 @@ def test_writer_writes_into_a_device_and_through_a_link(tmp_path):
     write_cleaned_labels(df, fifo)
     reader.join(10)
     assert received == ["path,label\na.png,cat\n"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    stdout = tmp_path / "stdout"  # like /dev/stdout: a link to the process's pipe, whose name leads nowhere else
+    stdout.symlink_to(fifo)
+    received.clear()
+    reader = __import__("threading").Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    write_cleaned_labels(df, stdout)
+    reader.join(10)
+    assert received == ["path,label\na.png,cat\n"] and stdout.is_symlink()
     real = tmp_path / "real.csv"
     real.write_text("old\n")
     link = tmp_path / "link.csv"
