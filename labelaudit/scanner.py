@@ -355,11 +355,14 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
+    had_provisional = scan_dir.provisional_labels.exists()
     try:
         prepared = prepare(data_dir, scan_dir, labels_csv=labels_csv, cfg=cfg, inputs=inputs, progress=progress,
                            annotations_csv=annotations_csv)
     except BaseException:  # a scan that could not load its data leaves no folder it made behind
         _remove_created(created, scan_dir.path)
+        if not had_provisional:  # nor, in a folder that was there, the majority vote it wrote first
+            scan_dir.provisional_labels.unlink(missing_ok=True)
         raise
     timings["load_s"] = time.perf_counter() - started
     phase = time.perf_counter()

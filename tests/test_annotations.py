@@ -302,6 +302,20 @@ def test_labels_and_annotations_together_are_refused(tmp_path):
              out=tmp_path / "scan", progress=False, **FAST)
 
 
+def test_a_failed_annotations_scan_leaves_no_majority_vote_in_a_folder_that_was_there(tmp_path):
+    """provisional_labels.csv, written before the data is loaded, stayed in a folder the user had made."""
+    from labelaudit.errors import ScanError
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=6, layout="csv")
+    one_class = pd.read_csv(folder.root / "labels.csv").assign(annotator="a", label="only")  # cannot cross-validate
+    one_class.to_csv(tmp_path / "ann.csv", index=False)
+    out = tmp_path / "mine"
+    out.mkdir()
+    with pytest.raises(ScanError, match="at least 2 classes"):
+        scan(folder.root, annotations_csv=tmp_path / "ann.csv", out=out, progress=False, **FAST)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) in ([], ["cache"])
+
+
 # ------------------------------------------------------------------------ command line
 
 
