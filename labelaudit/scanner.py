@@ -401,7 +401,7 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
         return
     if _same_folder(before, data_dir):
         return
-    conn = storage.connect(scan_dir.database, read_only=True)
+    conn = storage.connect(scan_dir.database)  # read-write: the last connection to close removes -wal and -shm
     try:
         n_decisions = count_decisions_in_force(conn)
     finally:

@@ -202,6 +202,7 @@ def test_decisions_of_one_dataset_never_pass_silently_to_another(tmp_path):
     with pytest.raises(OtherDataset, match=r"holds 1 review decision\(s\) made on the images of .*--keep-decisions"):
         scan(other.root, out=out, progress=False, **FAST)
     assert (out / "scores.csv").read_bytes() == before  # refused before anything was written
+    assert not (out / "labelaudit.db-wal").exists() and not (out / "labelaudit.db-shm").exists()  # and closed
 
     moved = tmp_path / "moved"
     shutil.copytree(folder.root, moved)
