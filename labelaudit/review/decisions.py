@@ -299,12 +299,13 @@ def orphaned_decisions(conn: sqlite3.Connection) -> pd.DataFrame:
 
 
 def accepted_labels_since_changed(conn: sqlite3.Connection) -> pd.DataFrame:
-    """Accept decisions in force whose accepted label is no longer the sample's given label.
+    """Accept decisions in force whose accepted label is no longer the image's given label.
 
     An accept stores the given label it agreed with; when a later scan reads another given label
-    for the image (an edited labels CSV, a file moved to another class folder), the decision still
-    gives the accepted label, which now differs from the given one: the export applies it as a
-    change of label, so the overview and the export report name these for a second look.
+    for the image (an edited labels CSV), the decision still gives the accepted label, which now
+    differs from the given one: the export applies it as a change of label, so the overview names
+    these for a second look and the export report counts them. Scanned images and the readable
+    images the scan did not score (whose decisions the export applies too) are both looked at.
 
     Returns
     -------
@@ -313,10 +314,13 @@ def accepted_labels_since_changed(conn: sqlite3.Connection) -> pd.DataFrame:
     """
     if not has_table(conn, "decisions"):
         return pd.DataFrame(columns=["path", "given_label", "label", "reviewer", "decided_at"])
-    return pd.read_sql_query(
-        "SELECT s.path, s.given_label, d.label, d.reviewer, d.decided_at FROM samples AS s "
-        f"JOIN decisions AS d ON d.path = s.path AND {in_force('d', 's.path')} "
-        f"WHERE d.action = '{Action.ACCEPT.value}' AND d.label != s.given_label ORDER BY s.path", conn)
+    changed = (f"JOIN decisions AS d ON d.path = s.path AND {in_force('d', 's.path')} "
+               f"WHERE d.action = '{Action.ACCEPT.value}' AND d.label != s.given_label")
+    query = f"SELECT s.path, s.given_label, d.label, d.reviewer, d.decided_at FROM samples AS s {changed}"
+    if has_table(conn, "unscored"):
+        query += (f" UNION ALL SELECT s.path, s.given_label, d.label, d.reviewer, d.decided_at "
+                  f"FROM unscored AS s {changed} AND s.readable = 1")
+    return pd.read_sql_query(query + " ORDER BY 1", conn)
 
 
 def samples_with_decisions(conn: sqlite3.Connection) -> pd.DataFrame:

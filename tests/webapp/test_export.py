@@ -703,3 +703,9 @@ def test_an_accept_of_a_label_the_labels_no_longer_have_is_named(scan, tmp_path)
     with make_client(scan.scan_dir) as c:
         assert "Accepted labels that are no longer the given label" in c.get("/").text
         assert [d["path"] for d in c.get("/api/accepted-label-changes").json()] == [path]
+    conn = storage.connect(scan.db_path)  # the image left the scored samples (its class too small now): still named
+    conn.execute("INSERT INTO unscored SELECT path, given_label, 'class too small', 1 FROM samples WHERE path = ?",
+                 (path,))
+    conn.execute("DELETE FROM samples WHERE path = ?", (path,))
+    assert review.accepted_labels_since_changed(conn).path.tolist() == [path]
+    conn.close()
