@@ -492,7 +492,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     samples marked unusable dropped, images the scan could not score kept with their given
     label. Paths are relative to the scanned dataset folder."""
     from labelaudit.export import (
-        check_csv_target, check_folder_target, copy_to_folder, to_csv_text, write_cleaned_labels,
+        STDOUT_NAMES, check_csv_target, check_folder_target, copy_to_folder, to_csv_text, write_cleaned_labels,
     )
     from labelaudit.scandir import ScanDir
 
@@ -500,7 +500,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     with _user_errors():
         df, counts, dataset_root, dataset_paths, inputs = _cleaned(
             files, full=full, auto_accept_above=auto_accept_above, include_unusable=include_unusable)
-    to_stdout = str(output) in ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")  # the report goes to stderr
+    to_stdout = str(output) in ("-", *STDOUT_NAMES)  # the report goes to stderr
     out = None if to_stdout else (output or files.cleaned_labels)
     if to_folder is not None and dataset_root is None:
         raise click.ClickException("the scan does not record its dataset folder; cannot use --to-folder")

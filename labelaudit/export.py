@@ -244,11 +244,15 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     return out
 
 
+#: Names of this process's standard output besides ``-`` (the CLI prints its report to stderr for them).
+STDOUT_NAMES = ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
 def _is_open_stream(path: Path) -> bool:
     """True for a name of one of this process's open files (``/dev/stdout``, ``/dev/fd/1``, ``/proc/self/fd/1``):
     written into where it is (a shell's ``> file``), never replaced, which would detach it from the stream."""
     text = str(path)
-    return text in ("/dev/stdout", "/dev/stderr") or text.startswith(("/dev/fd/", "/proc/self/fd/"))
+    return text in (*STDOUT_NAMES, "/dev/stderr") or text.startswith(("/dev/fd/", "/proc/self/fd/"))
 
 
 def dataset_files(conn: sqlite3.Connection) -> list[str]:

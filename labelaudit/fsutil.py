@@ -5,6 +5,8 @@
 * :func:`resolve_inside` / :func:`is_inside` -- path containment: a relative path from data
   (a CSV row, a database row, a URL) never leads outside its root, through ``..``, an
   absolute path or a symbolic link;
+* :func:`is_inside_on_disk` / :func:`same_folder` -- one folder under several spellings (a link, a
+  case-insensitive file system, ``~``), known by its identity on disk;
 * :func:`place_file` -- a hard link (or a copy) of a file put at a new name, replacing what is
   there only once complete, never removing the source.
 """
@@ -23,7 +25,7 @@ from typing import IO, Any
 from labelaudit.errors import UnsafePath
 
 __all__ = ["atomic_write", "cut_to_bytes", "is_inside", "is_inside_on_disk", "place_file", "resolve_inside",
-           "utf8_length"]
+           "same_folder", "utf8_length"]
 
 
 def atomic_write(
@@ -154,6 +156,15 @@ def is_inside_on_disk(path: str | os.PathLike, root: str | os.PathLike) -> bool:
         except OSError:  # not there (yet): a folder above it may be
             continue
     return False
+
+
+def same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` are one folder (by identity where both exist, else by resolved name; ``~`` expanded)."""
+    a, b = os.path.expanduser(a), os.path.expanduser(b)
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def resolve_inside(root: str | os.PathLike, rel: str, *, must_exist: bool = True) -> Path:

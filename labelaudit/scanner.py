@@ -40,7 +40,7 @@ from labelaudit.progress import progress_bar
 from labelaudit import __version__
 from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
                                SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
-from labelaudit.fsutil import atomic_write, is_inside_on_disk
+from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
 from labelaudit.scandir import database as storage
 from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
@@ -399,7 +399,7 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
         before = scan_dir.read_manifest().dataset_root
     except ScanDirError:
         return
-    if _same_folder(before, data_dir):
+    if same_folder(before, data_dir):
         return
     conn = storage.connect(scan_dir.database)  # read-write: the last connection to close removes -wal and -shm
     try:
@@ -412,15 +412,6 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
         f"{scan_dir.path} holds {n_decisions} review decision(s) made on the images of {before}; scanning "
         f"{data_dir} into it would apply them, by relative path, to these images. Scan into another --out, or "
         f"pass --keep-decisions if {data_dir} is that data, moved or copied.")
-
-
-def _same_folder(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when ``a`` and ``b`` are one folder (by identity where both exist, else by resolved name; ``~`` expanded)."""
-    a, b = os.path.expanduser(a), os.path.expanduser(b)
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _warn_if_recipe_incomplete(recipe: str, requested: tuple[str, ...], scored: ScoredTable) -> None:
@@ -441,20 +432,20 @@ def _weak_message(summary: ScanSummary, *, inputs: dict | None, classes: Sequenc
             f"{weak_models_remedy(inputs, below_chance=summary.holdout_accuracy < summary.majority_rate, classes=classes)}")
 
 
-def weak_models_remedy(inputs: dict | bool | None, *, below_chance: bool = False, classes: Sequence[str] = ()) -> str:
+def weak_models_remedy(inputs: dict | None, *, below_chance: bool = False, classes: Sequence[str] = ()) -> str:
     """What to do about fold models barely better than chance.
 
     Parameters
     ----------
-    inputs : dict or bool or None
-        ``scan.json``'s ``inputs`` (a scan from embeddings or probabilities), or whether there were any;
-        None / False for a scan that trained CNNs (whose options do not apply to heads on embeddings).
+    inputs : dict or None
+        ``scan.json``'s ``inputs`` (a scan from embeddings or probabilities); None for a scan that
+        trained CNNs (whose options do not apply to heads on embeddings).
     below_chance : bool
         Held-out accuracy under the largest class's share.
     classes : sequence of str
         The class names in column order, for a scan from given probabilities.
     """
-    mode = inputs.get("mode") if isinstance(inputs, dict) else None
+    mode = inputs.get("mode") if inputs else None
     if mode == "pred_probs" and below_chance:  # worse than guessing: most often columns in another order
         shown = ", ".join(map(repr, classes[:5])) + (", ..." if len(classes) > 5 else "")
         return ("the given probabilities agree with the labels less often than guessing the largest class would: "

@@ -403,7 +403,7 @@ def test_progressive_resizing_never_goes_below_the_smallest_image_the_net_takes(
 
 def test_same_folder_knows_a_folder_under_any_spelling(tmp_path, monkeypatch):
     """`scan("~/data")` of the folder the scan recorded as /home/.../data is the same dataset."""
-    from labelaudit.scanner import _same_folder
+    from labelaudit.fsutil import same_folder as _same_folder
 
     (tmp_path / "data").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "data")

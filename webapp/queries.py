@@ -16,6 +16,7 @@ from typing import Any
 
 from labelaudit.errors import InvalidCursor, SampleNotFound
 import numpy as np
+import pandas as pd
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
@@ -451,7 +452,7 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
     """
     def compute():
         df = unscored_with_decisions(conn)
-        df = df.astype(object).where(df.notna(), None)
+        df = _with_none(df)
         items = [{"path": r.path, "given_label": r.given_label, "reason": r.reason, "readable": bool(r.readable),
                   "decision": r.action, "decision_label": r.label, "reviewer": r.reviewer,
                   "decided_at": r.decided_at} for r in df.itertuples(index=False)]
@@ -467,16 +468,21 @@ def unscored(conn: sqlite3.Connection, cache: StatsCache) -> dict[str, Any]:
     return cache.get("unscored", conn, compute)
 
 
+def _with_none(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with NaN/NA as None, for JSON."""
+    return df.astype(object).where(df.notna(), None)
+
+
 def accepted_changed(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
     """Accepted labels that are no longer the given label (:func:`labelaudit.review.accepted_labels_since_changed`)."""
-    return cache.get("accepted_changed", conn, lambda: accepted_labels_since_changed(conn).to_dict("records"))
+    return cache.get("accepted_changed", conn, lambda: _with_none(accepted_labels_since_changed(conn)).to_dict("records"))
 
 
 def orphaned(conn: sqlite3.Connection, cache: StatsCache) -> list[dict[str, Any]]:
     """Decisions in force on images this scan does not have (:func:`labelaudit.review.orphaned_decisions`)."""
     def compute():
         df = orphaned_decisions(conn)
-        return df.astype(object).where(df.notna(), None).to_dict("records")
+        return _with_none(df).to_dict("records")
 
     return cache.get("orphaned", conn, compute)
 
