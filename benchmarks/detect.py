@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=REPO / "bench-out", help="where extracted data and scans go")
     p.add_argument("--per-class", type=int, default=1000, help="images per class (0 = all)")
     p.add_argument("--offset", type=int, default=0, help="skip this many images per class first (dev splits)")
+    p.add_argument("--long-tail", type=float, default=1.0, metavar="RATIO",
+                   help="class imbalance: the first class (sorted by name) keeps --per-class images, the last "
+                        "--per-class / RATIO, the others geometrically in between (1 = balanced)")
     p.add_argument("--min-index", type=int, default=None,
                    help="only images whose file-name index is >= this (e.g. 30000: the report slice)")
     p.add_argument("--max-index", type=int, default=None,
@@ -127,15 +130,24 @@ def _index(path: Path) -> tuple[int, str]:
 
 
 def select_subset(root: Path, per_class: int, offset: int, min_index: int | None = None,
-                  max_index: int | None = None) -> pd.DataFrame:
-    """Rows ``path, true_label``: the images ``offset .. offset + per_class`` of each class by index,
-    among those whose index lies in ``[min_index, max_index)``."""
+                  max_index: int | None = None, long_tail: float = 1.0) -> pd.DataFrame:
+    """Rows ``path, true_label``: the images ``offset .. offset + n_k`` of each class ``k`` by index,
+    among those whose index lies in ``[min_index, max_index)``.
+
+    ``n_k = per_class`` for every class when ``long_tail`` is 1; otherwise class ``k`` of ``K``
+    (sorted by name) keeps ``round(per_class * long_tail ** (-k / (K - 1)))``: a long tail whose
+    largest class is ``long_tail`` times its smallest.
+    """
+    if long_tail < 1 or (long_tail > 1 and per_class <= 0):
+        raise SystemExit("--long-tail needs a ratio >= 1 and a --per-class count")
     rows = []
     lo, hi = (-1 if min_index is None else min_index), (np.inf if max_index is None else max_index)
-    for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for k, class_dir in enumerate(class_dirs):
         files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
                         and lo <= _index(f)[0] < hi), key=_index)
-        chosen = files[offset: offset + per_class] if per_class else files[offset:]
+        count = per_class if long_tail == 1 else round(per_class * long_tail ** (-k / max(1, len(class_dirs) - 1)))
+        chosen = files[offset: offset + count] if count else files[offset:]
         rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in chosen]
     return pd.DataFrame(rows, columns=["path", "true_label"])
 
@@ -184,13 +196,53 @@ def detection_figures(is_noisy: np.ndarray, score: np.ndarray, flagged: np.ndarr
             "precision": precision, "recall": recall, "f1": f1, "n_flagged": int(flagged.sum())}
 
 
+def _cleanlab_flags(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The plain recipe's flags, bool (N,): ``find_label_issues`` with its defaults."""
+    from cleanlab.filter import find_label_issues
+
+    return find_label_issues(labels, probs, n_jobs=1)
+
+
+def per_class_figures(given: np.ndarray, is_noisy: np.ndarray, flagged: np.ndarray,
+                      baseline_flagged: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per given class: its size, wrong labels, and the flags of labelaudit and of the plain recipe.
+
+    Parameters
+    ----------
+    given : numpy.ndarray of object, shape (N,)
+        The given label of each image.
+    is_noisy : numpy.ndarray of bool, shape (N,)
+        Given label != truth.
+    flagged, baseline_flagged : numpy.ndarray of bool, shape (N,)
+        labelaudit's ``flagged`` and the plain cleanlab recipe's flags.
+
+    Returns
+    -------
+    dict
+        class -> ``n``, ``wrong`` (count), and for ``labelaudit`` and ``cleanlab`` the
+        ``flagged`` count, ``precision`` (None without flags) and ``recall`` (None without
+        wrong labels) of the flags among the images given that class.
+    """
+    out = {}
+    for name in sorted(set(given)):
+        rows = given == name
+        wrong = is_noisy[rows]
+        figures = {"n": int(rows.sum()), "wrong": int(wrong.sum())}
+        for method, flags in (("labelaudit", flagged[rows]), ("cleanlab", baseline_flagged[rows])):
+            hits = int((flags & wrong).sum())
+            figures[method] = {"flagged": int(flags.sum()),
+                               "precision": hits / flags.sum() if flags.any() else None,
+                               "recall": hits / wrong.sum() if wrong.any() else None}
+        out[str(name)] = figures
+    return out
+
+
 def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
     """The plain recipe: rank by self-confidence, flag with ``find_label_issues`` defaults."""
-    from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    issues = find_label_issues(labels, probs, n_jobs=1)
+    issues = _cleanlab_flags(labels, probs)
     accuracy = float((probs.argmax(1) == labels).mean())
     return {**detection_figures(is_noisy, 1 - quality, issues), "oos_accuracy_given": accuracy}
 
@@ -236,13 +288,14 @@ def main(argv=None) -> dict:
     from labelaudit.signals import SIGNALS
 
     root = dataset_root(args.data, args.work)
-    subset = select_subset(root, args.per_class, args.offset, args.min_index, args.max_index)
+    subset = select_subset(root, args.per_class, args.offset, args.min_index, args.max_index, args.long_tail)
     if args.annotators:
         return _print(annotators_benchmark(args, root, subset, command))
     noise = f"human-{args.human}" if args.human else f"{args.noise}-{args.rate:g}"
     first = "" if args.min_index is None else f"-i{args.min_index}"
     seed = f"-s{args.seed}" if args.seed else ""  # seed 0 keeps the older runs' names
-    name = f"{noise}-n{len(subset)}-o{args.offset}{first}{seed}{'-' + args.tag if args.tag else ''}"
+    tail = f"-lt{args.long_tail:g}" if args.long_tail != 1 else ""
+    name = f"{noise}-n{len(subset)}-o{args.offset}{first}{tail}{seed}{'-' + args.tag if args.tag else ''}"
     out = args.work / name
     if not args.rescore:
         for stale in ("scan", "baseline"):
@@ -269,7 +322,7 @@ def main(argv=None) -> dict:
         "data": str(args.data), "n_samples": len(table), "n_classes": len(classes),
         "noise": f"human:{args.human}" if args.human else args.noise,
         "rate": None if args.human else args.rate, "actual_noise_rate": float(is_noisy.mean()),
-        "index_range": [args.min_index, args.max_index], "offset": args.offset,
+        "index_range": [args.min_index, args.max_index], "offset": args.offset, "long_tail": args.long_tail,
         "estimated_noise_rate": summary["estimated_noise_rate"],
         "device": summary["device"], "torch_threads": torch.get_num_threads(), "versions": manifest.versions,
         "config": manifest.config, "score_components": manifest.score_components,
@@ -284,6 +337,8 @@ def main(argv=None) -> dict:
         "suggestion_true_on_wrong": float((table.suggested_label[is_noisy] == table.true_label[is_noisy]).mean()),
         "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, np.load(scan_dir.pred_probs_image),
                                                          is_noisy),
+        "per_class": per_class_figures(table.given_label_x.to_numpy(), is_noisy, table.flagged.to_numpy(),
+                                       _cleanlab_flags(labels, np.load(scan_dir.pred_probs_image))),
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
                           for s in SIGNALS if s in table.columns},
         "recipes": recipe_figures(table, is_noisy),

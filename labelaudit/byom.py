@@ -27,7 +27,7 @@ from labelaudit.errors import InputArrayError
 from labelaudit.folds.heads import HeadSettings, train_heads
 from labelaudit.folds.records import FoldResult
 from labelaudit.folds.training import resolve_device, resolve_precision
-from labelaudit.scandir import ScanDir
+from labelaudit.scandir import ScanDir, other_scan_reason
 from labelaudit.scanner import FoldRun, PreparedData, _fold_assignment, _keep_trainable_classes
 from labelaudit.signals.knn import KNN_K, KNN_REFERENCE, nearest_neighbours
 
@@ -50,7 +50,8 @@ def prepare_arrays(data_dir: str | os.PathLike, scan_dir: ScanDir, inputs: Array
     ScanError
         Fewer than two classes (with enough samples).
     """
-    dataset = list_dataset(data_dir, labels_csv=labels_csv, exclude=scan_dir.own_paths())
+    dataset = list_dataset(data_dir, labels_csv=labels_csv, exclude=scan_dir.own_paths(),
+                           skip_folder=other_scan_reason)
     aligned = align_inputs(inputs, dataset)
     prepared = _keep_trainable_classes(dataset, 1 if aligned.mode == "pred_probs" else cfg.folds)
     if aligned.pred_probs is not None:

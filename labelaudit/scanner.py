@@ -41,7 +41,7 @@ from labelaudit import __version__
 from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
                                SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
-from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary
+from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage
 from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
 from labelaudit.data import LoadedDataset, load_dataset
@@ -566,7 +566,8 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
         annotations = read_annotations(annotations_csv, data_dir)
         labels_csv = write_provisional_labels(annotations, scan_dir.provisional_labels)
     dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
-                           cache_dir=scan_dir.cache, exclude=scan_dir.own_paths(), progress=progress)
+                           cache_dir=scan_dir.cache, exclude=scan_dir.own_paths(), skip_folder=other_scan_reason,
+                           progress=progress)
     prepared = _keep_trainable_classes(dataset, cfg.folds)
     prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
     prepared.annotations = annotations

@@ -46,6 +46,36 @@ def test_subset_by_index_range(cifar_like):
     assert (dev.path.str.extract(r"(\d+)")[0].astype(int) < 30).all() and len(dev) == 20
 
 
+def test_long_tail_subset_shrinks_classes_geometrically_to_the_ratio(tmp_path):
+    detect = _load("detect")
+    root = tmp_path / "data"
+    for cls in ["a", "b", "c"]:
+        (root / cls).mkdir(parents=True)
+        for index in range(20):
+            (root / cls / f"img_{index}.png").write_bytes(b"")
+    subset = detect.select_subset(root, 16, 0, long_tail=4)
+    assert subset.true_label.value_counts().to_dict() == {"a": 16, "b": 8, "c": 4}
+    assert list(subset.path[subset.true_label == "c"]) == [f"c/img_{i}.png" for i in range(4)]
+    assert len(detect.select_subset(root, 16, 0, long_tail=1)) == 48
+    with pytest.raises(SystemExit, match="long-tail"):
+        detect.select_subset(root, 16, 0, long_tail=0.5)
+    with pytest.raises(SystemExit, match="long-tail"):
+        detect.select_subset(root, 0, 0, long_tail=4)
+
+
+def test_per_class_figures_count_flags_precision_and_recall_within_each_given_class():
+    detect = _load("detect")
+    given = np.array(["a", "a", "a", "a", "b", "b"], dtype=object)
+    is_noisy = np.array([True, True, False, False, False, False])
+    flagged = np.array([True, False, True, False, False, False])
+    baseline = np.array([True, True, True, True, True, False])
+    figures = detect.per_class_figures(given, is_noisy, flagged, baseline)
+    assert figures["a"] == {"n": 4, "wrong": 2, "labelaudit": {"flagged": 2, "precision": 0.5, "recall": 0.5},
+                            "cleanlab": {"flagged": 4, "precision": 0.5, "recall": 1.0}}
+    assert figures["b"] == {"n": 2, "wrong": 0, "labelaudit": {"flagged": 0, "precision": None, "recall": None},
+                            "cleanlab": {"flagged": 1, "precision": 0.0, "recall": None}}
+
+
 def test_human_labels_come_from_the_named_column(cifar_like):
     detect = _load("detect")
     root, csv = cifar_like

@@ -341,6 +341,25 @@ def test_a_hidden_scan_directory_in_a_class_folder_is_not_reported_as_hidden(tmp
     assert len(ds.paths) == 4
 
 
+def test_a_folder_filter_skips_folders_with_its_reason_and_sees_full_paths(tmp_path):
+    """``skip_folder`` is asked of every sub-folder (class folders and deeper ones) with its full path."""
+    make_folder_dataset(tmp_path)
+    save(solid(RED), tmp_path / "red" / "old" / "x.png")
+    save(solid(RED), tmp_path / "archive" / "y.png")
+    asked = []
+
+    def skip(folder: str):
+        asked.append(folder)
+        return "kept elsewhere" if os.path.basename(folder) in {"old", "archive"} else None
+
+    ds = load(tmp_path, skip_folder=skip)
+    assert reasons(ds) == {"archive/": "kept elsewhere", "red/old/": "kept elsewhere"}
+    assert len(ds.paths) == 4 and "archive" not in ds.label_names and ds.empty_classes == []
+    assert os.path.join(str(tmp_path.resolve()), "red", "nested") in asked
+    assert all(os.path.isabs(folder) for folder in asked)
+    assert len(load(tmp_path).paths) == 6  # without a filter every folder is scanned
+
+
 ODD_NAMES = [
     "with space.png", "café é.png", "中文.png", "a,b.png", 'quote"d.png', "it's.png",
     "#hash.png", "-leading-dash.png", "UPPER.JPG", "mixed.Png", "semi;colon.png",

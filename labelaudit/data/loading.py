@@ -42,7 +42,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelaudit.errors import DatasetError
 from labelaudit.fsutil import atomic_write, is_inside
-from labelaudit.scandir.layout import ScanDir
 from labelaudit.progress import progress_bar
 
 __all__ = [
@@ -307,6 +306,9 @@ def _resize(img: Image.Image, image_size: int) -> np.ndarray:
 
 #: The ``skipped.csv`` reason of a hidden image or folder in a class folder (not scanned).
 HIDDEN_REASON = "hidden (name starts with '.'): not scanned"
+#: Asked of each sub-folder of a class-folder dataset (its full path): a reason not to scan it
+#: (it becomes the folder's ``skipped.csv`` row), or None to scan it.
+FolderFilter = Callable[[str], "str | None"]
 
 
 
@@ -374,7 +376,7 @@ def _stat_candidate(
 
 
 def _discover_folders(
-    root: Path, *, exclude: Sequence[Path] = ()
+    root: Path, *, exclude: Sequence[Path] = (), skip_folder: FolderFilter | None = None
 ) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
     """Walk the class-folder layout ``root/<class>/**/<image>``.
 
@@ -384,7 +386,8 @@ def _discover_folders(
     entries is not an empty class. Hidden entries (names starting with ``.``) are not
     scanned: in a class folder a hidden folder and a hidden file named like an image get a
     skipped row (:data:`HIDDEN_REASON`); the rest (``.DS_Store``, AppleDouble ``._*`` files,
-    ``.git`` and other tool folders at the top) is passed over without one.
+    ``.git`` and other tool folders at the top) is passed over without one. A folder for
+    which ``skip_folder`` gives a reason is not scanned and gets a skipped row with it.
     """
     real_root = str(root)
     excluded = {str(path) for path in exclude}
@@ -417,8 +420,9 @@ def _discover_folders(
             if os.path.islink(full):
                 _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
                 continue
-            if ScanDir(full).holds_a_scan() and not _holds_any(os.path.realpath(full), excluded):
-                _skip(skipped, (rel_dir / name).as_posix() + "/", SCAN_FOLDER_REASON)
+            reason = skip_folder(full) if skip_folder is not None else None
+            if reason is not None and not _holds_any(os.path.realpath(full), excluded):
+                _skip(skipped, (rel_dir / name).as_posix() + "/", reason)
                 continue
             kept_dirs.append(name)
         dirnames[:] = sorted(kept_dirs)
@@ -445,10 +449,6 @@ def _discover_folders(
     empty = {c for c in class_dirs - with_files - with_excluded
              if not _holds_any(os.path.realpath(os.path.join(real_root, c)), excluded)}
     return candidates, skipped, sorted(empty)
-
-
-#: The ``skipped.csv`` reason of another labelaudit scan folder found inside the dataset (not scanned).
-SCAN_FOLDER_REASON = "a labelaudit scan folder: not scanned"
 
 
 def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
@@ -735,6 +735,7 @@ def load_dataset(
     workers: int = 0,
     cache_dir: str | os.PathLike | None = None,
     exclude: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    skip_folder: FolderFilter | None = None,
     progress: bool = True,
 ) -> LoadedDataset:
     """Discover, decode and (optionally) cache every image of a dataset.
@@ -757,6 +758,10 @@ def load_dataset(
         Files and folders left out of the class-folder discovery (e.g. the scan
         directory's own files, :meth:`labelaudit.scandir.ScanDir.own_paths`, when it lies
         inside the dataset root: in a class folder, or the root itself).
+    skip_folder : callable, optional
+        Asked of every sub-folder of a class-folder dataset (its full path, a str): a reason
+        not to scan it (a ``skipped`` row), or None. The scanner passes
+        :func:`labelaudit.scandir.other_scan_reason`, so another scan's folder is no class.
     progress : bool
         Show a tqdm progress bar on stderr while decoding.
 
@@ -777,7 +782,7 @@ def load_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root_path = _resolve_root(root)
     cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, *_paths(exclude)])
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, *_paths(exclude)], skip_folder)
     label_of = {c.path: c.label for c in candidates}
     all_paths = [c.path for c in candidates]
 
@@ -818,7 +823,8 @@ def _paths(exclude) -> list:
     return [exclude] if isinstance(exclude, (str, os.PathLike)) else list(exclude)
 
 
-def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
+def _discover(root_path: Path, labels_csv, exclude: Sequence, skip_folder: FolderFilter | None = None
+              ) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
     """Candidates sorted by path, skipped rows and empty class folders of a dataset (nothing decoded).
 
     Raises
@@ -831,7 +837,7 @@ def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Can
         candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
     else:
         excluded = [Path(p).expanduser().resolve() for p in exclude if p is not None]
-        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded)
+        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded, skip_folder=skip_folder)
     candidates.sort(key=lambda c: c.path)
     if not candidates:
         raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
@@ -839,7 +845,8 @@ def _discover(root_path: Path, labels_csv, exclude: Sequence) -> tuple[list[_Can
 
 
 def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
-                 exclude: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> LoadedDataset:
+                 exclude: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                 skip_folder: FolderFilter | None = None) -> LoadedDataset:
     """The files and given labels of a dataset, listed without decoding any image.
 
     For scans from embeddings or predicted probabilities (:mod:`labelaudit.data.arrays`):
@@ -848,7 +855,7 @@ def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | Non
 
     Parameters
     ----------
-    root, labels_csv, exclude
+    root, labels_csv, exclude, skip_folder
         As for :func:`load_dataset`.
 
     Returns
@@ -862,7 +869,7 @@ def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | Non
         ``root`` or ``labels_csv`` is missing or unusable, or lists no file.
     """
     root_path = _resolve_root(root)
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, _paths(exclude))
+    candidates, skipped, empty_classes = _discover(root_path, labels_csv, _paths(exclude), skip_folder)
     return LoadedDataset(
         root=root_path, paths=[c.path for c in candidates], label_names=[c.label for c in candidates],
         images=np.zeros((len(candidates), 0, 0, 3), np.uint8), skipped=_skipped_frame(skipped),

@@ -21,7 +21,8 @@ from typing import Any
 from labelaudit.errors import ScanDirError
 from labelaudit.fsutil import atomic_write
 
-__all__ = ["ScanDir", "ScanManifest", "ScanSummary", "MANIFEST_VERSION", "json_safe"]
+__all__ = ["ScanDir", "ScanManifest", "ScanSummary", "MANIFEST_VERSION", "SCAN_FOLDER_REASON", "json_safe",
+           "other_scan_reason"]
 
 #: Bump when the manifest's meaning changes; readers accept older versions they know.
 MANIFEST_VERSION = 1
@@ -306,3 +307,16 @@ class ScanDir:
         """Write ``scan.json`` atomically (do it last: it marks the scan complete)."""
         text = json.dumps(manifest.to_dict(), indent=2, allow_nan=False)
         return atomic_write(self.manifest_path, lambda fh: fh.write(text))
+
+
+#: The ``skipped.csv`` reason of another labelaudit scan folder found inside the dataset (not scanned).
+SCAN_FOLDER_REASON = "a labelaudit scan folder: not scanned"
+
+
+def other_scan_reason(folder: str) -> str | None:
+    """:data:`SCAN_FOLDER_REASON` when ``folder`` (a path) holds a scan, finished or not, else None.
+
+    The dataset reader's ``skip_folder`` filter (:func:`labelaudit.data.load_dataset`): a scan
+    folder found inside the dataset is no class of images.
+    """
+    return SCAN_FOLDER_REASON if ScanDir(folder).holds_a_scan() else None
