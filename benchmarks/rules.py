@@ -15,7 +15,12 @@ CSV's ``original`` column, and prints one JSON line per scan with:
   that rule applied to the scan's flagged samples only (the argmax elsewhere), and for the
   noise-aware posterior ``p(c | x) * noise_matrix[given, c]`` (Bayes with confident learning's
   estimated P(given | true), read from the scan's ``noise_matrix.csv``: a class that people
-  often confuse with the given label is the likelier truth) in the same two ways.
+  often confuse with the given label is the likelier truth) in the same two ways;
+* ``prior_adjusted_margin``: AUROC and AP of the scan's own score with its ``oos_margin``
+  computed on held-out probabilities re-weighted for class frequencies -- cleanlab's
+  ``adjust_pred_probs`` (per-class confident thresholds subtracted), divided by the given
+  labels' class prior, or by its square root -- next to the score as stored (``as_scanned``):
+  whether class imbalance (``detect.py --long-tail``) calls for a prior correction.
 
 It was used to choose labelaudit's flag count and suggestion rule on the development
 slice (images of index < 30000); see the README, "Choosing the default".
@@ -70,6 +75,33 @@ def count(rule: str, labels: np.ndarray, probs: np.ndarray) -> int:
     return int(find_label_issues(labels, probs, filter_by=rule, n_jobs=1).sum())
 
 
+def prior_adjusted_margins(scores: pd.DataFrame, labels: np.ndarray, probs: np.ndarray,
+                           components: list[str]) -> dict[str, np.ndarray]:
+    """The scan's score (N,) with ``oos_margin`` on class-prior re-weighted probabilities, per re-weighting.
+
+    ``as_scanned`` is ``combine`` of the stored columns; the others replace the ``oos_margin``
+    column (the log-probability margin of the given label) by the margin on ``probs`` (N, C)
+    re-weighted as named. Higher = more likely mislabeled, as ``mislabel_score``. Empty when
+    ``components`` lacks ``oos_margin`` or ``scores`` lacks one of them.
+    """
+    from cleanlab.internal.label_quality_utils import _subtract_confident_thresholds
+
+    from labelaudit.scoring import combine
+    from labelaudit.signals.confident import log_margin
+
+    prior = np.bincount(labels, minlength=probs.shape[1]) / len(labels)
+    reweighted = {"cleanlab_adjusted": _subtract_confident_thresholds(labels, probs),
+                  "divided_by_prior": probs / np.maximum(prior, 1e-12),
+                  "divided_by_sqrt_prior": probs / np.sqrt(np.maximum(prior, 1e-12))}
+    if "oos_margin" not in components or not set(components) <= set(scores.columns):
+        return {}  # a score without the margin, or a table without its columns: nothing to re-weight
+    out = {"as_scanned": combine(scores, components)}
+    for name, weighted in reweighted.items():
+        weighted = weighted / weighted.sum(axis=1, keepdims=True)
+        out[name] = combine(scores.assign(oos_margin=log_margin(weighted, labels)), components)
+    return out
+
+
 def evaluate(run: Path, human: pd.DataFrame) -> dict:
     scan = run / "scan"
     scores = pd.read_csv(scan / "scores.csv", dtype={"given_label": str, "suggested_label": str})
@@ -105,7 +137,19 @@ def evaluate(run: Path, human: pd.DataFrame) -> dict:
         "auroc": float(roc_auc_score(is_noisy, score)), "ap": float(average_precision_score(is_noisy, score)),
         "flag_rules": flags,
         "suggestion_true_on_wrong": suggestions,
+        "prior_adjusted_margin": {name: {"auroc": float(roc_auc_score(is_noisy, adjusted)),
+                                         "ap": float(average_precision_score(is_noisy, adjusted))}
+                                  for name, adjusted in prior_adjusted_margins(
+                                      scores, labels, probs, _components(scan)).items()},
     }
+
+
+def _components(scan: Path) -> list[str]:
+    """The scan's score components (``scan.json``), or the default recipe's for an older scan without them."""
+    from labelaudit.scoring import DEFAULT_RECIPE, RECIPES
+
+    manifest = json.loads((scan / "scan.json").read_text()) if (scan / "scan.json").exists() else {}
+    return list(manifest.get("score_components") or RECIPES[DEFAULT_RECIPE])
 
 
 def main(argv=None) -> None:

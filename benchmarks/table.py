@@ -16,6 +16,17 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def per_class_table(run: dict) -> str:
+    """Flags per given class of one run (``detect.py``'s ``per_class``): labelaudit and the plain recipe."""
+    rows = ["| given class | images | wrong | labelaudit: flagged, precision / recall | "
+            "cleanlab recipe: flagged, precision / recall |", "| --- | --- | --- | --- | --- |"]
+    for name, f in run["per_class"].items():
+        cells = [f"{m['flagged']}, {_fmt(m['precision'], 2)} / {_fmt(m['recall'], 2)}"
+                 for m in (f["labelaudit"], f["cleanlab"])]
+        rows.append(f"| {name} | {f['n']:,} | {f['wrong']:,} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows)
+
+
 def load(paths: list[str]) -> list[dict]:
     return [_normalise(json.loads(line)) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
 
@@ -28,10 +39,12 @@ def _normalise(run: dict) -> dict:
 
 
 def _noise(r: dict) -> str:
-    """``symmetric 20%`` for injected noise, ``human: random1`` for real human labels."""
-    if r.get("rate") is None:
-        return str(r["noise"]).replace("human:", "human: ")
-    return f"{r['noise']} {r['rate']:.0%}"
+    """``symmetric 20%`` for injected noise, ``human: random1`` for real human labels; with
+    ``, long tail 10x`` for a class-imbalanced subset (``detect.py --long-tail``)."""
+    name = (str(r["noise"]).replace("human:", "human: ") if r.get("rate") is None
+            else f"{r['noise']} {r['rate']:.0%}")
+    tail = r.get("long_tail", 1)
+    return name if tail in (None, 1) else f"{name}, long tail {tail:g}x"
 
 
 def _fmt(value, digits=3) -> str:
@@ -135,4 +148,7 @@ if __name__ == "__main__":
         sys.exit(0)
     runs = load(sys.argv[1:])
     print(detection_table(runs), run_table(runs), signal_table(runs), sep="\n\n")
+    for r in runs:
+        if r.get("per_class"):
+            print(f"\nPer class, {_noise(r)}, images of index in {r.get('index_range')}:\n\n{per_class_table(r)}")
     print("\nCommands:\n" + "\n".join(f"    {r['command']}" for r in runs))

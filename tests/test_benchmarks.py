@@ -125,6 +125,21 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
     assert out["noise_posterior_if_flagged"] == 0.0  # row 1 flagged -> c; row 5 unflagged keeps its argmax a
 
 
+def test_rules_prior_adjusted_margin_moves_suspicion_off_a_rare_class():
+    """Divided by the class prior, a rare class's probability counts for more: its sample is no longer the most suspect."""
+    rules = _load("rules")
+    from labelaudit.signals.confident import log_margin
+
+    labels = np.array([0, 0, 0, 1])  # prior 0.75 / 0.25
+    probs = np.array([[.9, .1], [.8, .2], [.7, .3], [.6, .4]])
+    scores = pd.DataFrame({"oos_margin": log_margin(probs, labels)})
+    out = rules.prior_adjusted_margins(scores, labels, probs, ["oos_margin"])
+    assert set(out) == {"as_scanned", "cleanlab_adjusted", "divided_by_prior", "divided_by_sqrt_prior"}
+    assert out["as_scanned"].argmax() == 3  # raw margin of row 3: log(.4 / .6) < 0, the only negative one
+    assert out["divided_by_prior"].argmax() == 2  # row 3: log(1.6 / .8) > 0; row 2: log(.93 / 1.2) < 0
+    assert rules.prior_adjusted_margins(scores, labels, probs, ["aum"]) == {}
+
+
 def test_annotation_table_keeps_one_to_all_labels_per_image_when_dropping(cifar_like, tmp_path):
     detect = _load("detect")
     root, csv = cifar_like
@@ -209,6 +224,17 @@ def test_seeds_table_gives_mean_and_sample_std_per_noise_and_only_shared_recipes
     assert "| human: worst | 1 |" in lines[1] and "0.800 |" in lines[1] and "±" not in lines[1].split("|")[4]
     assert "human: random1 | 2 | recipe `b`" not in text  # not carried by every run of the group
     assert "human: worst | 1 | recipe `b`" in text
+
+
+def test_tables_name_a_long_tail_and_show_flags_per_class():
+    table = _load("table")
+    assert table._noise({"noise": "human:worst", "rate": None, "long_tail": 10.0}) == "human: worst, long tail 10x"
+    assert table._noise({"noise": "symmetric", "rate": 0.2, "long_tail": 1.0}) == "symmetric 20%"
+    assert table._noise({"noise": "human:aggre", "rate": None}) == "human: aggre"  # runs made before --long-tail
+    run = {"per_class": {"cat": {"n": 1200, "wrong": 30,
+                                 "labelaudit": {"flagged": 40, "precision": 0.5, "recall": 2 / 3},
+                                 "cleanlab": {"flagged": 0, "precision": None, "recall": 0.0}}}}
+    assert table.per_class_table(run).splitlines()[-1] == "| cat | 1,200 | 30 | 40, 0.50 / 0.67 | 0, n/a / 0.00 |"
 
 
 def test_ceiling_figures_on_a_known_answer():
