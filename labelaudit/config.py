@@ -28,7 +28,7 @@ from typing import Any
 from labelaudit.errors import SettingsError
 
 __all__ = ["Setting", "ScanConfig", "MIN_IMAGE_SIZE", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings",
-           "parse_setting", "resolve_budget"]
+           "parse_setting", "resolve_budget", "resolve_epochs", "MAX_EPOCH_FACTOR"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,12 @@ class ScanConfig:
         Signals combined into ``mislabel_score`` (a key of
         :data:`labelaudit.scoring.RECIPES`; ``"default"`` = the benchmarked default;
         checked by the scan). Changing it re-uses finished folds.
+    min_fold_images : int
+        Small datasets: the epochs are raised, up to :data:`MAX_EPOCH_FACTOR` times, until each
+        fold trains on at least this many images (epochs x the fold's training images), unless
+        the epochs are given (:func:`resolve_epochs`). The default, 64,000, is what a
+        5,000-image scan's folds train on at 16 epochs, so larger scans are unchanged; 0 = off.
+        Not fingerprinted itself: the epochs it resolves to are.
     budget : str
         Training budget (:data:`BUDGETS`): ``"small"`` (the defaults above, sized for a CPU),
         ``"large"`` (a wider net trained longer, for a GPU) or ``"auto"`` (large on CUDA,
@@ -223,6 +229,9 @@ class ScanConfig:
                          "(margin+aum with --no-flip; cleanlab+aum for --features / --pred-probs), or a name "
                          "of labelaudit.scoring.RECIPES (see README). On an existing scan directory with the "
                          "same training settings it re-scores without training.", training=False)
+    min_fold_images: int = _field(64000, int, "Small datasets: more epochs (up to 4x) until each fold trains on "
+                                  "this many images (epochs x training images); unless --epochs is given; 0 = off.",
+                                  min=0, training=False)
     budget: str = _field("small", str, "Training budget: small (the defaults, CPU-sized), large (wider net, more "
                          "epochs: GPU-sized) or auto (large on CUDA, small on the CPU); options you give win.",
                          pattern=r"auto|small|large", training=False)
@@ -310,6 +319,36 @@ def resolve_budget(cfg: "ScanConfig", device_type: str, explicit: Collection[str
     preset = {field: value for field, value in BUDGETS[name].items()
               if field not in explicit and getattr(cfg, field) == defaults[field]}
     return dataclasses.replace(cfg, budget=name, **preset)
+
+
+#: The most :func:`resolve_epochs` multiplies the epochs by.
+MAX_EPOCH_FACTOR = 4
+
+
+def resolve_epochs(cfg: "ScanConfig", n_fold_train: int) -> "ScanConfig":
+    """``cfg`` with more epochs for a small dataset, so each fold trains on ``cfg.min_fold_images`` images.
+
+    The epochs become ``ceil(min_fold_images / n_fold_train)``, between ``cfg.epochs`` and
+    :data:`MAX_EPOCH_FACTOR` times it. The schedule's parts scale with them: progressive
+    resizing and the warm-up are fractions of the epochs, and the loss-dynamics views are
+    read over the last third. Call it only when the epochs were not given by name.
+
+    Parameters
+    ----------
+    cfg : ScanConfig
+    n_fold_train : int
+        Training images of the smallest fold (the scanned images less the largest held-out fold).
+
+    Returns
+    -------
+    ScanConfig
+        ``cfg`` itself when its folds already train on enough images or ``min_fold_images`` is 0.
+    """
+    if cfg.min_fold_images <= 0 or n_fold_train <= 0:
+        return cfg
+    needed = -(-cfg.min_fold_images // n_fold_train)  # ceil
+    epochs = min(max(cfg.epochs, needed), MAX_EPOCH_FACTOR * cfg.epochs)
+    return cfg if epochs == cfg.epochs else dataclasses.replace(cfg, epochs=epochs)
 
 
 #: Fields hashed into the fold fingerprint: all fields but :data:`NOT_TRAINING_FIELDS`.

@@ -79,8 +79,8 @@ def run_demo(out: Path, *, noise: str = "symmetric", rate: float = 0.1, noise_se
     scan_dir = ScanDir(out / "scan")
     truth = write_digits_dataset(out / "data", noise=noise, rate=rate, seed=noise_seed)
     atomic_write(out / "truth.csv", lambda fh: truth.to_csv(fh, index=False))
-    scores = scan(out / "data", out=scan_dir.path, config=config or ScanConfig(flip=False, image_size=16),
-                  progress=progress)
+    config = config or ScanConfig(flip=False, image_size=16, min_fold_images=0)  # a quick demo: 16 epochs
+    scores = scan(out / "data", out=scan_dir.path, config=config, progress=progress)
     merged = scores.merge(truth[["path", "is_noisy"]], on="path", validate="one_to_one")
     caught = int((merged.flagged & merged.is_noisy).sum())
     n_flagged = int(merged.flagged.sum())

@@ -12,7 +12,7 @@ __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
-    "ReviewSettingsError", "MapUnavailable", "WeakModelsWarning", "CompileFallback", "ScanNotice",
+    "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
     "StaleFoldsNotice", "RecipeNotice",
 ]
 
@@ -136,6 +136,10 @@ class LookAlikeClasses(ScanNotice):
 
 class RecipeNotice(ScanNotice):
     """A component signal of the chosen ``--recipe`` does not exist in this scan and is left out of the score."""
+
+
+class MoreEpochsNotice(ScanNotice):
+    """A small dataset: its folds train more epochs than set, so that each trains on ``min_fold_images`` images."""
 
 
 class WeakModelsWarning(UserWarning):

@@ -38,12 +38,12 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (LookAlikeClasses, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
+from labelaudit.errors import (LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
                                SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage
-from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget
+from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget, resolve_epochs
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.data.loading import escape_controls
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
@@ -275,6 +275,7 @@ def scan(
         check_config(cfg.to_dict())
     scan_dir = ScanDir(out)
     device = executor.device(cfg.device)
+    epochs_given = "epochs" in settings or cfg.epochs != _field_default("epochs")  # by name, or in `config`
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
     earlier_scan = scan_dir.holds_a_scan()  # before this scan's own lock file is there
     created = _make_folders(scan_dir.path)
@@ -293,7 +294,8 @@ def scan(
         raise
     try:
         return _locked_scan(data_dir, scan_dir, created, cfg, device, executor, components, inputs,
-                            labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress)
+                            labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress,
+                            epochs_given=epochs_given)
     finally:
         lock.release()
 
@@ -350,8 +352,13 @@ def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:
 
 
 def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConfig, device, executor,
-                 components, inputs, *, labels_csv, annotations_csv, progress: bool) -> pd.DataFrame:
-    """The body of :func:`scan` once the scan directory is held: prepare, train, score, write."""
+                 components, inputs, *, labels_csv, annotations_csv, progress: bool,
+                 epochs_given: bool = True) -> pd.DataFrame:
+    """The body of :func:`scan` once the scan directory is held: prepare, train, score, write.
+
+    ``epochs_given``: the epochs were set by name, so a small dataset does not raise them
+    (:func:`_epochs_for_dataset`).
+    """
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -365,6 +372,8 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
             scan_dir.provisional_labels.unlink(missing_ok=True)
         raise
     timings["load_s"] = time.perf_counter() - started
+    if prepared.inputs is None and not epochs_given:
+        cfg = _epochs_for_dataset(cfg, prepared.labels)
     phase = time.perf_counter()
     run = train(prepared, scan_dir, cfg=cfg, device=device, executor=executor, progress=progress)
     timings["train_s"] = time.perf_counter() - phase
@@ -383,6 +392,27 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
     return scored.scores
+
+
+def _field_default(name: str) -> Any:
+    """The declared default of the :class:`ScanConfig` field ``name``."""
+    return ScanConfig.__dataclass_fields__[name].default
+
+
+def _epochs_for_dataset(cfg: ScanConfig, labels: np.ndarray) -> ScanConfig:
+    """``cfg`` with the epochs :func:`~labelaudit.config.resolve_epochs` gives the folds of ``labels`` (N,).
+
+    Tells the user with a :class:`MoreEpochsNotice` when they change: the scan takes longer than
+    its image count suggests.
+    """
+    folds = _fold_assignment(labels, cfg.folds, cfg.seed)
+    n_fold_train = len(labels) - int(np.bincount(folds).max())
+    resolved = resolve_epochs(cfg, n_fold_train)
+    if resolved.epochs != cfg.epochs:
+        warn(f"{len(labels):,} images: each fold trains {resolved.epochs} epochs instead of {cfg.epochs}, so that it "
+             f"trains on at least {cfg.min_fold_images:,} images (models trained on few images for few steps "
+             "rank wrong labels worse); --epochs sets the epochs, --min-fold-images 0 keeps them", MoreEpochsNotice)
+    return resolved
 
 
 def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLike) -> None:

@@ -37,7 +37,8 @@ def _another_valid_value(name, base):
 
 
 def test_the_fields_left_out_of_the_fingerprint_are_exactly_these():
-    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe", "budget", "compile"}
+    assert set(NOT_TRAINING_FIELDS) == {"device", "flag_threshold", "workers", "recipe", "budget", "compile",
+                                       "min_fold_images"}  # it acts through the epochs it resolves to
     assert sorted(TRAINING_FIELDS + NOT_TRAINING_FIELDS) == sorted(FIELDS)  # every other field is hashed
 
 
@@ -107,7 +108,8 @@ def test_cli_options_are_derived_from_the_declarations():
                 continue
             option = params[name]
             assert option.help == spec.help
-            assert option.default == (16 if (command, name) == ("demo", "image_size") else default)
+            demo_defaults = {"image_size": 16, "min_fold_images": 0}  # a quick demo: 16 px, 16 epochs
+            assert option.default == (demo_defaults[name] if command == "demo" and name in demo_defaults else default)
             if isinstance(option.type, (click.IntRange, click.FloatRange)):
                 assert (option.type.min, option.type.max) == (spec.min, spec.max)
                 assert (option.type.min_open, option.type.max_open) == (spec.min_open, spec.max_open)
@@ -147,3 +149,16 @@ def test_settings_given_by_name_or_set_in_the_config_win_over_the_budget():
     assert in_config.width == 8 and in_config.epochs == BUDGETS["large"]["epochs"]
     with pytest.raises(SettingsError, match="budget"):
         ScanConfig(budget="huge")
+
+
+def test_small_datasets_get_more_epochs_up_to_four_times_and_larger_ones_none():
+    from labelaudit.config import MAX_EPOCH_FACTOR, resolve_epochs
+
+    cfg = ScanConfig()  # 16 epochs, 64,000 fold images
+    assert resolve_epochs(cfg, 8000) is cfg and resolve_epochs(cfg, 4000) is cfg  # 16 x 4,000 = 64,000
+    assert resolve_epochs(cfg, 2400).epochs == 27  # ceil(64,000 / 2,400)
+    assert resolve_epochs(cfg, 800).epochs == MAX_EPOCH_FACTOR * 16 == 64  # 80 needed: capped
+    assert resolve_epochs(cfg, 2400).to_dict() == {**cfg.to_dict(), "epochs": 27}  # nothing else changes
+    assert resolve_epochs(ScanConfig(min_fold_images=0), 10) == ScanConfig(min_fold_images=0)
+    assert resolve_epochs(ScanConfig(epochs=4, min_fold_images=1000), 100).epochs == 10
+    assert "min_fold_images" not in TRAINING_FIELDS  # the epochs it resolves to are fingerprinted instead

@@ -1,6 +1,7 @@
 """The scan pipeline end to end on small generated datasets."""
 
 import json
+import warnings
 import sqlite3
 
 import numpy as np
@@ -544,3 +545,20 @@ def test_scan_warnings_name_the_caller_s_line_for_scans_from_images_and_arrays(t
             scan(folder.root, labels_csv=csv, out=tmp_path / f"scan-{len(kwargs)}", progress=False, **kwargs, **FAST)
         ours = [w for w in caught if w.category.__module__ == "labelaudit.errors"]
         assert ours and all(w.filename == __file__ for w in ours), [(w.category, w.filename) for w in ours]
+
+
+def test_a_small_dataset_trains_more_epochs_unless_they_are_given(tmp_path):
+    """Few images x few epochs train weak models: the epochs rise (with a notice) to min_fold_images per fold."""
+    from labelaudit.errors import MoreEpochsNotice
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=12)  # 48 images, 3 folds: 32 training images each
+    fast = {k: v for k, v in FAST.items() if k != "epochs"}
+    with pytest.warns(MoreEpochsNotice, match="48 images: each fold trains 20 epochs instead of 16"):
+        scan(folder.root, out=tmp_path / "raised", progress=False, min_fold_images=640, **fast)
+    assert json.loads((tmp_path / "raised" / "scan.json").read_text())["config"]["epochs"] == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MoreEpochsNotice)
+        scan(folder.root, out=tmp_path / "given", progress=False, min_fold_images=640, epochs=16, **fast)
+        scan(folder.root, out=tmp_path / "off", progress=False, min_fold_images=0, **fast)
+    for name in ("given", "off"):
+        assert json.loads((tmp_path / name / "scan.json").read_text())["config"]["epochs"] == 16
