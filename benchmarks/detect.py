@@ -135,8 +135,8 @@ def select_subset(root: Path, per_class: int, offset: int, min_index: int | None
     among those whose index lies in ``[min_index, max_index)``.
 
     ``n_k = per_class`` for every class when ``long_tail`` is 1; otherwise class ``k`` of ``K``
-    (sorted by name) keeps ``round(per_class * long_tail ** (-k / (K - 1)))``: a long tail whose
-    largest class is ``long_tail`` times its smallest.
+    (sorted by name) keeps ``round(per_class * long_tail ** (-k / (K - 1)))`` images, at least
+    one: a long tail whose largest class is ``long_tail`` times its smallest.
     """
     if long_tail < 1 or (long_tail > 1 and per_class <= 0):
         raise SystemExit("--long-tail needs a ratio >= 1 and a --per-class count")
@@ -146,8 +146,8 @@ def select_subset(root: Path, per_class: int, offset: int, min_index: int | None
     for k, class_dir in enumerate(class_dirs):
         files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
                         and lo <= _index(f)[0] < hi), key=_index)
-        count = per_class if long_tail == 1 else round(per_class * long_tail ** (-k / max(1, len(class_dirs) - 1)))
-        chosen = files[offset: offset + count] if count else files[offset:]
+        count = per_class if long_tail == 1 else max(1, round(per_class * long_tail ** (-k / max(1, len(class_dirs) - 1))))
+        chosen = files[offset: offset + count] if per_class else files[offset:]
         rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in chosen]
     return pd.DataFrame(rows, columns=["path", "true_label"])
 
@@ -237,12 +237,14 @@ def per_class_figures(given: np.ndarray, is_noisy: np.ndarray, flagged: np.ndarr
     return out
 
 
-def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray) -> dict[str, float]:
-    """The plain recipe: rank by self-confidence, flag with ``find_label_issues`` defaults."""
+def cleanlab_recipe(labels: np.ndarray, probs: np.ndarray, is_noisy: np.ndarray,
+                    issues: np.ndarray | None = None) -> dict[str, float]:
+    """The plain recipe: rank by self-confidence, flag with ``find_label_issues`` defaults
+    (``issues``, bool (N,), when already computed by :func:`_cleanlab_flags`)."""
     from cleanlab.rank import get_label_quality_scores
 
     quality = get_label_quality_scores(labels, probs, method="self_confidence")
-    issues = _cleanlab_flags(labels, probs)
+    issues = _cleanlab_flags(labels, probs) if issues is None else issues
     accuracy = float((probs.argmax(1) == labels).mean())
     return {**detection_figures(is_noisy, 1 - quality, issues), "oos_accuracy_given": accuracy}
 
@@ -315,6 +317,8 @@ def main(argv=None) -> dict:
     probs_tta = np.load(scan_dir.pred_probs)
     summary = scores.attrs["summary"]
     manifest = scan_dir.read_manifest()
+    probs_image = np.load(scan_dir.pred_probs_image)
+    recipe_flags = _cleanlab_flags(labels, probs_image)
 
     result = {
         "benchmark": "detect",
@@ -335,10 +339,9 @@ def main(argv=None) -> dict:
         "oos_accuracy_true": float((probs_tta.argmax(1) == truth).mean()),
         "labelaudit": detection_figures(is_noisy, table.mislabel_score.to_numpy(), table.flagged.to_numpy()),
         "suggestion_true_on_wrong": float((table.suggested_label[is_noisy] == table.true_label[is_noisy]).mean()),
-        "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, np.load(scan_dir.pred_probs_image),
-                                                         is_noisy),
+        "cleanlab_on_labelaudit_models": cleanlab_recipe(labels, probs_image, is_noisy, issues=recipe_flags),
         "per_class": per_class_figures(table.given_label_x.to_numpy(), is_noisy, table.flagged.to_numpy(),
-                                       _cleanlab_flags(labels, np.load(scan_dir.pred_probs_image))),
+                                       recipe_flags),
         "signals_auroc": {s: roc_auc_score(is_noisy, SIGNALS[s].direction * table[s].to_numpy())
                           for s in SIGNALS if s in table.columns},
         "recipes": recipe_figures(table, is_noisy),

@@ -77,13 +77,31 @@ def count(rule: str, labels: np.ndarray, probs: np.ndarray) -> int:
 
 def prior_adjusted_margins(scores: pd.DataFrame, labels: np.ndarray, probs: np.ndarray,
                            components: list[str]) -> dict[str, np.ndarray]:
-    """The scan's score (N,) with ``oos_margin`` on class-prior re-weighted probabilities, per re-weighting.
+    """The scan's score with ``oos_margin`` on class-prior re-weighted probabilities, per re-weighting.
 
-    ``as_scanned`` is ``combine`` of the stored columns; the others replace the ``oos_margin``
-    column (the log-probability margin of the given label) by the margin on ``probs`` (N, C)
-    re-weighted as named. Higher = more likely mislabeled, as ``mislabel_score``. Empty when
-    ``components`` lacks ``oos_margin`` or ``scores`` lacks one of them.
+    Parameters
+    ----------
+    scores : pandas.DataFrame, shape (N, ...)
+        The scan's ``scores.csv``: ``mislabel_score`` and the ``components`` columns.
+    labels : numpy.ndarray of int, shape (N,)
+        Given class ids.
+    probs : numpy.ndarray, shape (N, C)
+        The scan's held-out probabilities (``pred_probs.npy``).
+    components : list of str
+        The signals ``mislabel_score`` combines (``scan.json``'s ``score_components``).
+
+    Returns
+    -------
+    dict of str -> numpy.ndarray, shape (N,)
+        ``as_scanned``: the stored ``mislabel_score``; ``cleanlab_adjusted`` (cleanlab's
+        ``adjust_pred_probs``: per-class confident thresholds subtracted, a private cleanlab
+        helper), ``divided_by_prior`` and ``divided_by_sqrt_prior`` (the given labels' class
+        frequencies): the score recombined with the margin of the re-weighted probabilities
+        in place of ``oos_margin``. Higher = more likely mislabeled. Empty when ``components``
+        lacks ``oos_margin`` or ``scores`` lacks one of them.
     """
+    if "oos_margin" not in components or not set(components) <= set(scores.columns):
+        return {}  # a score without the margin, or a table without its columns: nothing to re-weight
     from cleanlab.internal.label_quality_utils import _subtract_confident_thresholds
 
     from labelaudit.scoring import combine
@@ -93,9 +111,7 @@ def prior_adjusted_margins(scores: pd.DataFrame, labels: np.ndarray, probs: np.n
     reweighted = {"cleanlab_adjusted": _subtract_confident_thresholds(labels, probs),
                   "divided_by_prior": probs / np.maximum(prior, 1e-12),
                   "divided_by_sqrt_prior": probs / np.sqrt(np.maximum(prior, 1e-12))}
-    if "oos_margin" not in components or not set(components) <= set(scores.columns):
-        return {}  # a score without the margin, or a table without its columns: nothing to re-weight
-    out = {"as_scanned": combine(scores, components)}
+    out = {"as_scanned": scores.mislabel_score.to_numpy()}
     for name, weighted in reweighted.items():
         weighted = weighted / weighted.sum(axis=1, keepdims=True)
         out[name] = combine(scores.assign(oos_margin=log_margin(weighted, labels)), components)

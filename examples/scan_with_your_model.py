@@ -33,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 
 import labelaudit
 from labelaudit.data.loading import list_dataset
+from labelaudit.scandir import other_scan_reason
 from labelaudit.demo import write_digits_dataset
 
 parser = argparse.ArgumentParser()
@@ -48,7 +49,7 @@ if args.images_dir is None:  # the digits as class folders, 10% of the labels wr
 
 # 1. Your data: the files labelaudit lists (its file order, its rules for hidden files and links),
 #    each labelled by its class folder.
-listed = list_dataset(args.images_dir)
+listed = list_dataset(args.images_dir, skip_folder=other_scan_reason)  # as the scan lists them
 paths, labels = listed.paths, np.array(listed.label_names)
 pixels = np.stack([np.asarray(Image.open(args.images_dir / p).convert("L").resize((16, 16)), dtype=np.float32).ravel()
                    for p in paths])

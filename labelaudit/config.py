@@ -28,7 +28,7 @@ from typing import Any
 from labelaudit.errors import SettingsError
 
 __all__ = ["Setting", "ScanConfig", "MIN_IMAGE_SIZE", "TRAINING_FIELDS", "NOT_TRAINING_FIELDS", "BUDGETS", "settings",
-           "parse_setting", "resolve_budget", "resolve_epochs", "MAX_EPOCH_FACTOR"]
+           "parse_setting", "default_of", "resolve_budget", "resolve_epochs", "MAX_EPOCH_FACTOR"]
 
 
 @dataclass(frozen=True)
@@ -180,11 +180,14 @@ class ScanConfig:
         :data:`labelaudit.scoring.RECIPES`; ``"default"`` = the benchmarked default;
         checked by the scan). Changing it re-uses finished folds.
     min_fold_images : int
-        Small datasets: the epochs are raised, up to :data:`MAX_EPOCH_FACTOR` times, until each
-        fold trains on at least this many images (epochs x the fold's training images), unless
-        the epochs are given (:func:`resolve_epochs`). The default, 64,000, is what a
-        5,000-image scan's folds train on at 16 epochs, so larger scans are unchanged; 0 = off.
-        Not fingerprinted itself: the epochs it resolves to are.
+        Small datasets, ``small`` budget: the epochs are raised, up to :data:`MAX_EPOCH_FACTOR`
+        times, until each fold trains on at least this many images (epochs x the fold's
+        training images; :func:`resolve_epochs`). The default, 64,000, is what the folds of a
+        5-fold 5,000-image scan train on at 16 epochs, so larger 5-fold scans are unchanged;
+        0 = off. Epochs given by name (``--epochs``, ``scan(epochs=...)``) or set to another
+        value than the default in a ``ScanConfig`` are kept (an epoch count left at its
+        default in a config is not "given", as for the budget). Not fingerprinted itself: the
+        epochs it resolves to are.
     budget : str
         Training budget (:data:`BUDGETS`): ``"small"`` (the defaults above, sized for a CPU),
         ``"large"`` (a wider net trained longer, for a GPU) or ``"auto"`` (large on CUDA,
@@ -230,7 +233,8 @@ class ScanConfig:
                          "of labelaudit.scoring.RECIPES (see README). On an existing scan directory with the "
                          "same training settings it re-scores without training.", training=False)
     min_fold_images: int = _field(64000, int, "Small datasets: more epochs (up to 4x) until each fold trains on "
-                                  "this many images (epochs x training images); unless --epochs is given; 0 = off.",
+                                  "this many images (epochs x training images); not with --epochs or --budget "
+                                  "large; 0 = off.",
                                   min=0, training=False)
     budget: str = _field("small", str, "Training budget: small (the defaults, CPU-sized), large (wider net, more "
                          "epochs: GPU-sized) or auto (large on CUDA, small on the CPU); options you give win.",
@@ -265,6 +269,11 @@ class ScanConfig:
 def settings() -> dict[str, tuple[Setting, Any]]:
     """Every :class:`ScanConfig` field: name -> (its :class:`Setting`, its default), in field order."""
     return {f.name: (f.metadata["setting"], f.default) for f in dataclasses.fields(ScanConfig)}
+
+
+def default_of(name: str) -> Any:
+    """The declared default of :class:`ScanConfig` field ``name``."""
+    return ScanConfig.__dataclass_fields__[name].default
 
 
 def parse_setting(name: str, text: str) -> Any:
@@ -315,9 +324,8 @@ def resolve_budget(cfg: "ScanConfig", device_type: str, explicit: Collection[str
         With ``budget`` resolved to ``"small"`` or ``"large"``.
     """
     name = cfg.budget if cfg.budget != "auto" else ("large" if device_type == "cuda" else "small")
-    defaults = {name_: default for name_, (_, default) in settings().items()}
     preset = {field: value for field, value in BUDGETS[name].items()
-              if field not in explicit and getattr(cfg, field) == defaults[field]}
+              if field not in explicit and getattr(cfg, field) == default_of(field)}
     return dataclasses.replace(cfg, budget=name, **preset)
 
 

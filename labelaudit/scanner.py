@@ -43,7 +43,7 @@ from labelaudit.errors import (LookAlikeClasses, MoreEpochsNotice, OtherDataset,
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage
-from labelaudit.config import TRAINING_FIELDS, ScanConfig, resolve_budget, resolve_epochs
+from labelaudit.config import MAX_EPOCH_FACTOR, TRAINING_FIELDS, ScanConfig, default_of, resolve_budget, resolve_epochs
 from labelaudit.data import LoadedDataset, load_dataset
 from labelaudit.data.loading import escape_controls
 from labelaudit.data.annotations import Annotations, read_annotations, write_provisional_labels
@@ -207,7 +207,9 @@ def scan(
         :mod:`labelaudit.data.annotations`. The given label is then the consensus
         (:mod:`labelaudit.consensus`). Not together with ``labels_csv``.
     config : ScanConfig, optional
-        All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields.
+        All settings; keyword ``settings`` (e.g. ``epochs=5``) override its fields. A field
+        left at its default in ``config`` counts as not given: the budget may set it, and a
+        small dataset may raise the epochs (``min_fold_images``).
     executor : FoldExecutor or {"local", "threads", "stacked", "ray"}, optional
         Runs the fold jobs: ``"local"`` (default) trains them in this process one after
         the other (:class:`~labelaudit.folds.executor.InProcessExecutor`), ``"threads"``
@@ -275,8 +277,9 @@ def scan(
         check_config(cfg.to_dict())
     scan_dir = ScanDir(out)
     device = executor.device(cfg.device)
-    epochs_given = "epochs" in settings or cfg.epochs != _field_default("epochs")  # by name, or in `config`
+    epochs_given = "epochs" in settings or cfg.epochs != default_of("epochs")  # by name, or in `config`
     cfg = resolve_budget(cfg, device.type, explicit=settings.keys())
+    size_epochs = cfg.budget == "small" and not epochs_given  # measured with the small budget only
     earlier_scan = scan_dir.holds_a_scan()  # before this scan's own lock file is there
     created = _make_folders(scan_dir.path)
     lock = _lock(scan_dir)  # busy: another scan's folder, left as it is
@@ -295,7 +298,7 @@ def scan(
     try:
         return _locked_scan(data_dir, scan_dir, created, cfg, device, executor, components, inputs,
                             labels_csv=labels_csv, annotations_csv=annotations_csv, progress=progress,
-                            epochs_given=epochs_given)
+                            size_epochs=size_epochs)
     finally:
         lock.release()
 
@@ -353,11 +356,11 @@ def _lock(scan_dir: ScanDir) -> filelock.BaseFileLock:
 
 def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConfig, device, executor,
                  components, inputs, *, labels_csv, annotations_csv, progress: bool,
-                 epochs_given: bool = True) -> pd.DataFrame:
+                 size_epochs: bool) -> pd.DataFrame:
     """The body of :func:`scan` once the scan directory is held: prepare, train, score, write.
 
-    ``epochs_given``: the epochs were set by name, so a small dataset does not raise them
-    (:func:`_epochs_for_dataset`).
+    ``size_epochs``: the epochs follow the dataset's size (:func:`_epochs_for_dataset`); False
+    when they were given, or under the ``large`` budget.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -372,7 +375,7 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
             scan_dir.provisional_labels.unlink(missing_ok=True)
         raise
     timings["load_s"] = time.perf_counter() - started
-    if prepared.inputs is None and not epochs_given:
+    if prepared.inputs is None and size_epochs:
         cfg = _epochs_for_dataset(cfg, prepared.labels)
     phase = time.perf_counter()
     run = train(prepared, scan_dir, cfg=cfg, device=device, executor=executor, progress=progress)
@@ -394,11 +397,6 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
     return scored.scores
 
 
-def _field_default(name: str) -> Any:
-    """The declared default of the :class:`ScanConfig` field ``name``."""
-    return ScanConfig.__dataclass_fields__[name].default
-
-
 def _epochs_for_dataset(cfg: ScanConfig, labels: np.ndarray) -> ScanConfig:
     """``cfg`` with the epochs :func:`~labelaudit.config.resolve_epochs` gives the folds of ``labels`` (N,).
 
@@ -409,9 +407,11 @@ def _epochs_for_dataset(cfg: ScanConfig, labels: np.ndarray) -> ScanConfig:
     n_fold_train = len(labels) - int(np.bincount(folds).max())
     resolved = resolve_epochs(cfg, n_fold_train)
     if resolved.epochs != cfg.epochs:
-        warn(f"{len(labels):,} images: each fold trains {resolved.epochs} epochs instead of {cfg.epochs}, so that it "
-             f"trains on at least {cfg.min_fold_images:,} images (models trained on few images for few steps "
-             "rank wrong labels worse); --epochs sets the epochs, --min-fold-images 0 keeps them", MoreEpochsNotice)
+        warn(f"{len(labels):,} images: each fold trains {resolved.epochs} epochs instead of {cfg.epochs} "
+             f"({resolved.epochs * n_fold_train:,} training images per fold, towards --min-fold-images "
+             f"{cfg.min_fold_images}, at most {MAX_EPOCH_FACTOR}x the epochs): models trained on few images for "
+             "few steps rank wrong labels worse; --epochs sets the epochs, --min-fold-images 0 keeps them",
+             MoreEpochsNotice)
     return resolved
 
 

@@ -57,6 +57,8 @@ def test_long_tail_subset_shrinks_classes_geometrically_to_the_ratio(tmp_path):
     assert subset.true_label.value_counts().to_dict() == {"a": 16, "b": 8, "c": 4}
     assert list(subset.path[subset.true_label == "c"]) == [f"c/img_{i}.png" for i in range(4)]
     assert len(detect.select_subset(root, 16, 0, long_tail=1)) == 48
+    tiny = detect.select_subset(root, 2, 0, long_tail=10)  # round(2 / 10) = 0: still one image, not the whole class
+    assert tiny.true_label.value_counts().to_dict() == {"a": 2, "b": 1, "c": 1}
     with pytest.raises(SystemExit, match="long-tail"):
         detect.select_subset(root, 16, 0, long_tail=0.5)
     with pytest.raises(SystemExit, match="long-tail"):
@@ -132,7 +134,8 @@ def test_rules_prior_adjusted_margin_moves_suspicion_off_a_rare_class():
 
     labels = np.array([0, 0, 0, 1])  # prior 0.75 / 0.25
     probs = np.array([[.9, .1], [.8, .2], [.7, .3], [.6, .4]])
-    scores = pd.DataFrame({"oos_margin": log_margin(probs, labels)})
+    margin = log_margin(probs, labels)
+    scores = pd.DataFrame({"oos_margin": margin, "mislabel_score": -margin})
     out = rules.prior_adjusted_margins(scores, labels, probs, ["oos_margin"])
     assert set(out) == {"as_scanned", "cleanlab_adjusted", "divided_by_prior", "divided_by_sqrt_prior"}
     assert out["as_scanned"].argmax() == 3  # raw margin of row 3: log(.4 / .6) < 0, the only negative one

@@ -549,16 +549,29 @@ def test_scan_warnings_name_the_caller_s_line_for_scans_from_images_and_arrays(t
 
 def test_a_small_dataset_trains_more_epochs_unless_they_are_given(tmp_path):
     """Few images x few epochs train weak models: the epochs rise (with a notice) to min_fold_images per fold."""
-    from labelaudit.errors import MoreEpochsNotice
+    from labelaudit.config import ScanConfig
+    from labelaudit.errors import MoreEpochsNotice, StaleFoldsNotice
 
     folder = make_noisy_folder(tmp_path / "data", n_per_class=12)  # 48 images, 3 folds: 32 training images each
     fast = {k: v for k, v in FAST.items() if k != "epochs"}
-    with pytest.warns(MoreEpochsNotice, match="48 images: each fold trains 20 epochs instead of 16"):
+    with pytest.warns(MoreEpochsNotice, match=r"48 images: each fold trains 20 epochs instead of 16 \(640 training"):
         scan(folder.root, out=tmp_path / "raised", progress=False, min_fold_images=640, **fast)
     assert json.loads((tmp_path / "raised" / "scan.json").read_text())["config"]["epochs"] == 20
+    with warnings.catch_warnings():  # the same scan again: the raised epochs are the stored folds' epochs
+        warnings.simplefilter("error", StaleFoldsNotice)
+        warnings.simplefilter("ignore", MoreEpochsNotice)
+        again = scan(folder.root, out=tmp_path / "raised", progress=False, min_fold_images=640, **fast)
+    assert again.attrs["summary"]["folds_resumed"] == [0, 1, 2]
+    with pytest.warns(MoreEpochsNotice, match="20 epochs instead of 16"):  # a default left in a config is not given
+        scan(folder.root, out=tmp_path / "config", progress=False,
+             config=ScanConfig(**fast, epochs=16, min_fold_images=640))
     with warnings.catch_warnings():
         warnings.simplefilter("error", MoreEpochsNotice)
         scan(folder.root, out=tmp_path / "given", progress=False, min_fold_images=640, epochs=16, **fast)
         scan(folder.root, out=tmp_path / "off", progress=False, min_fold_images=0, **fast)
-    for name in ("given", "off"):
-        assert json.loads((tmp_path / name / "scan.json").read_text())["config"]["epochs"] == 16
+        scan(folder.root, out=tmp_path / "other", progress=False, config=ScanConfig(**fast, epochs=6,
+                                                                                   min_fold_images=640))
+        scan(folder.root, out=tmp_path / "large", progress=False, min_fold_images=640, budget="large",
+             **{**fast, "batch_size": 16})  # measured with the small budget only
+    for name, epochs in (("given", 16), ("off", 16), ("other", 6), ("large", 24)):
+        assert json.loads((tmp_path / name / "scan.json").read_text())["config"]["epochs"] == epochs, name

@@ -761,7 +761,9 @@ def load_dataset(
     skip_folder : callable, optional
         Asked of every sub-folder of a class-folder dataset (its full path, a str): a reason
         not to scan it (a ``skipped`` row), or None. The scanner passes
-        :func:`labelaudit.scandir.other_scan_reason`, so another scan's folder is no class.
+        :func:`labelaudit.scandir.other_scan_reason`, so another scan's folder is no class;
+        without a filter every folder is read as data, a scan folder inside ``root`` included
+        (pass the same filter to list the files as a scan does).
     progress : bool
         Show a tqdm progress bar on stderr while decoding.
 
