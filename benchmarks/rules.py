@@ -5,7 +5,8 @@ that scan's ``scores.csv`` and ``pred_probs.npy``, takes the truth from the huma
 CSV's ``original`` column, and prints one JSON line per scan with:
 
 * the flag F1 of every candidate count rule (the top-N of ``mislabel_score``, N from
-  cleanlab's ``num_label_issues`` estimation methods, ``find_label_issues`` filters, the
+  cleanlab's ``num_label_issues`` estimation methods (``off_diagonal_tempered``: on the
+  probabilities tempered to fit the given labels, labelaudit's count since the eighth round), ``find_label_issues`` filters, the
   number of samples whose out-of-sample argmax differs from the given label, or a
   2-component mixture on the score), and next to them ``oracle_best_threshold``: the top-N
   with the best F1 over every N, *chosen with the truth* -- not a rule, the ceiling any count
@@ -43,7 +44,7 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HUMAN = REPO.parent / "shared" / "datasets" / "cifar10n-dev-labels.csv.gz"
-COUNT_RULES = ("off_diagonal_calibrated", "off_diagonal", "prune_by_noise_rate", "both")
+COUNT_RULES = ("off_diagonal_calibrated", "off_diagonal", "off_diagonal_tempered", "prune_by_noise_rate", "both")
 
 
 def flag_figures(is_noisy: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
@@ -70,6 +71,10 @@ def count(rule: str, labels: np.ndarray, probs: np.ndarray) -> int:
     from cleanlab.count import num_label_issues
     from cleanlab.filter import find_label_issues
 
+    if rule == "off_diagonal_tempered":  # labelaudit's count: on the probabilities tempered to the given labels
+        from labelaudit.signals.confident import temper
+
+        return int(num_label_issues(labels, temper(labels, probs)[0], estimation_method="off_diagonal"))
     if rule.startswith("off_diagonal"):
         return int(num_label_issues(labels, probs, estimation_method=rule))
     return int(find_label_issues(labels, probs, filter_by=rule, n_jobs=1).sum())

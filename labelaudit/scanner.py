@@ -865,6 +865,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         empty_classes=list(prepared.dataset.empty_classes),
         estimated_noise_rate=signals.n_label_issues / n,
         n_estimated_label_issues=signals.n_label_issues,
+        count_temperature=signals.count_temperature,
         n_flagged=int(scores["flagged"].sum()),
         holdout_accuracy=signals.holdout_accuracy,
         majority_rate=majority,

@@ -9,8 +9,10 @@ review is decided by ``flagged``.
 
 Flag rule: confident learning estimates how many samples are mislabeled -- the
 off-diagonal count of its confident joint
-(``cleanlab.count.num_label_issues(..., estimation_method="off_diagonal")``) -- and the
-that-many highest-scoring samples are flagged. The calibrated variant overshot the true
+(``cleanlab.count.num_label_issues(..., estimation_method="off_diagonal")``) on the held-out
+probabilities tempered to fit the given labels
+(:func:`labelaudit.signals.confident.temper`) -- and the that-many highest-scoring samples
+are flagged. The calibrated variant overshot the true
 noise rate by 1.5-2x with the fold models of a CPU scan (on every development run, real and
 synthetic noise), halving the precision of the review queue; the uncalibrated count is
 closer (README, "Choosing the default"). ``flag_threshold`` replaces the rule by a fixed

@@ -38,6 +38,7 @@ def test_outputs_are_complete_and_consistent(scanned):
     info = json.loads((out / "scan.json").read_text())
     assert info["summary"]["n_samples"] == len(csv)
     assert info["summary"]["n_flagged"] == csv.flagged.sum() > 0
+    assert 0.05 <= info["summary"]["count_temperature"] <= 20  # the flag count's tempered probabilities
     assert {"torch", "cleanlab", "labelaudit"} <= set(info["versions"])
     assert ("cuda" in info["versions"]) == bool(torch.version.cuda)  # a CUDA build names its CUDA and cuDNN
     assert info["config"]["folds"] == FAST["folds"] and info["timings"]["total_s"] > 0

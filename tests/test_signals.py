@@ -184,3 +184,41 @@ def test_oos_margin_is_the_log_probability_margin_and_weighs_the_alternative():
     assert np.isfinite(margin[3]) and margin[3] < margin[0]
     assert SIGNALS["oos_margin"].direction == -1  # lower = more likely mislabeled
     assert log_margin(np.ones((2, 1)), np.array([0, 0])).tolist() == [np.inf, np.inf]  # no alternative
+
+
+def _calibrated(n=3000, classes=4, noise=0.15, seed=0):
+    """Labels drawn from known probabilities (so those probabilities are calibrated), a share ``noise`` replaced."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=row) for row in probs])
+    return labels, probs
+
+
+def test_temper_finds_the_temperature_that_sharpened_calibrated_probabilities():
+    from labelaudit.signals.confident import temper
+
+    labels, probs = _calibrated()
+    _, t_calibrated = temper(labels, probs)
+    assert t_calibrated == pytest.approx(1.0, abs=0.1)
+    sharp = probs ** 2.5 / (probs ** 2.5).sum(1, keepdims=True)  # the same probabilities at temperature 1 / 2.5
+    tempered, temperature = temper(labels, sharp)
+    assert temperature == pytest.approx(2.5, rel=0.1)
+    np.testing.assert_allclose(tempered.sum(1), 1.0)
+    assert (np.argsort(tempered, axis=1) == np.argsort(sharp, axis=1)).all()  # the order within a row is kept
+    np.testing.assert_allclose(tempered, probs, atol=0.05)
+
+
+def test_the_flag_count_is_counted_on_tempered_probabilities():
+    """Overconfident probabilities put more samples above another class's threshold: the count is made after tempering."""
+    from cleanlab.count import num_label_issues
+
+    from labelaudit.signals.confident import temper
+
+    labels, probs = _calibrated()
+    sharp = probs ** 3 / (probs ** 3).sum(1, keepdims=True)
+    cl = confident_learning(labels, sharp)
+    assert cl["temperature"] > 2
+    raw = num_label_issues(labels, sharp, estimation_method="off_diagonal")
+    tempered, _ = temper(labels, sharp)
+    assert cl["n_label_issues"] == num_label_issues(labels, tempered, estimation_method="off_diagonal") < raw

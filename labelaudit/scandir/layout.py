@@ -77,6 +77,9 @@ class ScanSummary:
         Confident learning's estimate of the share of wrong labels.
     n_estimated_label_issues : int
         The same as a count.
+    count_temperature : float or None
+        Temperature of the held-out probabilities confident learning counted on (fitted to
+        the given labels; > 1 = they were overconfident); None in scans made before it.
     n_flagged : int
         Samples proposed for review.
     holdout_accuracy : float
@@ -109,6 +112,7 @@ class ScanSummary:
     empty_classes: list[str] = field(default_factory=list)
     estimated_noise_rate: float | None = None
     n_estimated_label_issues: int = 0
+    count_temperature: float | None = None
     n_flagged: int = 0
     holdout_accuracy: float | None = None
     majority_rate: float | None = None

@@ -32,7 +32,10 @@ class Signals:
     noise_matrix : numpy.ndarray, shape (C, C)
         ``noise_matrix[i, j]`` = estimated P(given label = i | true label = j).
     n_label_issues : int
-        Confident learning's calibrated estimate of the number of mislabeled samples.
+        Confident learning's estimate of the number of mislabeled samples (on the tempered
+        probabilities: :func:`labelaudit.signals.confident.temper`).
+    count_temperature : float
+        The temperature of that count (1 = the probabilities as they are).
     holdout_accuracy : float
         Out-of-sample accuracy of :attr:`pred_probs` against the given labels.
     """
@@ -43,6 +46,7 @@ class Signals:
     noise_matrix: np.ndarray
     n_label_issues: int
     holdout_accuracy: float
+    count_temperature: float = 1.0
 
 
 def compute_signals(results: Sequence[FoldResult], labels: np.ndarray, n_classes: int, *,
@@ -89,6 +93,7 @@ def compute_signals(results: Sequence[FoldResult], labels: np.ndarray, n_classes
         noise_matrix=cl["noise_matrix"],
         n_label_issues=cl["n_label_issues"],
         holdout_accuracy=float((pred_probs.argmax(1) == evidence.labels).mean()),
+        count_temperature=cl["temperature"],
     )
 
 
