@@ -35,7 +35,7 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray) -> dict[str, 
         overconfident, and overconfident probabilities put more samples above another
         class's threshold: the untempered count was 1.1-1.4x the tempered one on the
         development scans, and further from the true number of wrong labels on every one
-        (README, "Flag count").
+        (README, "Score, suggestion, flag").
     """
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities, num_label_issues
     from cleanlab.filter import find_label_issues
