@@ -6,7 +6,8 @@ CSV's ``original`` column, and prints one JSON line per scan with:
 
 * the flag F1 of every candidate count rule (the top-N of ``mislabel_score``, N from
   cleanlab's ``num_label_issues`` estimation methods (``off_diagonal_tempered``: on the
-  probabilities tempered to fit the given labels, labelaudit's count since the eighth round), ``find_label_issues`` filters, the
+  probabilities tempered to fit the given labels, labelaudit's count since the eighth
+  round), ``find_label_issues`` filters, the
   number of samples whose out-of-sample argmax differs from the given label, or a
   2-component mixture on the score), and next to them ``oracle_best_threshold``: the top-N
   with the best F1 over every N, *chosen with the truth* -- not a rule, the ceiling any count

@@ -38,7 +38,15 @@ def test_outputs_are_complete_and_consistent(scanned):
     info = json.loads((out / "scan.json").read_text())
     assert info["summary"]["n_samples"] == len(csv)
     assert info["summary"]["n_flagged"] == csv.flagged.sum() > 0
-    assert 0.05 <= info["summary"]["count_temperature"] <= 20  # the flag count's tempered probabilities
+    from cleanlab.count import num_label_issues
+
+    from labelaudit.signals.confident import temper
+
+    labels = csv.given_label.map({c: i for i, c in enumerate(sorted(csv.given_label.unique()))}).to_numpy()
+    tempered, temperature = temper(labels, np.load(out / "pred_probs.npy"))
+    assert info["summary"]["count_temperature"] == pytest.approx(temperature)
+    assert info["summary"]["n_estimated_label_issues"] == info["summary"]["n_flagged"] == num_label_issues(
+        labels, tempered, estimation_method="off_diagonal")  # the flag count is made on tempered probabilities
     assert {"torch", "cleanlab", "labelaudit"} <= set(info["versions"])
     assert ("cuda" in info["versions"]) == bool(torch.version.cuda)  # a CUDA build names its CUDA and cuDNN
     assert info["config"]["folds"] == FAST["folds"] and info["timings"]["total_s"] > 0
@@ -576,3 +584,11 @@ def test_a_small_dataset_trains_more_epochs_unless_they_are_given(tmp_path):
              **{**fast, "batch_size": 16})  # measured with the small budget only
     for name, epochs in (("given", 16), ("off", 16), ("other", 6), ("large", 24)):
         assert json.loads((tmp_path / name / "scan.json").read_text())["config"]["epochs"] == epochs, name
+
+
+def test_a_summary_written_before_the_tempered_count_reads_without_a_temperature():
+    from labelaudit.scandir import ScanSummary
+
+    old = ScanSummary(n_samples=10, n_classes=2).to_dict()
+    del old["count_temperature"]
+    assert ScanSummary.from_dict(old).count_temperature is None

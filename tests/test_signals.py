@@ -186,12 +186,15 @@ def test_oos_margin_is_the_log_probability_margin_and_weighs_the_alternative():
     assert log_margin(np.ones((2, 1)), np.array([0, 0])).tolist() == [np.inf, np.inf]  # no alternative
 
 
-def _calibrated(n=3000, classes=4, noise=0.15, seed=0):
-    """Labels drawn from known probabilities (so those probabilities are calibrated), a share ``noise`` replaced."""
+def _calibrated(n=3000, classes=4, noise=0.0, seed=0):
+    """Labels drawn from known probabilities (so those probabilities are calibrated to them), then a
+    share ``noise`` of them replaced by another class (symmetric label noise)."""
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 1.5, (n, classes))
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = np.array([rng.choice(classes, p=row) for row in probs])
+    wrong = rng.random(n) < noise
+    labels[wrong] = (labels[wrong] + rng.integers(1, classes, wrong.sum())) % classes
     return labels, probs
 
 
@@ -207,6 +210,23 @@ def test_temper_finds_the_temperature_that_sharpened_calibrated_probabilities():
     np.testing.assert_allclose(tempered.sum(1), 1.0)
     assert (np.argsort(tempered, axis=1) == np.argsort(sharp, axis=1)).all()  # the order within a row is kept
     np.testing.assert_allclose(tempered, probs, atol=0.05)
+    noisy_labels, _ = _calibrated(noise=0.4)  # label noise alone raises the temperature fitted to the labels
+    assert temper(noisy_labels, probs)[1] > 1.5
+
+
+def test_temper_keeps_probabilities_it_cannot_improve_and_survives_zeros_and_float32():
+    from labelaudit.signals.confident import temper
+
+    uniform = np.full((6, 3), 1 / 3)
+    tempered, temperature = temper(np.array([0, 1, 2, 0, 1, 2]), uniform)
+    assert temperature == 1.0 and np.allclose(tempered, uniform)  # a flat loss: left as it is
+    labels, probs = _calibrated(n=500)
+    probs = probs.astype(np.float32)
+    probs[:, 0] = np.where(labels == 0, probs[:, 0], 0)  # exact zeros (a float32 softmax underflows)
+    probs /= probs.sum(1, keepdims=True)
+    tempered, temperature = temper(labels, probs)
+    assert np.isfinite(temperature) and tempered.dtype == np.float64
+    np.testing.assert_allclose(tempered.sum(1), 1.0)
 
 
 def test_the_flag_count_is_counted_on_tempered_probabilities():

@@ -79,7 +79,7 @@ class ScanSummary:
         The same as a count.
     count_temperature : float or None
         Temperature of the held-out probabilities confident learning counted on (fitted to
-        the given labels; > 1 = they were overconfident); None in scans made before it.
+        the given labels; > 1 = they were overconfident for them); None in scans made before it.
     n_flagged : int
         Samples proposed for review.
     holdout_accuracy : float

@@ -34,10 +34,10 @@ class Signals:
     n_label_issues : int
         Confident learning's estimate of the number of mislabeled samples (on the tempered
         probabilities: :func:`labelaudit.signals.confident.temper`).
-    count_temperature : float
-        The temperature of that count (1 = the probabilities as they are).
     holdout_accuracy : float
         Out-of-sample accuracy of :attr:`pred_probs` against the given labels.
+    count_temperature : float
+        The temperature of that count (1 = the probabilities as they are).
     """
 
     table: pd.DataFrame

@@ -109,7 +109,7 @@ class Evidence:
         return probs
 
     @cached_property
-    def confident_learning(self) -> dict[str, np.ndarray | int]:
+    def confident_learning(self) -> dict[str, np.ndarray | int | float]:
         """:func:`labelaudit.signals.confident.confident_learning` on :attr:`pred_probs`, computed once."""
         from labelaudit.signals.confident import confident_learning
 
