@@ -146,7 +146,8 @@ def select_subset(root: Path, per_class: int, offset: int, min_index: int | None
     for k, class_dir in enumerate(class_dirs):
         files = sorted((f for f in class_dir.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
                         and lo <= _index(f)[0] < hi), key=_index)
-        count = per_class if long_tail == 1 else max(1, round(per_class * long_tail ** (-k / max(1, len(class_dirs) - 1))))
+        shrink = long_tail ** (-k / max(1, len(class_dirs) - 1))
+        count = per_class if long_tail == 1 else max(1, round(per_class * shrink))
         chosen = files[offset: offset + count] if per_class else files[offset:]
         rows += [(f.relative_to(root).as_posix(), class_dir.name) for f in chosen]
     return pd.DataFrame(rows, columns=["path", "true_label"])

@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice, ScanDirBusy, ScanDirError, ScanError,
-                               SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
+from labelaudit.errors import (LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice, ScanDirBusy,
+                               ScanDirError, ScanError, SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage

@@ -128,7 +128,8 @@ def test_rules_score_flags_and_suggestions_against_the_truth(tmp_path):
 
 
 def test_rules_prior_adjusted_margin_moves_suspicion_off_a_rare_class():
-    """Divided by the class prior, a rare class's probability counts for more: its sample is no longer the most suspect."""
+    """Divided by the class prior, a rare class's probability counts for more: its sample is no longer the most
+    suspect."""
     rules = _load("rules")
     from labelaudit.signals.confident import log_margin
 

@@ -230,7 +230,8 @@ def test_temper_keeps_probabilities_it_cannot_improve_and_survives_zeros_and_flo
 
 
 def test_the_flag_count_is_counted_on_tempered_probabilities():
-    """Overconfident probabilities put more samples above another class's threshold: the count is made after tempering."""
+    """Overconfident probabilities put more samples above another class's threshold: the count is made after
+    tempering."""
     from cleanlab.count import num_label_issues
 
     from labelaudit.signals.confident import temper
