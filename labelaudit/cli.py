@@ -523,10 +523,9 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     click.echo(("Wrote cleaned labels to standard output: " if to_stdout else f"Wrote {out}: ")
                + _export_report(counts, files, listed_unusable=include_unusable), err=to_stdout)
     _report_copy(copied, to_stdout)
-    if not files.manifest_path.exists():  # a (re-)scan killed before its last step
-        click.echo(f"Warning: no {files.MANIFEST} in {scan_dir}: its last scan did not finish, so this is the "
-                   "database as the last complete write left it (images a re-scan added may be missing); "
-                   "run the scan again to finish it.", err=True)
+    if (problem := _manifest_problem(files)) is not None:  # a (re-)scan killed before its last step, or damage
+        click.echo(f"Warning: {problem}, so this is the database as the last complete write left it (images a "
+                   "re-scan added may be missing); run the scan again to finish it.", err=True)
     if copied is not None and copied.missing:  # the CSV is complete, the folder is not: say so in the exit status
         raise click.ClickException(f"{len(copied.missing):,} image(s) of the export are not in {dataset_root} "
                                    f"(moved or deleted since the scan), so {to_folder} lacks them; the CSV lists them")
@@ -551,7 +550,7 @@ def _cleaned(files, **options):
     from labelaudit.review import accepted_labels_since_changed, orphaned_decisions
     from labelaudit.scandir import database as storage
 
-    storage.check_readable(files.require_database())
+    storage.check_holds_scan(files.require_database())
     conn = storage.connect(files.database, read_only=not os.access(files.path, os.W_OK))  # a read-only copy exports too
     try:
         df = cleaned_labels(conn, **options)
@@ -569,6 +568,19 @@ def _cleaned(files, **options):
     # the scanned folder from the manifest (from the database for scans made before it held it)
     inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
     return df, counts, manifest.dataset_root if manifest else legacy_root, paths, inputs
+
+
+def _manifest_problem(files) -> str | None:
+    """Why the scan's ``scan.json`` cannot be read (missing: its last scan did not finish), None if it can."""
+    from labelaudit.errors import ScanDirError
+
+    if not files.manifest_path.exists():
+        return f"no {files.MANIFEST} in {files.path}: its last scan did not finish"
+    try:
+        files.read_manifest()
+    except ScanDirError as exc:
+        return str(exc)
+    return None
 
 
 def _read_manifest(files):

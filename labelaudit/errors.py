@@ -10,7 +10,7 @@ import os
 
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
-    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
+    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "NoScanInDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
     "StaleFoldsNotice", "RecipeNotice",
@@ -68,6 +68,11 @@ class ScanDirError(LabelauditError, FileNotFoundError):
 class CorruptDatabase(ScanDirError):
     """A scan's ``labelaudit.db`` that SQLite cannot read (damaged, truncated, not a database); left as it is,
     since it may hold review decisions worth recovering."""
+
+
+class NoScanInDatabase(ScanDirError):
+    """A readable ``labelaudit.db`` that holds no finished write of a scan (an empty file, or the first scan
+    killed while writing it): an export of it would be an empty label list, so it is refused."""
 
 
 class ReadOnlyScanDir(ScanDirError):

@@ -420,26 +420,32 @@ def _refuse_decisions_of_other_data(scan_dir: ScanDir, data_dir: str | os.PathLi
 
     Decisions are keyed by relative path, so that a re-scan of the same data keeps them; a
     scan of other data into the same folder would pass them on to whatever images have those
-    names. Nothing is refused without decisions in force, or without a finished scan's
-    ``scan.json`` (the record of its folder).
+    names. The folder they were made on is the finished scan's ``scan.json``, else the
+    database's own record of it (a re-scan killed while writing has removed ``scan.json``);
+    with decisions in force and neither record, the scan is refused too: it cannot tell.
+    Nothing is refused without decisions in force.
     """
     from labelaudit.review import count_decisions_in_force
 
-    try:
-        before = scan_dir.read_manifest().dataset_root
-    except ScanDirError:
-        return
-    if same_folder(before, data_dir):
-        return
     conn = storage.connect(scan_dir.database)  # read-write: the last connection to close removes -wal and -shm
     try:
         n_decisions = count_decisions_in_force(conn)
+        recorded = storage.read_meta(conn).get("dataset_root")
     finally:
         conn.close()
     if not n_decisions:
         return
+    try:
+        before = scan_dir.read_manifest().dataset_root
+    except ScanDirError:
+        before = recorded
+    if before is not None and same_folder(before, data_dir):
+        return
+    made_on = (f"made on the images of {before}" if before is not None else
+               "and no record of the folder they were made on (its last scan did not finish, and predates "
+               "the database's own record)")
     raise OtherDataset(
-        f"{scan_dir.path} holds {n_decisions} review decision(s) made on the images of {before}; scanning "
+        f"{scan_dir.path} holds {n_decisions} review decision(s) {made_on}; scanning "
         f"{data_dir} into it would apply them, by relative path, to these images. Scan into another --out, or "
         f"pass --keep-decisions if {data_dir} is that data, moved or copied.")
 
@@ -965,7 +971,8 @@ def _write_database(scan_dir: ScanDir, prepared: PreparedData, scored: ScoredTab
             unscored=prepared.unscored(),
             votes=prepared.annotations.table if prepared.annotations is not None else None,
             annotators=scored.consensus.annotators if scored.consensus is not None else None,
-            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns)},
+            meta={"created_at": manifest.created_at, "signal_columns": list(signals.table.columns),
+                  "dataset_root": manifest.dataset_root},
         )
     finally:
         conn.close()

@@ -224,6 +224,34 @@ def test_decisions_of_one_dataset_never_pass_silently_to_another(tmp_path):
     scan(moved, out=out, progress=False, **FAST)  # now the scan of record: its own re-scan needs nothing
 
 
+def test_a_killed_rescan_does_not_let_other_data_take_the_decisions(tmp_path):
+    """A re-scan killed while writing its outputs has removed scan.json (the record of the folder the
+    decisions were made on): the database's own record keeps the refusal; with neither record the scan
+    cannot tell, so it refuses too (``keep_decisions`` goes on)."""
+    from labelaudit.errors import OtherDataset
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    other = make_noisy_folder(tmp_path / "other", n_per_class=20, seed=5)  # same file names, other images
+    out = tmp_path / "scan"
+    scores = scan(folder.root, out=out, progress=False, **FAST)
+    conn = storage.connect(out / storage.DB_NAME)
+    record_decision(conn, scores.path[0], "relabel", label="ring", reviewer="ann")
+    conn.close()
+    (out / "scan.json").unlink()  # where write_outputs stands until its last step
+    with pytest.raises(OtherDataset, match=r"made on the images of .*data"):
+        scan(other.root, out=out, progress=False, **FAST)
+    scan(folder.root, out=out, progress=False, **FAST)  # the same folder finishes its scan
+
+    with sqlite3.connect(out / storage.DB_NAME) as raw:  # a database written before it kept the record
+        raw.execute("DELETE FROM meta WHERE key = 'dataset_root'")
+    (out / "scan.json").unlink()
+    with pytest.raises(OtherDataset, match="no record of the folder"):
+        scan(other.root, out=out, progress=False, **FAST)
+    scan(folder.root, out=out, progress=False, keep_decisions=True, **FAST)
+    with sqlite3.connect(out / storage.DB_NAME) as raw:
+        assert raw.execute("SELECT path, label FROM decisions").fetchall() == [(scores.path[0], "ring")]
+
+
 def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     out = folder.root / "my-scan"

@@ -107,7 +107,7 @@ def create_app(
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)
-    storage.check_readable(settings.scan.require_database())
+    storage.check_holds_scan(settings.scan.require_database())
     if not (os.access(settings.scan.path, os.W_OK) and os.access(settings.scan.database, os.W_OK)):
         raise ReadOnlyScanDir(f"{settings.scan.path} is read-only: the review app writes every decision to "
                               f"{settings.scan.DATABASE} at once; copy the scan folder somewhere writable "

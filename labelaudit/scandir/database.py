@@ -22,11 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from labelaudit.errors import CorruptDatabase, ReadOnlyScanDir
+from labelaudit.errors import CorruptDatabase, NoScanInDatabase, ReadOnlyScanDir
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "check_readable", "has_table", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
+    "DB_NAME", "SCHEMA", "connect", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
@@ -134,6 +134,33 @@ def check_readable(db_path: str | Path) -> None:
         raise _corrupt(db_path, exc) from None
     if problem != "ok":
         raise _corrupt(db_path, problem)
+
+
+def check_holds_scan(db_path: str | Path) -> None:
+    """:func:`check_readable`, and that ``db_path`` holds a finished write of a scan, without writing to it.
+
+    Run before reading the scan's samples (the review app, an export): a database that SQLite
+    reads but that holds no scan (a zero-byte file, the first scan killed while writing it)
+    would otherwise show no sample and export an empty label list.
+
+    Raises
+    ------
+    CorruptDatabase
+        SQLite cannot read the file or finds it damaged.
+    NoScanInDatabase
+        No class is stored: no scan ever finished writing this database.
+    """
+    db_path = Path(db_path)
+    check_readable(db_path)
+    conn = _open_read_only(db_path)
+    try:
+        holds = has_table(conn, "classes") and conn.execute("SELECT 1 FROM classes LIMIT 1").fetchone() is not None
+    finally:
+        conn.close()
+    if not holds:
+        raise NoScanInDatabase(
+            f"{db_path} holds no scan (an empty file, or the first scan into {db_path.parent} was stopped before "
+            "it finished writing it); run `labelaudit scan` into that folder to make one, or use another copy")
 
 
 def _corrupt(db_path: Path, problem: object) -> CorruptDatabase:

@@ -269,6 +269,41 @@ def test_cli_export_of_an_unfinished_scan_says_so(scan, tmp_path):
     assert len(pd.read_csv(tmp_path / "labels.csv")) == len(scan.scores)
 
 
+def test_cli_export_of_an_unreadable_manifest_says_so(scan, tmp_path):
+    """A scan.json that cannot be read (damaged after the scan) gets the same warning as a missing one."""
+    (scan.scan_dir / "scan.json").write_text('{"summary": ', encoding="utf-8")
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "labels.csv")])
+    assert r.exit_code == 0, r.output
+    assert "Warning: cannot read " in r.output and "scan.json" in r.output and "run the scan again" in r.output
+    assert len(pd.read_csv(tmp_path / "labels.csv")) == len(scan.scores)
+
+
+@pytest.mark.parametrize("damage", ["empty file", "no scan written"])
+def test_a_database_without_a_scan_is_refused_not_exported_empty(scan, tmp_path, damage):
+    """A database SQLite reads but that holds no scan (a zero-byte file; the first scan killed while
+    writing it, which leaves the schema only) would export an empty label list with exit code 0 and
+    show an empty review app: both refuse it in one line, and the file is left as it is."""
+    from webapp_support import make_client
+
+    from labelaudit.errors import NoScanInDatabase
+
+    db = scan.db_path
+    for sidecar in ("-wal", "-shm"):
+        db.with_name(db.name + sidecar).unlink(missing_ok=True)
+    db.unlink()
+    if damage == "empty file":
+        db.write_bytes(b"")
+    else:
+        storage.connect(db).close()  # what connect() made before write_scan's transaction
+    before = db.read_bytes()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "labels.csv")])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "holds no scan" in r.output, r.output
+    assert not (tmp_path / "labels.csv").exists() and db.read_bytes() == before
+    with pytest.raises(NoScanInDatabase, match="holds no scan"):
+        make_client(scan.scan_dir)
+    assert db.read_bytes() == before
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_database_is_a_message_and_is_left_alone(scan, tmp_path, damage):
     """A labelaudit.db that SQLite cannot read: export, review and a re-scan say so in one line, before
