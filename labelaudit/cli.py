@@ -311,6 +311,7 @@ def _not_scored_lines(s, files) -> list[str]:
     kinds = s.skipped_by_kind()
     parts = [text for n, text in [
         (kinds["unreadable"], f"{kinds['unreadable']:,} unreadable"),
+        (kinds["too_large"], f"{kinds['too_large']:,} too large to decode"),
         (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
         (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
                                  f"({_names(s.small_classes)})"),
@@ -322,11 +323,13 @@ def _not_scored_lines(s, files) -> list[str]:
         + (f"; see {files.skipped}" if s.n_skipped else "") + "."
     ]
     if s.n_unscored:
-        n_unreadable = s.n_unscored - s.n_dropped_small_classes
-        lines.append(
-            f"Not scored: {s.n_unscored:,} labelled image(s): {s.n_dropped_small_classes:,} in classes too small "
-            f"for the folds (exported with their given label), {n_unreadable:,} that could not be decoded "
-            "(left out of the export).")
+        parts = [text for n, text in [
+            (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds"),
+            (kinds["too_large"], f"{kinds['too_large']:,} too large to decode")] if n]
+        kept = f"{', '.join(parts)} (exported with their given label)" if parts else ""
+        lost = (f"{kinds['unreadable']:,} that could not be decoded (left out of the export)"
+                if kinds["unreadable"] else "")
+        lines.append(f"Not scored: {s.n_unscored:,} labelled image(s): " + "; ".join(t for t in (kept, lost) if t) + ".")
     if s.empty_classes:
         lines.append(f"Empty class folder(s), no image: {_names(s.empty_classes)}.")
     return lines
@@ -602,8 +605,8 @@ def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = Fal
             f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
             f"{counts['n_reviewed']:,} reviewed.")
     if counts["n_unscored"]:
-        text += (f" {counts['n_unscored']:,} image(s) the scan did not score (classes too small for the folds) "
-                 "are kept with their given label.")
+        text += (f" {counts['n_unscored']:,} image(s) the scan did not score (too small a class for the folds, "
+                 "or too large to decode) are kept with their given label.")
     if counts["n_unreadable"] and listed_unusable:
         text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are listed with an "
                  f"empty label (--include-unusable; reasons in {files.skipped}).")

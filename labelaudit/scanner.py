@@ -109,7 +109,8 @@ class PreparedData:
         return pd.concat([self.dataset.skipped, self.too_small[["path", "reason"]]], ignore_index=True)
 
     def unscored(self) -> pd.DataFrame:
-        """Every labelled image that was not scored, with ``readable`` 1 (too small a class) or 0 (undecodable).
+        """Every labelled image that was not scored, with ``readable`` 1 (too small a class, too large to
+        decode: exported with the given label) or 0 (undecodable).
 
         Returns
         -------
@@ -117,8 +118,9 @@ class PreparedData:
             Columns :data:`UNSCORED_COLUMNS`, sorted by path.
         """
         small = self.too_small.assign(readable=1)
+        too_large = self.dataset.too_large.assign(readable=1)
         unreadable = self.dataset.unreadable.assign(readable=0)
-        table = pd.concat([small, unreadable], ignore_index=True)[UNSCORED_COLUMNS]
+        table = pd.concat([small, too_large, unreadable], ignore_index=True)[UNSCORED_COLUMNS]
         return table.sort_values("path", kind="stable").reset_index(drop=True).astype({"readable": int})
 
 
@@ -866,6 +868,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         n_skipped=len(prepared.skipped()),
         n_unscored=len(prepared.unscored()),
         n_dropped_small_classes=len(prepared.too_small),
+        n_too_large=len(prepared.dataset.too_large),
         n_missing_files=prepared.dataset.n_missing_files,
         small_classes=prepared.small_classes,
         empty_classes=list(prepared.dataset.empty_classes),

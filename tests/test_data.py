@@ -234,7 +234,7 @@ def test_a_large_jpeg_photo_is_decoded_at_a_reduced_scale_not_refused(tmp_path, 
     monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 20 * 20)
     assert_color(decode_image(jpeg, S), RED, tol=8)
     for refused in (png, progressive):
-        with pytest.raises(ImageDecodeError, match=r"too large \(160x160 px"):
+        with pytest.raises(ImageDecodeError, match=r"too large to decode \(160x160 px"):
             decode_image(refused, S)
 
 
@@ -597,6 +597,35 @@ def test_decompression_bomb_is_skipped_without_pillow_warning(tmp_path):
             decode_image(tmp_path / "red" / "huge.png", S)
     assert reasons(ds)["red/huge.png"].startswith("image too large")
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_images_too_large_to_decode_are_told_apart_from_undecodable_files(tmp_path):
+    """:class:`ImageTooLarge` files go to ``too_large`` (images: an export keeps them), not ``unreadable``;
+    both are ``skipped`` rows. The decode cache keeps the difference; a cache entry written before it
+    was kept (failures, no ``too_large`` list) is decoded again under the same key."""
+    import json
+
+    from labelaudit.data.loading import ImageTooLarge
+
+    make_folder_dataset(tmp_path / "ds")
+    write_bytes(tmp_path / "ds" / "red" / "huge.png", _png_header_only(10_000, 9_000))
+    write_bytes(tmp_path / "ds" / "blue" / "junk.png", b"not an image")
+    with pytest.raises(ImageTooLarge):
+        decode_image(tmp_path / "ds" / "red" / "huge.png", S)
+    cache = tmp_path / "cache"
+    for expect_hit in (False, True):
+        ds = load(tmp_path / "ds", cache_dir=cache)
+        assert ds.cache_hit is expect_hit
+        assert ds.too_large.path.tolist() == ["red/huge.png"] and ds.too_large.given_label.tolist() == ["red"]
+        assert ds.unreadable.path.tolist() == ["blue/junk.png"]
+        assert {"red/huge.png", "blue/junk.png"} <= set(ds.skipped.path)
+    (meta_file,) = cache.glob("decoded-*.json")
+    meta = json.loads(meta_file.read_text())
+    del meta["too_large"]
+    meta_file.write_text(json.dumps(meta))
+    ds = load(tmp_path / "ds", cache_dir=cache)
+    assert not ds.cache_hit and ds.too_large.path.tolist() == ["red/huge.png"]
+    assert load(tmp_path / "ds", cache_dir=cache).cache_hit
 
 
 def test_empty_class_folders_are_reported(tmp_path):

@@ -392,6 +392,41 @@ def test_images_not_scored_are_recorded_with_their_labels(tmp_path):
     assert ScanDir(tmp_path / "scan").read_manifest().summary.n_unscored == 2
 
 
+def test_an_image_too_large_to_decode_is_kept_in_the_export(tmp_path):
+    """A well-formed 90-megapixel image (a panorama, a microscopy scan) is not decoded (a possible
+    decompression bomb) and so not scored, but it is an image with a label: it was reported as "could not
+    be decoded" and left out of the export. It is now unscored but readable: exported with its given
+    label, and counted apart in the summary and its report lines."""
+    from PIL import Image
+
+    from labelaudit.cli import _not_scored_lines
+    from labelaudit.export import cleaned_labels, export_summary
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    Image.new("L", (10_000, 9_000), 128).save(folder.root / "disc" / "panorama.png")  # 90 Mpx > 89,478,485
+    (folder.root / "disc" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    files = ScanDir(tmp_path / "scan")
+    summary = files.read_manifest().summary
+    assert (summary.n_unscored, summary.n_too_large, summary.n_skipped) == (2, 1, 2)
+    assert summary.skipped_by_kind() == {"unreadable": 1, "too_large": 1, "missing": 0, "small_classes": 0,
+                                         "other": 0}
+    conn = storage.connect(files.database, read_only=True)
+    try:
+        unscored = storage.read_unscored(conn).set_index("path")
+        exported = cleaned_labels(conn).set_index("path")
+        counts = export_summary(conn)
+    finally:
+        conn.close()
+    assert unscored.readable.to_dict() == {"disc/broken.png": 0, "disc/panorama.png": 1}
+    assert unscored.reason["disc/panorama.png"].startswith("image too large to decode (10000x9000 px")
+    assert exported.label["disc/panorama.png"] == "disc" and "disc/broken.png" not in exported.index
+    assert len(exported) == len(scores) + 1 and (counts["n_unscored"], counts["n_unreadable"]) == (1, 1)
+    lines = " ".join(_not_scored_lines(summary, files))
+    assert "1 unreadable, 1 too large to decode" in lines
+    assert "1 too large to decode (exported with their given label); 1 that could not be decoded" in lines
+
+
 def test_manifest_is_written_last(tmp_path, monkeypatch):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     out = ScanDir(tmp_path / "scan")

@@ -6,9 +6,10 @@
 """
 
 from labelaudit.data.loading import (
-    DECODER_VERSION, MAX_IMAGE_PIXELS, DatasetError, ImageDecodeError, LoadedDataset, cache_key, decode_image,
+    DECODER_VERSION, MAX_IMAGE_PIXELS, DatasetError, ImageDecodeError, ImageTooLarge, LoadedDataset, cache_key,
+    decode_image,
     load_dataset,
 )
 
-__all__ = ["DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
+__all__ = ["DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "ImageTooLarge", "LoadedDataset",
            "cache_key", "decode_image", "load_dataset"]

@@ -45,7 +45,7 @@ from labelaudit.fsutil import atomic_write, is_inside
 from labelaudit.progress import progress_bar
 
 __all__ = [
-    "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "LoadedDataset",
+    "DECODER_VERSION", "MAX_IMAGE_PIXELS", "DatasetError", "ImageDecodeError", "ImageTooLarge", "LoadedDataset",
     "load_dataset", "list_dataset", "decode_image", "cache_key", "UNREADABLE_COLUMNS", "escape_controls",
 ]
 
@@ -77,6 +77,11 @@ class ImageDecodeError(Exception):
         self.reason = reason
 
 
+class ImageTooLarge(ImageDecodeError):
+    """A well-formed image that would decode to more than :data:`MAX_IMAGE_PIXELS` pixels: not decoded
+    (a possible decompression bomb), but an image all the same, so an export keeps it with its label."""
+
+
 @dataclass
 class LoadedDataset:
     """Images and given labels of a dataset.
@@ -100,7 +105,11 @@ class LoadedDataset:
         so later steps can memory-map it instead of writing another copy.
     unreadable : pandas.DataFrame
         Columns ``path, given_label, reason``: the labelled files that could not be decoded
-        (also rows of ``skipped``), sorted by path.
+        (also rows of ``skipped``), sorted by path; not the ``too_large`` ones.
+    too_large : pandas.DataFrame
+        Columns ``path, given_label, reason``: well-formed labelled images too large to decode
+        (:class:`ImageTooLarge`; also rows of ``skipped``), sorted by path. They are images: an
+        export keeps them with their given label.
     empty_classes : list of str
         Class folders holding no file at all (class-folder layout only), sorted.
     """
@@ -113,6 +122,7 @@ class LoadedDataset:
     cache_hit: bool
     images_file: Path | None = None
     unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS, dtype=object))
+    too_large: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS, dtype=object))
     empty_classes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -218,7 +228,7 @@ def _open_image(fh, image_size: int) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (cannot identify image file)") from None
     except Image.DecompressionBombError:
-        raise ImageDecodeError("image too large (possible decompression bomb)") from None
+        raise ImageTooLarge("image too large to decode (possible decompression bomb)") from None
     except Exception as exc:  # noqa: BLE001 -- plugins raise anything on bad headers
         raise ImageDecodeError(f"corrupt image: {_message(exc)}") from None
     width, height = img.size
@@ -233,8 +243,8 @@ def _open_image(fh, image_size: int) -> Image.Image:
     # one holds its full-size coefficients while decoding, so it counts at full size
     decoded = width * height if img.info.get("progressive") else img.size[0] * img.size[1]
     if decoded > MAX_IMAGE_PIXELS:
-        raise ImageDecodeError(
-            f"image too large ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
+        raise ImageTooLarge(
+            f"image too large to decode ({width}x{height} px > {MAX_IMAGE_PIXELS} px; possible decompression bomb)"
         )
     try:
         img.load()  # decodes everything: detects truncated and corrupt data
@@ -623,16 +633,21 @@ def _cache_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
     return cache_dir / f"decoded-{key}.npy", cache_dir / f"decoded-{key}.json"
 
 
-def _read_cache(
-    cache_dir: Path, key: str, image_size: int, known: set[str]
-) -> tuple[list[str], list[tuple[str, str]], np.ndarray] | None:
-    """Kept paths, decode failures and images of a cache entry; None if absent or invalid."""
+def _read_cache(cache_dir: Path, key: str, image_size: int, known: set[str]) -> _Decoded | None:
+    """Kept paths, decode failures and images of a cache entry; None if absent or invalid.
+
+    An entry written before too-large images were told apart (no ``too_large`` list) that holds
+    failures is invalid: decoding again sorts them (same key, so stored folds stay valid).
+    """
     array_file, meta_file = _cache_files(cache_dir, key)
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
         paths = [str(p) for p in meta["paths"]]
         failures = [(str(p), str(r)) for p, r in meta["failures"]]
+        too_large = {str(p) for p in meta.get("too_large", [])}
         if meta.get("decoder_version") != DECODER_VERSION or meta.get("image_size") != image_size:
+            return None
+        if failures and "too_large" not in meta:
             return None
         if not set(paths) <= known or not {p for p, _ in failures} <= known:
             return None
@@ -641,18 +656,17 @@ def _read_cache(
         return None
     if images.dtype != np.uint8 or images.shape != (len(paths), image_size, image_size, 3):
         return None
-    return paths, failures, images
+    return _Decoded(paths, failures, too_large, images)
 
 
-def _write_cache(
-    cache_dir: Path, key: str, image_size: int, paths: Sequence[str],
-    failures: Sequence[tuple[str, str]], images: np.ndarray,
-) -> bool:
+def _write_cache(cache_dir: Path, key: str, image_size: int, decoded: _Decoded) -> bool:
     """Store a cache entry (array first, then the sidecar that makes it valid); False if it failed."""
     array_file, meta_file = _cache_files(cache_dir, key)
+    images = decoded.images
     meta = {
         "decoder_version": DECODER_VERSION, "image_size": image_size, "key": key,
-        "paths": list(paths), "failures": [list(f) for f in failures],
+        "paths": list(decoded.paths), "failures": [list(f) for f in decoded.failures],
+        "too_large": sorted(decoded.too_large),
     }
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -686,30 +700,46 @@ def _ordered_map(fn: Callable, items: Sequence, workers: int) -> Iterator:
                 break
 
 
-def _decode_all(
-    root: Path, paths: Sequence[str], image_size: int, *, workers: int, progress: bool
-) -> tuple[list[str], list[tuple[str, str]], np.ndarray]:
-    """Decode ``paths``; returns kept paths, ``(path, reason)`` failures and images (K, S, S, 3)."""
+@dataclass
+class _Decoded:
+    """What decoding a dataset's files gave (fresh or from the cache).
 
-    def decode(rel: str) -> np.ndarray | str:
+    ``paths`` (K) decoded into ``images`` (K, S, S, 3) uint8; ``failures``: ``(path, reason)`` of every
+    file not decoded; ``too_large``: the paths among them that are well-formed images too large to
+    decode (:class:`ImageTooLarge`).
+    """
+
+    paths: list[str]
+    failures: list[tuple[str, str]]
+    too_large: set[str]
+    images: np.ndarray
+
+
+def _decode_all(root: Path, paths: Sequence[str], image_size: int, *, workers: int, progress: bool) -> _Decoded:
+    """Decode ``paths`` on ``workers`` threads, in order."""
+
+    def decode(rel: str) -> np.ndarray | ImageDecodeError:
         try:
             return _decode(root / rel, image_size)
         except ImageDecodeError as exc:
-            return exc.reason
+            return exc
 
     buffer = np.empty((len(paths), image_size, image_size, 3), dtype=np.uint8)
     kept: list[str] = []
     failures: list[tuple[str, str]] = []
+    too_large: set[str] = set()
     with _quiet_pillow(), progress_bar(total=len(paths), desc="decoding", unit="img", enabled=progress) as bar:
         for rel, result in zip(paths, _ordered_map(decode, paths, workers)):
-            if isinstance(result, str):
-                failures.append((rel, result))
+            if isinstance(result, ImageDecodeError):
+                failures.append((rel, result.reason))
+                if isinstance(result, ImageTooLarge):
+                    too_large.add(rel)
             else:
                 buffer[len(kept)] = result
                 kept.append(rel)
             bar.update(1)
     images = buffer if len(kept) == len(paths) else buffer[: len(kept)].copy()
-    return kept, failures, images
+    return _Decoded(kept, failures, too_large, images)
 
 
 def _skipped_frame(rows: Iterable[tuple[str, str]]) -> pd.DataFrame:
@@ -794,26 +824,26 @@ def load_dataset(
         key = cache_key(((c.path, c.size, c.mtime_ns) for c in candidates), image_size)
         cached = _read_cache(cache_path, key, image_size, set(all_paths))
     if cached is not None:
-        paths, failures, images = cached
+        decoded = cached
         cached_file = _cache_files(cache_path, key)[0]
     else:
         n_workers = workers or os.cpu_count() or 1
-        paths, failures, images = _decode_all(
-            root_path, all_paths, image_size, workers=n_workers, progress=progress
-        )
-        if cache_path is not None and _write_cache(cache_path, key, image_size, paths, failures, images):
+        decoded = _decode_all(root_path, all_paths, image_size, workers=n_workers, progress=progress)
+        if cache_path is not None and _write_cache(cache_path, key, image_size, decoded):
             cached_file = _cache_files(cache_path, key)[0]
-    if not paths:
-        raise DatasetError(_nothing_loaded(root_path, failures))
+    if not decoded.paths:
+        raise DatasetError(_nothing_loaded(root_path, decoded.failures))
+    undecodable = [f for f in decoded.failures if f[0] not in decoded.too_large]
     return LoadedDataset(
         root=root_path,
-        paths=list(paths),
-        label_names=[label_of[p] for p in paths],
-        images=images,
-        skipped=_skipped_frame(skipped + list(failures)),
+        paths=list(decoded.paths),
+        label_names=[label_of[p] for p in decoded.paths],
+        images=decoded.images,
+        skipped=_skipped_frame(skipped + list(decoded.failures)),
         cache_hit=cached is not None,
         images_file=cached_file,
-        unreadable=_unreadable_frame(failures, label_of),
+        unreadable=_unreadable_frame(undecodable, label_of),
+        too_large=_unreadable_frame([f for f in decoded.failures if f[0] in decoded.too_large], label_of),
         empty_classes=empty_classes,
     )
 

@@ -62,10 +62,14 @@ class ScanSummary:
     n_skipped : int
         Rows of ``skipped.csv`` (files or CSV rows not scored, for any reason).
     n_unscored : int
-        Images with a usable label that were not scored (e.g. in a class too small for
-        the folds, or undecodable); they are kept in the export with their given label.
+        Images with a usable label that were not scored: in a class too small for the folds
+        or too large to decode (both kept in the export with their given label), or
+        undecodable (left out of it).
     n_dropped_small_classes : int
         Images in classes with fewer samples than folds.
+    n_too_large : int
+        Well-formed images too large to decode (over ``MAX_IMAGE_PIXELS``); 0 in scans made
+        before they were told apart from undecodable files.
     n_missing_files : int
         Rows of ``skipped.csv`` naming a file that does not exist (labels-CSV rows, broken links): not
         in the export (0 in scans made before it was counted).
@@ -107,6 +111,7 @@ class ScanSummary:
     n_skipped: int = 0
     n_unscored: int = 0
     n_dropped_small_classes: int = 0
+    n_too_large: int = 0
     n_missing_files: int = 0
     small_classes: list[str] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
@@ -136,14 +141,15 @@ class ScanSummary:
         Returns
         -------
         dict
-            ``unreadable`` (files that could not be decoded), ``missing`` (``n_missing_files``: no
-            file there), ``small_classes`` (``n_dropped_small_classes``) and ``other`` (the rest:
-            files outside class folders, links, repeated CSV rows, ...); they add up to ``n_skipped``.
-            Scans made before missing files were counted give them as ``other``.
+            ``unreadable`` (files that could not be decoded), ``too_large`` (``n_too_large``: images
+            too large to decode), ``missing`` (``n_missing_files``: no file there), ``small_classes``
+            (``n_dropped_small_classes``) and ``other`` (the rest: files outside class folders, links,
+            repeated CSV rows, ...); they add up to ``n_skipped``. Scans made before missing files were
+            counted give them as ``other``.
         """
-        unreadable = max(self.n_unscored - self.n_dropped_small_classes, 0)
-        known = unreadable + self.n_missing_files + self.n_dropped_small_classes
-        return {"unreadable": unreadable, "missing": self.n_missing_files,
+        unreadable = max(self.n_unscored - self.n_dropped_small_classes - self.n_too_large, 0)
+        known = unreadable + self.n_too_large + self.n_missing_files + self.n_dropped_small_classes
+        return {"unreadable": unreadable, "too_large": self.n_too_large, "missing": self.n_missing_files,
                 "small_classes": self.n_dropped_small_classes, "other": max(self.n_skipped - known, 0)}
 
 
