@@ -133,6 +133,16 @@ def test_sixteen_bit_mode_i_image(tmp_path):
     assert_color(out, (128, 128, 128), tol=1)
 
 
+def test_eight_bit_data_in_a_32_bit_image_is_not_darkened(tmp_path):
+    """A mode-``I`` TIFF of 8-bit values (``img.convert("I")``) was scaled as 16-bit data: 251 became 1,
+    an almost black image scored without a word. Values within 0..255 in mode ``I`` are now 8-bit;
+    16-bit modes keep their scale (a dark 16-bit PNG stays dark)."""
+    grey = Image.fromarray(np.full((S, S), 200, dtype=np.uint8), "L")
+    assert_color(decode_image(save(grey.convert("I"), tmp_path / "i8.tif"), S), (200, 200, 200), tol=1)
+    dark16 = np.full((S, S), 200, dtype=np.uint16)
+    assert_color(decode_image(save(Image.fromarray(dark16), tmp_path / "dark.png"), S), (1, 1, 1), tol=1)
+
+
 def test_palette_png_with_transparency(tmp_path):
     img = Image.new("P", (S, S), 1)
     img.putpalette([0, 0, 255] + [0, 255, 0] + [0, 0, 0] * 254)

@@ -51,7 +51,8 @@ __all__ = [
 
 #: Bump whenever :func:`decode_image` produces different pixels or decodes other files; invalidates caches.
 #: 2: JPEGs above MAX_IMAGE_PIXELS that decode at a reduced scale within it are read, not refused.
-DECODER_VERSION = 2
+#: 3: 32-bit integer images (mode ``I``) whose values all lie in 0..255 are 8-bit data, not 16-bit.
+DECODER_VERSION = 3
 
 #: Images that would decode to more pixels than this are skipped as possible decompression
 #: bombs (a JPEG counts at the reduced scale it is decoded at, so large photos pass; Pillow itself
@@ -272,7 +273,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB; transparency is composited onto white."""
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F")
+        grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F", eight_bit_if_fits=mode == "I")
         return Image.fromarray(grey, mode="L").convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
@@ -286,19 +287,22 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         raise ImageDecodeError(f"unsupported image mode {mode}: {_message(exc)}") from None
 
 
-def _high_depth_to_uint8(values: np.ndarray, *, is_float: bool) -> np.ndarray:
+def _high_depth_to_uint8(values: np.ndarray, *, is_float: bool, eight_bit_if_fits: bool = False) -> np.ndarray:
     """Scale high-bit-depth greyscale ``(H, W)`` to ``uint8`` ``(H, W)``.
 
     Integer data within 0..65535 (16-bit images) maps linearly onto 0..255, wider
-    integer data is scaled by its maximum. Float data is taken as 0..1 when its
-    maximum is at most 1, as 0..255 when at most 255, else scaled by its maximum.
-    Negative and non-finite values become 0.
+    integer data is scaled by its maximum; with ``eight_bit_if_fits`` (32-bit integer
+    images, mode ``I``, which also hold 8-bit data converted to it) data within 0..255 is
+    taken as it is. Float data is taken as 0..1 when its maximum is at most 1, as 0..255
+    when at most 255, else scaled by its maximum. Negative and non-finite values become 0.
     """
     values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     values = np.clip(values, 0.0, None)
     peak = float(values.max(initial=0.0))
     if is_float:
         scale = 255.0 if peak <= 1.0 else (1.0 if peak <= 255.0 else 255.0 / peak)
+    elif eight_bit_if_fits and peak <= 255.0:
+        scale = 1.0
     else:
         scale = 255.0 / 65535.0 if peak <= 65535.0 else 255.0 / peak
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
