@@ -225,23 +225,50 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     a device stays a device. A block device (a disk) never is.
     """
     out = Path(out)
-    kind = os.stat(out).st_mode if out.exists() else 0  # what the name leads to (/dev/stdout: this process's pipe)
-    if stat.S_ISCHR(kind) or stat.S_ISFIFO(kind) or _is_open_stream(out):
+    if _is_stream(out):
         with open(out, "w", encoding="utf-8", newline="") as stream:
             stream.write(to_csv_text(df))
         return out
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out
-    if target.exists() and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
-        raise FileExistsError(f"{out} is a device or a socket, not a file: refused")
+    target = check_csv_writable(out, force=force, parents=parents)
     if not target.parent.is_dir():
-        if not parents:
-            raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
         target.parent.mkdir(parents=True, exist_ok=True)
     try:
         atomic_write(target, lambda fh: fh.write(to_csv_text(df)), replace=force)
     except FileExistsError:
         raise FileExistsError(f"{out} exists; use --force to overwrite it") from None
     return out
+
+
+def check_csv_writable(out: str | Path, *, force: bool = False, parents: bool = False) -> Path:
+    """The file :func:`write_cleaned_labels` would write for ``out``, or the error it would raise.
+
+    Run before an export writes anything else (``--to-folder``), so that a CSV that cannot be
+    written stops the export before it starts. Parameters and errors as :func:`write_cleaned_labels`;
+    a stream (``/dev/null``, ``/dev/stdout``) is always writable.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written: ``out``, or the target of the symbolic link ``out``.
+    """
+    out = Path(out)
+    if _is_stream(out):
+        return out
+    kind = os.stat(out).st_mode if out.exists() else 0
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if target.exists() and not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+        raise FileExistsError(f"{out} is a device or a socket, not a file: refused")
+    if target.exists() and not force:
+        raise FileExistsError(f"{out} exists; use --force to overwrite it")
+    if not target.parent.is_dir() and not parents:
+        raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
+    return target
+
+
+def _is_stream(out: Path) -> bool:
+    """A character device or a named pipe (``/dev/null``), or this process's own output: written into."""
+    kind = os.stat(out).st_mode if out.exists() else 0  # what the name leads to (/dev/stdout: this process's pipe)
+    return stat.S_ISCHR(kind) or stat.S_ISFIFO(kind) or _is_open_stream(out)
 
 
 #: Names of this process's standard output besides ``-`` (the CLI prints its report to stderr for them).

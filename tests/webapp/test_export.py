@@ -364,6 +364,25 @@ def test_to_folder_hard_links(scan, tmp_path):
     assert r.exit_code != 0 and "not empty" in r.output
 
 
+def test_a_csv_that_cannot_be_written_stops_the_export_before_the_folder_is_filled(scan, tmp_path):
+    """`export SCAN --to-folder DIR` after a plain export filled DIR with every image, then stopped on
+    "SCAN/cleaned_labels.csv exists; use --force": half an export, though "both are checked before
+    anything is written". The CSV's own checks (exists without --force, folder missing without --mkdir)
+    now run first."""
+    existing = tmp_path / "labels.csv"
+    existing.write_text("mine\n", encoding="utf-8")
+    for csv, problem in ((existing, "exists; use --force"), (tmp_path / "no" / "such" / "l.csv", "--mkdir")):
+        dest = tmp_path / "clean"
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(csv), "--to-folder", str(dest)])
+        assert r.exit_code == 1 and problem in r.output and r.output.count("\n") == 1, r.output
+        assert not dest.exists() or not any(dest.iterdir())
+    assert existing.read_text(encoding="utf-8") == "mine\n" and not (tmp_path / "no").exists()
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(existing), "--force",
+                                  "--to-folder", str(tmp_path / "clean")])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(existing)) == len(scan.scores) and any((tmp_path / "clean").iterdir())
+
+
 def test_to_folder_says_when_images_are_missing_and_refuses_a_moved_dataset(scan, tmp_path):
     """A moved dataset gave exit 0, "0 hard links, 0 copies" and no folder; a deleted image an incomplete copy
     with exit 0. Now: a moved dataset is refused before anything is written, naming the remedy; missing images
