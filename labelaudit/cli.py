@@ -361,7 +361,7 @@ def demo(out: Path, noise: str, rate: float, noise_seed: int, quiet: bool, **opt
     """
     from labelaudit.demo import run_demo
 
-    with _user_errors():
+    with _user_errors(), _echo_notices():
         report = run_demo(out, noise=noise, rate=rate, noise_seed=noise_seed,
                           config=_config(False, **options), progress=not quiet)
     print_summary(report["summary"], report["scan_dir"])

@@ -736,13 +736,23 @@ def _fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 
 def _fingerprint(cfg: ScanConfig, device, images_path: Path, labels: np.ndarray, folds: np.ndarray) -> str:
     """What a stored fold must match to be resumed: settings, code version, device kind and
-    arithmetic, data, split."""
+    arithmetic, data (the decoded pixels, so that files rewritten or copied with the same content,
+    which the decode cache sees as new, still resume), labels, split."""
     h = hashlib.sha256()
     for part in (cfg.training_fingerprint(), f"v{TRAINING_VERSION}", device.type,
-                 resolve_precision(cfg.precision, device), images_path.name,
+                 resolve_precision(cfg.precision, device), _content_digest(images_path),
                  labels.tobytes(), folds.tobytes()):
         h.update(part if isinstance(part, bytes) else part.encode())
     return h.hexdigest()[:24]
+
+
+def _content_digest(images_path: Path, chunk_rows: int = 4096) -> str:
+    """SHA-256 of the shape and pixels of the ``.npy`` images (N, S, S, 3), read in chunks (memory-mapped)."""
+    images = np.load(images_path, mmap_mode="r")
+    h = hashlib.sha256(f"{images.shape}{images.dtype}".encode())
+    for start in range(0, len(images), chunk_rows):
+        h.update(np.ascontiguousarray(images[start:start + chunk_rows]).data)
+    return h.hexdigest()
 
 
 def _run_folds(store, executor, images_path, labels, n_classes, folds, cfg, progress):

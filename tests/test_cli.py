@@ -1,5 +1,6 @@
 """The command line: CliRunner for the commands, a real process for ``python -m`` and a kill."""
 
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,13 @@ def test_demo_catches_injected_errors(tmp_path):
     assert injected == 180 and caught >= 0.8 * injected
     truth = pd.read_csv(tmp_path / "demo" / "truth.csv")
     assert truth.is_noisy.sum() == 180
+    # run again: the demo writes its dataset anew (new file times, so a new decode cache), but the pixels
+    # are the same, so the folds resume; notices are `Warning: ...` lines, not Python's warning dump
+    again = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo"), "-q", "--folds=3", "--epochs=6",
+                                      "--width=8", "--batch-size=64"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "demo" / "scan" / "scan.json").read_text())["summary"]["folds_resumed"] == [0, 1, 2]
+    assert "Notice:" not in again.output and "callback(" not in again.output, again.output
 
 
 def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path):

@@ -263,6 +263,26 @@ def test_scan_dir_inside_the_dataset_is_not_scanned(tmp_path):
     assert len(list((out / "cache").glob("decoded-*.npy"))) == 1
 
 
+def test_files_rewritten_with_the_same_pixels_resume_their_folds(tmp_path):
+    """New file times (a copy without them, a dataset written again) make a new decode cache, but the
+    folds are fingerprinted by the decoded pixels, so they resume; other pixels train again."""
+    import os
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    out = tmp_path / "scan"
+    scan(folder.root, out=out, progress=False, **FAST)
+    images = sorted(p for p in folder.root.rglob("*.png"))
+    for path in images:
+        os.utime(path, ns=(10**18, 10**18))
+    again = scan(folder.root, out=out, progress=False, **FAST)
+    assert again.attrs["summary"]["folds_resumed"] == [0, 1, 2]
+    assert len(list((out / "cache").glob("decoded-*.npy"))) == 2
+    images[0].write_bytes(images[1].read_bytes())  # one image's pixels change
+    with pytest.warns(UserWarning, match="stored fold"):
+        changed = scan(folder.root, out=out, progress=False, **FAST)
+    assert changed.attrs["summary"]["folds_resumed"] == []
+
+
 @pytest.mark.filterwarnings("ignore::labelaudit.errors.WeakModelsWarning")  # 2 epochs: only the files matter
 def test_scan_dir_in_a_class_folder_or_the_dataset_folder_loses_no_image(tmp_path):
     """--out DATA/<class> used to leave that whole class out silently, and --out DATA made the second
