@@ -277,8 +277,8 @@ def print_summary(summary, out: Path) -> None:
         f"Out-of-sample accuracy against the given labels: {s.holdout_accuracy:.1%} "
         f"(always predicting the largest class: {s.majority_rate:.1%}).",
         *([_weak_models_warning(inputs, s, manifest.classes if manifest else [])] if s.weak_models else []),
-        f"Estimated noise rate: {s.estimated_noise_rate:.1%} "
-        f"({s.n_estimated_label_issues:,} samples, confident learning).",
+        f"Estimated noise rate: {s.estimated_noise_rate:.1%} ({s.n_estimated_label_issues:,} samples, "
+        + ("the consensus's expected wrong labels)." if s.consensus else "confident learning)."),
         f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
         *_consensus_lines(s, files),
         f"Results: {files.scores}  (database: {files.database})",

@@ -872,6 +872,9 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
     scores, signals = scored.scores, scored.signals
     n = len(scores)
     majority = float(scores["given_label"].value_counts(normalize=True).iloc[0])
+    # several annotators: the count is the consensus's expected number of wrong labels, not a tempered count
+    consensus = scored.consensus.summary if scored.consensus is not None else None
+    n_issues = consensus["estimated_wrong_consensus"] if consensus else signals.n_label_issues
     return ScanSummary(
         n_samples=n,
         n_classes=len(prepared.classes),
@@ -882,9 +885,9 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         n_missing_files=prepared.dataset.n_missing_files,
         small_classes=prepared.small_classes,
         empty_classes=list(prepared.dataset.empty_classes),
-        estimated_noise_rate=signals.n_label_issues / n,
-        n_estimated_label_issues=signals.n_label_issues,
-        count_temperature=signals.count_temperature,
+        estimated_noise_rate=n_issues / n,
+        n_estimated_label_issues=n_issues,
+        count_temperature=None if consensus else signals.count_temperature,
         n_flagged=int(scores["flagged"].sum()),
         holdout_accuracy=signals.holdout_accuracy,
         majority_rate=majority,
@@ -894,7 +897,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         folds_resumed=run.resumed,
         device=device_name,
         scan_dir=str(scan_dir.path.resolve()),
-        consensus=scored.consensus.summary if scored.consensus is not None else None,
+        consensus=consensus,
     )
 
 

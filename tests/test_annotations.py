@@ -251,6 +251,10 @@ def test_scan_with_annotations_writes_consensus_columns_and_annotators(crowd_sca
     assert by_name.n_labels.sum() == len(ann)
     summary = scores.attrs["summary"]["consensus"]
     assert summary["n_annotators"] == 3 and summary["n_annotations"] == len(ann)
+    # the scan's count is the consensus's (what it flags), not a tempered confident-learning count
+    whole = scores.attrs["summary"]
+    assert whole["n_estimated_label_issues"] == summary["estimated_wrong_consensus"] == whole["n_flagged"]
+    assert whole["count_temperature"] is None
     manifest = files.read_manifest()
     assert manifest.signals["consensus_quality"]["direction"] == -1
     conn = storage.connect(files.database, read_only=True)
@@ -334,6 +338,7 @@ def test_cli_scan_with_wide_annotations_and_full_export(tmp_path):
                                        "--out", str(out), "-q", *args])
     assert result.exit_code == 0, result.output
     assert f"Annotations: {len(long)} by 3 annotators" in result.output and "annotators.csv" in result.output
+    assert "the consensus's expected wrong labels" in result.output and "confident learning" not in result.output
     exported = CliRunner().invoke(main, ["export", str(out), "--full", "-o", "-"])
     assert exported.exit_code == 0, exported.output
     header = exported.stdout.splitlines()[0].split(",")
