@@ -114,7 +114,7 @@ def _executor_options(func):
                      show_default=True,
                      help="Where folds train: this process one at a time, this process several at once "
                           "(threads; on CUDA one stream each), all at once as one stacked network (GPU), or Ray "
-                          "tasks (needs: pip install \"labelaudit[ray]\")."),
+                          "tasks (needs Ray: pip install \"ray[client]>=2.9\")."),
         click.option("--fold-workers", type=click.IntRange(min=1), default=None,
                      help="With --executor threads: folds trained at the same time  [default: 2]"),
         click.option("--ray-address", default=None,

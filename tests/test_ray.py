@@ -28,7 +28,7 @@ TINY = dict(image_size=16, folds=2, epochs=2, width=8, batch_size=16, lr=0.05)
 TINY_ARGS = ["--image-size=16", "--folds=2", "--epochs=2", "--width=8", "--batch-size=16", "--lr=0.05"]
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason='Ray not installed (pip install "labelaudit[ray]")')
+                               reason='Ray not installed (pip install -e ".[ray]")')
 
 
 @pytest.fixture(scope="module")
@@ -218,5 +218,5 @@ def test_executor_ray_without_ray_fails_at_once(tmp_path, monkeypatch):
         scan(tmp_path, out=tmp_path / "scan", executor="ray")
     result = CliRunner().invoke(main, ["scan", str(tmp_path), "--out", str(tmp_path / "scan"), "--executor", "ray"])
     assert result.exit_code == 1
-    assert 'pip install "labelaudit[ray]"' in result.output and "Traceback" not in result.output
+    assert 'pip install "ray[client]>=2.9"' in result.output and "Traceback" not in result.output
     assert not (tmp_path / "scan").exists()

@@ -20,7 +20,7 @@ from labelaudit.folds.training import run_fold
 TINY = dict(image_size=16, folds=2, epochs=3, width=8, batch_size=16, lr=0.05)
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason='Ray not installed (pip install "labelaudit[ray]")')
+                                reason='Ray not installed (pip install -e ".[ray]")')
 
 
 @pytest.fixture(scope="module")

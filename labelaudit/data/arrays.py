@@ -146,7 +146,7 @@ def _read_parquet(path: Path, option: str) -> tuple[np.ndarray, np.ndarray]:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise MissingExtra('reading parquet needs pyarrow: pip install "labelaudit[parquet]"') from None
+        raise MissingExtra('reading parquet needs pyarrow: pip install "pyarrow>=14"') from None
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:

@@ -261,7 +261,7 @@ def resolve_executor(executor: FoldExecutor | str | None) -> FoldExecutor:
     Raises
     ------
     MissingExtra
-        ``"ray"`` without Ray installed (``pip install "labelaudit[ray]"``).
+        ``"ray"`` without Ray installed (``pip install "ray[client]>=2.9"``).
     SettingsError
         An unknown executor name.
     """

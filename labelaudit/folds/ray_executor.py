@@ -47,7 +47,7 @@ __all__ = ["RayExecutor", "IMAGES_MODES", "import_ray"]
 #: How fold tasks get the images: Ray's object store (put once) or a path every node mounts.
 IMAGES_MODES = ("object-store", "shared-path")
 
-INSTALL_HINT = 'pip install "labelaudit[ray]"'
+INSTALL_HINT = 'pip install "ray[client]>=2.9" (in a labelaudit clone: pip install -e ".[ray]")'
 
 #: Seconds the driver, or a fold task's last push, waits for the progress board to answer before going on without it.
 _BOARD_TIMEOUT_S = 30.0
@@ -91,8 +91,8 @@ class RayExecutor:
         ``"shared-path"``: tasks read the scan's ``.npy`` file themselves, so the scan
         directory must be on a filesystem every node mounts at the same path.
     runtime_env : dict, optional
-        Ray runtime environment for the job (e.g. ``{"pip": ["labelaudit[ray]"]}`` where
-        the nodes do not have labelaudit installed).
+        Ray runtime environment for the job (e.g. ``{"pip": ["/shared/labelaudit-X.whl"]}``, a wheel
+        built with ``pip wheel --no-deps .``, where the nodes do not have labelaudit installed).
     run : callable
         ``run(job, report=...) -> FoldResult`` executed in the task;
         :func:`~labelaudit.folds.training.run_fold` by default (tests wrap it). It is
