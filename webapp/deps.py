@@ -1,4 +1,5 @@
-"""What the app knows about its scan (read once at start-up) and the per-request dependencies.
+"""What the app knows about its scan (read at start-up, and again after a re-scan) and the per-request
+dependencies.
 
 The scan is read through :class:`labelaudit.scandir.ScanDir` and its typed
 :class:`~labelaudit.scandir.ScanManifest`; the database through one
@@ -20,6 +21,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, HTTPException, Request
 
+from labelaudit.errors import ScanDirError
 from labelaudit.review import ClassOrder, ReviewDatabase, read_class_order
 from labelaudit.scandir import ScanDir, ScanManifest
 from labelaudit.scandir.database import read_classes
@@ -122,7 +124,9 @@ def class_order(conn: sqlite3.Connection, settings: "Settings") -> ClassOrder:
 
 @dataclass
 class Settings:
-    """What the app knows about the scan it serves (read once at start-up).
+    """What the app knows about the scan it serves: read at start-up, and again when ``scan.json``
+    changes (a re-scan into the folder while the app runs: its classes, summary, noise matrix,
+    embeddings and signal ranks are the new scan's, :meth:`refresh`).
 
     Raises
     ------
@@ -145,12 +149,46 @@ class Settings:
         self.scan_dir = Path(self.scan_dir).resolve()
         self.scan = ScanDir(self.scan_dir)
         self.scan.require_database()
-        self.manifest = self.scan.read_manifest()
-        root = self.manifest.dataset_root
+        self._refresh_lock = threading.Lock()
+        self._stamp = self._manifest_stamp()
+        self._take(self.scan.read_manifest())
+
+    def _take(self, manifest: ScanManifest) -> None:
+        """Everything derived from ``manifest`` (and the files of its scan)."""
+        self.manifest = manifest
+        root = manifest.dataset_root
         self.dataset_root = Path(root).resolve() if root else self.scan_dir
-        self.classes = list(self.manifest.classes)
+        self.classes = list(manifest.classes)
         self.embeddings = Embeddings(self.scan.embeddings)
         self.signal_stats = SignalStats()
+
+    def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.scan.manifest_path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def refresh(self, review: ReviewDatabase) -> "Settings":
+        """Read the scan again when ``scan.json`` was replaced since (one ``stat`` per call).
+
+        While a re-scan writes (no ``scan.json``, or one that cannot be read) the last finished
+        scan is kept; the pages of the old scan are refused on their next write anyway
+        (:class:`~labelaudit.errors.StaleScan`).
+        """
+        stamp = self._manifest_stamp()
+        if stamp is None or stamp == self._stamp:
+            return self
+        with self._refresh_lock:
+            if stamp != self._stamp:
+                try:
+                    manifest = self.scan.read_manifest()
+                except ScanDirError:
+                    return self
+                self._take(manifest)
+                self.load_classes(review)
+                self._stamp = stamp
+        return self
 
     def load_classes(self, review: ReviewDatabase) -> None:
         """Take the class names from the database when the manifest lists none."""
@@ -176,7 +214,8 @@ class Settings:
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    """The app's :class:`Settings`, read again first when a re-scan replaced ``scan.json``."""
+    return request.app.state.settings.refresh(request.app.state.review)
 
 
 def get_review(request: Request) -> ReviewDatabase:

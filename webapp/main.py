@@ -29,7 +29,7 @@ from labelaudit.review import ReviewDatabase
 from labelaudit.review.projection import MapCache
 from labelaudit.scandir import database as storage
 
-from .deps import Settings
+from .deps import REVIEWER_PATTERN, Settings
 from .routers import annotators, decisions, export, images, map, pages, samples, stats
 from .security import BodyLimitMiddleware, SecurityMiddleware
 
@@ -67,10 +67,12 @@ MAX_ERROR_TEXT = 200
 
 
 def default_reviewer() -> str:
+    """The OS user name, or ``"reviewer"`` where there is none or it is no valid reviewer name."""
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except Exception:  # no user name in the environment
         return "reviewer"
+    return name if REVIEWER_PATTERN.match(name) else "reviewer"
 
 
 def create_app(
@@ -104,6 +106,8 @@ def create_app(
     """
     if token is not None and not TOKEN_PATTERN.match(token):
         raise ValueError("token must be 8-256 characters from A-Z a-z 0-9 . _ ~ -")
+    if reviewer is not None and not REVIEWER_PATTERN.match(reviewer):
+        raise ValueError("a reviewer name is 1-64 letters, digits, spaces or . _ ' @ + -")
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)

@@ -247,9 +247,9 @@ def _parse_cursor(value: str | None, sort: str) -> Any:
     try:
         rank = int(value)
     except ValueError:
-        raise InvalidCursor(f"invalid cursor {value[:40]!r}: expected a score rank") from None
+        raise InvalidCursor(f"invalid cursor: expected a score rank (an integer) with sort={sort}") from None
     if abs(rank) > MAX_SQLITE_INT:
-        raise InvalidCursor(f"invalid cursor {value[:40]!r}: out of range")
+        raise InvalidCursor("invalid cursor: out of range")
     return rank
 
 

@@ -129,7 +129,10 @@ def test_reviewed_and_decision_filters(client, scan):
 
 
 def test_invalid_cursor_and_limit(client):
-    assert client.get("/api/samples", params={"after": "abc"}).status_code == 422
+    r = client.get("/api/samples", params={"after": "<script>x"})
+    assert r.status_code == 422 and "cursor" in r.text and "<script>" not in r.text  # a 422 never echoes input
+    r = client.get("/api/samples", params={"before": "9" * 30})
+    assert r.status_code == 422 and "out of range" in r.text and "9" * 30 not in r.text
     assert client.get("/api/samples", params={"limit": 0}).status_code == 422
     assert client.get("/api/samples", params={"limit": 501}).status_code == 422
     assert client.get("/api/samples", params={"sort": "nope"}).status_code == 422
@@ -627,6 +630,32 @@ def test_decision_label_errors_explain(client, scan):
     r = client.post(f"/samples/{sid}/decision", data={"action": "accept", "label": other}, follow_redirects=False)
     assert r.status_code == 303
     assert client.get(f"/api/samples/{sid}").json()["decision"]["label"] == given
+
+
+def test_a_running_app_serves_the_new_scan_after_a_rescan(scan):
+    """A re-scan into the folder while the app runs: it went on serving the first scan's class list,
+    summary, noise matrix and embeddings (so neighbours named the wrong images). The app reads the
+    scan again when scan.json is replaced; while it is missing (a re-scan writing) the last one stays."""
+    import numpy as np
+
+    from labelaudit.scandir import ScanDir
+
+    files = ScanDir(scan.scan_dir)
+    with make_client(scan.scan_dir) as client:
+        assert client.get("/api/classes").json() == scan.classes
+        before = client.get("/api/samples/0", params={"k": 3}).json()["neighbours"]
+        manifest = files.read_manifest()
+        files.manifest_path.unlink()  # a re-scan has started writing
+        assert client.get("/api/classes").json() == scan.classes
+        manifest.classes = scan.classes[:-1]
+        manifest.summary.estimated_noise_rate = 0.5
+        embeddings = np.load(files.embeddings)
+        np.save(files.embeddings, embeddings[::-1].copy())  # other rows: other neighbours
+        files.write_manifest(manifest)
+        assert client.get("/api/classes").json() == scan.classes[:-1]
+        assert client.get("/api/stats").json()["estimated_noise_rate"] == 0.5
+        after = client.get("/api/samples/0", params={"k": 3}).json()["neighbours"]
+        assert after != before
 
 
 def test_a_page_from_before_a_rescan_cannot_decide_on_another_image(scan):

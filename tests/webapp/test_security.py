@@ -172,6 +172,10 @@ def test_cli_review_needs_a_token_beyond_loopback(scan, monkeypatch):
     assert app.state.settings.reviewer == "zoe"
     r = CliRunner().invoke(main, ["review", str(scan.scan_dir), "--token", "bad token!"])
     assert r.exit_code != 0
+    # a name the app refuses in X-Labelaudit-Reviewer is refused here too (a script could not act as it)
+    for bad in ("../x", "a" * 65, "zoe<script>"):
+        r = CliRunner().invoke(main, ["review", str(scan.scan_dir), "--port", "0", "--reviewer", bad])
+        assert r.exit_code == 2 and "--reviewer" in r.output and len(calls) == 2, r.output
     r = CliRunner().invoke(main, ["review", str(scan.scan_dir.parent)])
     assert r.exit_code != 0 and "labelaudit scan" in r.output
 
@@ -194,6 +198,11 @@ def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     from labelaudit.webapp import create_app
 
     assert create_app(scan.scan_dir).state.settings.reviewer == "osuser"
+    monkeypatch.setenv("USER", "domain\\user")  # no valid reviewer name: the app's fallback name
+    monkeypatch.setenv("LOGNAME", "domain\\user")
+    assert create_app(scan.scan_dir).state.settings.reviewer == "reviewer"
+    with pytest.raises(ValueError, match="reviewer name"):
+        create_app(scan.scan_dir, reviewer="../x")
 
 
 def test_db_file_not_reachable(client):

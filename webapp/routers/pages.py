@@ -32,6 +32,7 @@ from ..deps import (
     SettingsDep,
     class_order,
     get_reviewer,
+    get_settings,
 )
 from ..schemas import DecisionFilter, SampleFilters
 
@@ -138,7 +139,7 @@ def render(request: Request, name: str, context: dict[str, Any], status_code: in
 
 
 def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    settings: Settings = request.app.state.settings
+    settings: Settings = get_settings(request)
     review: ReviewDatabase = request.app.state.review
     with review.reader() as conn:
         ctx = _base(request, settings, conn, "error", message=message, status_code=status_code)
@@ -240,7 +241,7 @@ def queue_rows(request: Request, db: Db, filters: Annotated[SampleFilters, Query
 
 def _fragment(request: Request, db) -> dict[str, Any]:
     """What a fragment (more rows, more cells) needs of the page context."""
-    order = class_order(db, request.app.state.settings)
+    order = class_order(db, get_settings(request))
     return {"key_of": order.keys, "compact": request.cookies.get(DENSITY_COOKIE) == "compact"}
 
 
