@@ -244,7 +244,13 @@ def _user_errors():
     except OSError as exc:
         raise click.ClickException(_os_error_text(exc)) from exc
     except KeyboardInterrupt:
-        raise click.ClickException("interrupted; run the same command again to resume from the finished folds")
+        raise _Interrupted("interrupted; run the same command again to resume from the finished folds") from None
+
+
+class _Interrupted(click.ClickException):
+    """Ctrl+C: the message, and the shell's exit status of an interrupted command (128 + SIGINT)."""
+
+    exit_code = 130
 
 
 def _os_error_text(exc: OSError) -> str:

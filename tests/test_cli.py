@@ -264,3 +264,19 @@ def test_the_scan_report_writes_control_characters_in_class_names_escaped():
     lines = _not_scored_lines(summary, ScanDir("scan"))
     assert all("\n" not in line and "\t" not in line for line in lines)
     assert "two\\x0alines" in lines[0] and "tab\\x09here" in lines[-1]
+
+
+def test_ctrl_c_is_one_line_and_the_shell_status_of_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl+C during a scan: one line that says how to resume, and exit status 130 (128 + SIGINT), as
+    shells and job runners expect of an interrupted command (it was 1, as for any error)."""
+    from labelaudit import scanner
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=6)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scanner, "scan", interrupted)
+    result = CliRunner().invoke(main, ["scan", str(folder.root), "--out", str(tmp_path / "scan"), "-q"])
+    assert result.exit_code == 130 and "Traceback" not in result.output, result.output
+    assert result.output == "Error: interrupted; run the same command again to resume from the finished folds\n"
