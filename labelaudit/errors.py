@@ -13,7 +13,7 @@ __all__ = [
     "TrainingDiverged", "ScanDirError", "CorruptDatabase", "NoScanInDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
-    "StaleFoldsNotice", "RecipeNotice",
+    "StaleFoldsNotice", "RecipeNotice", "LinkedFolders",
 ]
 
 
@@ -137,6 +137,11 @@ class StaleFoldsNotice(ScanNotice):
 
 class LookAlikeClasses(ScanNotice):
     """Class names that differ only in case or Unicode normalisation (``Cat`` / ``cat``): kept apart, as given."""
+
+
+class LinkedFolders(ScanNotice):
+    """Folders of the dataset reached through a symbolic link: not followed, so their files are not scanned
+    (each is a ``skipped.csv`` row); the notice names them and how many files each holds."""
 
 
 class RecipeNotice(ScanNotice):

@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from labelaudit.progress import progress_bar
 
 from labelaudit import __version__
-from labelaudit.errors import (LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice, ScanDirBusy,
-                               ScanDirError, ScanError, SettingsError, StaleFoldsNotice, WeakModelsWarning, warn)
+from labelaudit.errors import (LinkedFolders, LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice,
+                               ScanDirBusy, ScanDirError, ScanError, SettingsError, StaleFoldsNotice,
+                               WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage
@@ -596,7 +597,9 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
 
         if annotations_csv is not None:
             raise SettingsError("--annotations cannot be combined with --features / --pred-probs yet")
-        return prepare_arrays(data_dir, scan_dir, inputs, labels_csv=labels_csv, cfg=cfg)
+        prepared = prepare_arrays(data_dir, scan_dir, inputs, labels_csv=labels_csv, cfg=cfg)
+        _warn_if_linked_folders(prepared.dataset)
+        return prepared
     annotations = None
     if annotations_csv is not None:
         if labels_csv is not None:
@@ -606,10 +609,24 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
     dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
                            cache_dir=scan_dir.cache, exclude=scan_dir.own_paths(), skip_folder=other_scan_reason,
                            progress=progress)
+    _warn_if_linked_folders(dataset)
     prepared = _keep_trainable_classes(dataset, cfg.folds)
     prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
     prepared.annotations = annotations
     return prepared
+
+
+def _warn_if_linked_folders(dataset: LoadedDataset) -> None:
+    """:class:`LinkedFolders` naming the folders reached through a symbolic link, and their files."""
+    if not dataset.linked_folders:
+        return
+    listed = ", ".join(f"{escape_controls(folder)} ({n:,} file{'s' if n != 1 else ''})"
+                       for folder, n in list(dataset.linked_folders.items())[:5])
+    more = f" and {len(dataset.linked_folders) - 5:,} more" if len(dataset.linked_folders) > 5 else ""
+    warn(f"{sum(dataset.linked_folders.values()):,} file(s) in folders reached through a symbolic link are not "
+         f"scanned (links to folders are not followed: the dataset's images stay inside {dataset.root}): "
+         f"{listed}{more}; each is a row of skipped.csv. To scan them, replace the link by the folder "
+         "(`cp -rL` copies it with its files) or scan the folder the link points to", LinkedFolders)
 
 
 def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from labelaudit.data import loading as data
 from labelaudit.data import DatasetError, ImageDecodeError, decode_image, load_dataset
+from labelaudit.data.loading import LINKED_REASON
 
 S = 8
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -407,6 +408,30 @@ def test_symlink_outside_root_skipped(tmp_path):
     assert "outside the dataset root" in why["red/link.png"]
     assert "red/inner.png" in ds.paths
     assert "red/broken.png" in why
+
+
+def test_a_linked_folder_is_counted_file_by_file_not_as_one_row(tmp_path):
+    """A class folder that is a symbolic link (a dataset put together with `ln -s`) is not followed, and
+    was one skipped row: a whole class gone, reported as "1 other". Each file under it is a row now, and
+    ``linked_folders`` names the link with its count (a link to an empty folder gets one row of its own)."""
+    root = tmp_path / "ds"
+    make_folder_dataset(root)
+    elsewhere = tmp_path / "elsewhere" / "green"
+    for i in range(3):
+        save(solid(BLUE), elsewhere / ("deep" if i else "") / f"g{i}.png")
+    (elsewhere / ".DS_Store").write_bytes(b"x")
+    (root / "green").symlink_to(elsewhere, target_is_directory=True)
+    (root / "red" / "more").symlink_to(elsewhere, target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    (root / "hollow").symlink_to(tmp_path / "empty", target_is_directory=True)
+    ds = load(root)
+    why = reasons(ds)
+    assert ds.linked_folders == {"green/": 3, "hollow/": 0, "red/more/": 3}
+    assert {p for p, r in why.items() if r == LINKED_REASON} == {
+        "green/g0.png", "green/deep/g1.png", "green/deep/g2.png",
+        "red/more/g0.png", "red/more/deep/g1.png", "red/more/deep/g2.png"}
+    assert "no file under it" in why["hollow/"]
+    assert set(ds.label_names) == {"red", "blue"} and len(ds) == 4
 
 
 def test_workers_and_progress_give_same_result(tmp_path, capsys):

@@ -447,6 +447,28 @@ def test_an_image_too_large_to_decode_is_kept_in_the_export(tmp_path):
     assert "1 too large to decode (exported with their given label); 1 that could not be decoded" in lines
 
 
+def test_a_linked_class_folder_is_a_notice_and_every_file_a_skipped_row(tmp_path):
+    """`ln -s /data/rings DATA/ring`: the link is not followed (images stay inside the dataset folder,
+    where the review app serves them from); the scan says so, naming the folder and its file count, and
+    counts each file as skipped instead of one row."""
+    import shutil
+
+    from labelaudit.errors import LinkedFolders
+
+    folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
+    real = tmp_path / "rings"
+    shutil.move(str(folder.root / "ring"), real)
+    (folder.root / "ring").symlink_to(real, target_is_directory=True)
+    n = sum(1 for p in real.rglob("*") if p.is_file())
+    assert n >= 20
+    with pytest.warns(LinkedFolders, match=rf"{n} file\(s\) in folders reached through a symbolic link.*ring/ \({n} files\)"):
+        scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
+    assert "ring" not in set(scores.given_label)
+    assert scores.attrs["summary"]["n_skipped"] == n
+    skipped = pd.read_csv(tmp_path / "scan" / "skipped.csv")
+    assert len(skipped) == n and skipped.path.str.startswith("ring/").all()
+
+
 def test_manifest_is_written_last(tmp_path, monkeypatch):
     folder = make_noisy_folder(tmp_path / "data", n_per_class=20)
     out = ScanDir(tmp_path / "scan")

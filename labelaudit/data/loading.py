@@ -113,6 +113,10 @@ class LoadedDataset:
         export keeps them with their given label.
     empty_classes : list of str
         Class folders holding no file at all (class-folder layout only), sorted.
+    linked_folders : dict of str to int
+        Folders reached through a symbolic link, not followed (class-folder layout only): their
+        path relative to ``root`` (``"cat/"``) and how many files lie under them (capped at
+        :data:`LINKED_FILES_LISTED`); each such file is also a ``skipped`` row.
     """
 
     root: Path
@@ -125,6 +129,7 @@ class LoadedDataset:
     unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS, dtype=object))
     too_large: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNREADABLE_COLUMNS, dtype=object))
     empty_classes: list[str] = field(default_factory=list)
+    linked_folders: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -135,6 +140,23 @@ class LoadedDataset:
         not in ``unreadable`` either (a file gone while decoding is counted there)."""
         missing = self.skipped["reason"].isin(MISSING_FILE_REASONS) & ~self.skipped["path"].isin(self.unreadable["path"])
         return int(missing.sum())
+
+
+#: The ``skipped.csv`` reason of each file under a folder reached through a symbolic link.
+LINKED_REASON = "in a folder reached through a symbolic link (not followed)"
+#: At most this many files are listed under one linked folder (a link to ``/`` must not walk the disk).
+LINKED_FILES_LISTED = 100_000
+
+
+@dataclass
+class _Discovery:
+    """What discovery found, nothing decoded: candidates, skipped ``(path, reason)`` rows, empty class
+    folders and the folders reached through a symbolic link (``{"cat/": number of files under it}``)."""
+
+    candidates: list[_Candidate]
+    skipped: list[tuple[str, str]]
+    empty_classes: list[str] = field(default_factory=list)
+    linked_folders: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -391,11 +413,14 @@ def _stat_candidate(
 
 def _discover_folders(
     root: Path, *, exclude: Sequence[Path] = (), skip_folder: FolderFilter | None = None
-) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
+) -> _Discovery:
     """Walk the class-folder layout ``root/<class>/**/<image>``.
 
-    Returns the candidates (unsorted), the ``(path, reason)`` rows skipped and the
-    sorted names of the class folders that hold no file. ``exclude`` (resolved files and
+    Returns the candidates (unsorted), the ``(path, reason)`` rows skipped, the sorted
+    names of the class folders that hold no file and the folders reached through a
+    symbolic link: not followed (the dataset's images stay inside its folder, where the
+    review app serves them from), but every file under one gets a skipped row
+    (:data:`LINKED_REASON`), so a linked class is counted, not one row. ``exclude`` (resolved files and
     folders, e.g. a scan directory's own) is ignored; a folder holding nothing but excluded
     entries is not an empty class. Hidden entries (names starting with ``.``) are not
     scanned: in a class folder a hidden folder and a hidden file named like an image get a
@@ -410,6 +435,7 @@ def _discover_folders(
     class_dirs: set[str] = set()
     with_files: set[str] = set()
     with_excluded: set[str] = set()
+    linked: dict[str, int] = {}
 
     def on_error(exc: OSError) -> None:
         where = exc.filename or ""
@@ -432,7 +458,8 @@ def _discover_folders(
                     _skip(skipped, (rel_dir / name).as_posix() + "/", HIDDEN_REASON)
                 continue
             if os.path.islink(full):
-                _skip(skipped, (rel_dir / name).as_posix() + "/", "symbolic link to a folder (not followed)")
+                rel_link = (rel_dir / name).as_posix()
+                linked[rel_link + "/"] = _skip_linked_files(full, rel_link, skipped)
                 continue
             reason = skip_folder(full) if skip_folder is not None else None
             if reason is not None and not _holds_any(os.path.realpath(full), excluded):
@@ -462,7 +489,30 @@ def _discover_folders(
     # a class-level folder that will hold the scan's own files (its --out, made empty just now) is no empty class
     empty = {c for c in class_dirs - with_files - with_excluded
              if not _holds_any(os.path.realpath(os.path.join(real_root, c)), excluded)}
-    return candidates, skipped, sorted(empty)
+    return _Discovery(candidates, skipped, sorted(empty), linked)
+
+
+def _skip_linked_files(link: str, rel_link: str, skipped: list[tuple[str, str]]) -> int:
+    """Skip every visible file under the folder link ``link`` (``rel_link`` from the root); how many.
+
+    The link itself is followed to list them, links below it are not; at most
+    :data:`LINKED_FILES_LISTED` files are listed. A link to nothing or to an unreadable folder
+    gets one row of its own.
+    """
+    n = 0
+    for dirpath, dirnames, filenames in os.walk(link):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        sub = Path(dirpath).relative_to(link).as_posix()
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if n == LINKED_FILES_LISTED:
+                return n
+            _skip(skipped, posixpath.normpath(posixpath.join(rel_link, sub, name)), LINKED_REASON)
+            n += 1
+    if n == 0:
+        _skip(skipped, rel_link + "/", "symbolic link to a folder (not followed), no file under it")
+    return n
 
 
 def _csv_encodings(labels_csv: Path) -> tuple[str, ...]:
@@ -818,7 +868,8 @@ def load_dataset(
         raise ValueError(f"workers must be >= 0, got {workers}")
     root_path = _resolve_root(root)
     cache_path = Path(cache_dir).expanduser().resolve() if cache_dir is not None else None
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, [cache_path, *_paths(exclude)], skip_folder)
+    found = _discover(root_path, labels_csv, [cache_path, *_paths(exclude)], skip_folder)
+    candidates, skipped = found.candidates, found.skipped
     label_of = {c.path: c.label for c in candidates}
     all_paths = [c.path for c in candidates]
 
@@ -848,7 +899,8 @@ def load_dataset(
         images_file=cached_file,
         unreadable=_unreadable_frame(undecodable, label_of),
         too_large=_unreadable_frame([f for f in decoded.failures if f[0] in decoded.too_large], label_of),
-        empty_classes=empty_classes,
+        empty_classes=found.empty_classes,
+        linked_folders=found.linked_folders,
     )
 
 
@@ -859,25 +911,23 @@ def _paths(exclude) -> list:
     return [exclude] if isinstance(exclude, (str, os.PathLike)) else list(exclude)
 
 
-def _discover(root_path: Path, labels_csv, exclude: Sequence, skip_folder: FolderFilter | None = None
-              ) -> tuple[list[_Candidate], list[tuple[str, str]], list[str]]:
-    """Candidates sorted by path, skipped rows and empty class folders of a dataset (nothing decoded).
+def _discover(root_path: Path, labels_csv, exclude: Sequence, skip_folder: FolderFilter | None = None) -> _Discovery:
+    """Candidates sorted by path, skipped rows, empty class folders and linked folders (nothing decoded).
 
     Raises
     ------
     DatasetError
         No usable file or CSV row.
     """
-    empty_classes: list[str] = []
     if labels_csv is not None:
-        candidates, skipped = _discover_csv(root_path, Path(labels_csv).expanduser())
+        found = _Discovery(*_discover_csv(root_path, Path(labels_csv).expanduser()))
     else:
         excluded = [Path(p).expanduser().resolve() for p in exclude if p is not None]
-        candidates, skipped, empty_classes = _discover_folders(root_path, exclude=excluded, skip_folder=skip_folder)
-    candidates.sort(key=lambda c: c.path)
-    if not candidates:
-        raise DatasetError(_nothing_found(root_path, labels_csv, skipped))
-    return candidates, skipped, empty_classes
+        found = _discover_folders(root_path, exclude=excluded, skip_folder=skip_folder)
+    found.candidates.sort(key=lambda c: c.path)
+    if not found.candidates:
+        raise DatasetError(_nothing_found(root_path, labels_csv, found.skipped))
+    return found
 
 
 def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
@@ -905,11 +955,12 @@ def list_dataset(root: str | os.PathLike, *, labels_csv: str | os.PathLike | Non
         ``root`` or ``labels_csv`` is missing or unusable, or lists no file.
     """
     root_path = _resolve_root(root)
-    candidates, skipped, empty_classes = _discover(root_path, labels_csv, _paths(exclude), skip_folder)
+    found = _discover(root_path, labels_csv, _paths(exclude), skip_folder)
+    candidates = found.candidates
     return LoadedDataset(
         root=root_path, paths=[c.path for c in candidates], label_names=[c.label for c in candidates],
-        images=np.zeros((len(candidates), 0, 0, 3), np.uint8), skipped=_skipped_frame(skipped),
-        cache_hit=False, empty_classes=empty_classes,
+        images=np.zeros((len(candidates), 0, 0, 3), np.uint8), skipped=_skipped_frame(found.skipped),
+        cache_hit=False, empty_classes=found.empty_classes, linked_folders=found.linked_folders,
     )
 
 
