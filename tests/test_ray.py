@@ -214,7 +214,7 @@ def test_ray_options_need_executor_ray(tmp_path):
 def test_executor_ray_without_ray_fails_at_once(tmp_path, monkeypatch):
     """Before anything is loaded (the empty folder would be a DatasetError), with the install command."""
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(MissingExtra, match=r'pip install "labelaudit\[ray\]"'):
+    with pytest.raises(MissingExtra, match=r"pip install \"ray\[client\]>=2.9\""):
         scan(tmp_path, out=tmp_path / "scan", executor="ray")
     result = CliRunner().invoke(main, ["scan", str(tmp_path), "--out", str(tmp_path / "scan"), "--executor", "ray"])
     assert result.exit_code == 1

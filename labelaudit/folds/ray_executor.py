@@ -245,26 +245,43 @@ class RayExecutor:
         try:
             driver_node = self._ray.get_runtime_context().get_node_id()
         except Exception:  # a connection mode without a node of its own: Ray's default placement
-            return board.remote()
-        # hard affinity: a soft one lets Ray place it on a worker node when the driver's has no CPU
-        return board.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=driver_node, soft=False)).remote()
+            actor = board.remote()
+        else:  # hard affinity: a soft one lets Ray place it on a worker node when the driver's has no CPU
+            actor = board.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=driver_node,
+                                                                                    soft=False)).remote()
+        # not waited for: a busy node starts the actor's worker process slowly (40 s and more, importing
+        # torch), and the pushes and reads sent meanwhile wait for it in Ray's queue
+        return actor
 
     def _collect(self, pending: dict[Any, int], board, report: ProgressReport | None) -> Iterator[FoldResult]:
         """Yield results as tasks finish, forwarding progress every ``poll_s`` seconds meanwhile.
 
-        A progress board that died (its node was lost) or does not answer stops the progress, not the scan.
+        The board is read without waiting: one read in flight, forwarded once answered (a board still
+        starting answers late, not never). A board that died (its node was lost) stops the progress,
+        not the scan.
         """
         forward = _ProgressForwarder(report)
+        reading = None  # the board read in flight: polled, never waited on while folds run
         while pending:
             ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=self._poll_s)
             if board is not None:
-                try:
-                    forward(self._ray.get(board.read.remote(), timeout=_BOARD_TIMEOUT_S))
-                except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
-                    board = None
+                reading = reading or board.read.remote()
+                if self._ray.wait([reading], timeout=0)[0]:
+                    board = self._forward(board, reading, forward)
+                    reading = None
             for ref in ready:
                 fold = pending.pop(ref)
                 yield self._result(ref, fold)
+        if board is not None:  # each task's last push was answered before its result: the final counts
+            self._forward(board, board.read.remote(), forward)
+
+    def _forward(self, board, reading, forward: "_ProgressForwarder"):
+        """Forward the snapshot of the board read ``reading``; the board, or None once it died or hangs."""
+        try:
+            forward(self._ray.get(reading, timeout=_BOARD_TIMEOUT_S))
+            return board
+        except (self._ray.exceptions.RayActorError, self._ray.exceptions.GetTimeoutError):
+            return None
 
     def _result(self, ref, fold: int) -> FoldResult:
         """The task's result; its own labelaudit error unwrapped, a dead worker as :class:`ClusterError`."""
