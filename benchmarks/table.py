@@ -140,15 +140,24 @@ def seeds_table(runs: list[dict]) -> str:
     return "\n".join(rows + extra)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--seeds"]:
-        runs = load(sys.argv[2:])
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", action="store_true",
+                        help="mean ± standard deviation over the seeds of each noise (one table)")
+    parser.add_argument("files", nargs="+", help="JSON-lines files written by benchmarks/detect.py")
+    args = parser.parse_args(argv)
+    runs = load(args.files)
+    if args.seeds:
         print(seeds_table(runs))
-        print("\nCommands:\n" + "\n".join(f"    {r['command']}" for r in runs))
-        sys.exit(0)
-    runs = load(sys.argv[1:])
-    print(detection_table(runs), run_table(runs), signal_table(runs), sep="\n\n")
-    for r in runs:
-        if r.get("per_class"):
-            print(f"\nPer class, {_noise(r)}, images of index in {r.get('index_range')}:\n\n{per_class_table(r)}")
+    else:
+        print(detection_table(runs), run_table(runs), signal_table(runs), sep="\n\n")
+        for r in runs:
+            if r.get("per_class"):
+                print(f"\nPer class, {_noise(r)}, images of index in {r.get('index_range')}:\n\n{per_class_table(r)}")
     print("\nCommands:\n" + "\n".join(f"    {r['command']}" for r in runs))
+
+
+if __name__ == "__main__":
+    main()
