@@ -23,6 +23,7 @@ from fastapi import Depends, HTTPException, Request
 
 from labelaudit.errors import ScanDirError
 from labelaudit.review import ClassOrder, ReviewDatabase, read_class_order
+from labelaudit.review.projection import MapCache
 from labelaudit.scandir import ScanDir, ScanManifest
 from labelaudit.scandir.database import read_classes
 
@@ -122,11 +123,37 @@ def class_order(conn: sqlite3.Connection, settings: "Settings") -> ClassOrder:
     return read_class_order(conn, settings.classes)
 
 
+@dataclass(frozen=True)
+class ScanView:
+    """One finished scan as the app serves it: swapped whole when a re-scan replaces ``scan.json``,
+    so a request never pairs one scan's manifest with another's classes, embeddings or map."""
+
+    manifest: ScanManifest
+    dataset_root: Path
+    classes: list[str]
+    embeddings: Embeddings
+    signal_stats: SignalStats
+    map: MapCache
+
+    @classmethod
+    def read(cls, scan: ScanDir, manifest: ScanManifest, review: ReviewDatabase | None) -> "ScanView":
+        """The view of ``manifest``; class names from the database (``review``) when it lists none."""
+        root = manifest.dataset_root
+        classes = list(manifest.classes)
+        if not classes and review is not None:
+            with review.reader() as conn:
+                classes = read_classes(conn)
+        return cls(manifest=manifest, dataset_root=Path(root).resolve() if root else scan.path.resolve(),
+                   classes=classes, embeddings=Embeddings(scan.embeddings), signal_stats=SignalStats(),
+                   map=MapCache(scan))
+
+
 @dataclass
 class Settings:
     """What the app knows about the scan it serves: read at start-up, and again when ``scan.json``
-    changes (a re-scan into the folder while the app runs: its classes, summary, noise matrix,
-    embeddings and signal ranks are the new scan's, :meth:`refresh`).
+    changes (a re-scan into the folder while the app runs: :meth:`refresh` swaps in a new
+    :class:`ScanView`; its classes, summary, noise matrix, embeddings, signal ranks and map are
+    the new scan's).
 
     Raises
     ------
@@ -139,11 +166,6 @@ class Settings:
     token: str | None = None
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     scan: ScanDir = field(init=False)
-    manifest: ScanManifest = field(init=False)
-    dataset_root: Path = field(init=False)
-    classes: list[str] = field(init=False)
-    embeddings: Embeddings = field(init=False)
-    signal_stats: SignalStats = field(init=False)
 
     def __post_init__(self) -> None:
         self.scan_dir = Path(self.scan_dir).resolve()
@@ -151,16 +173,15 @@ class Settings:
         self.scan.require_database()
         self._refresh_lock = threading.Lock()
         self._stamp = self._manifest_stamp()
-        self._take(self.scan.read_manifest())
+        self.view = ScanView.read(self.scan, self.scan.read_manifest(), None)
 
-    def _take(self, manifest: ScanManifest) -> None:
-        """Everything derived from ``manifest`` (and the files of its scan)."""
-        self.manifest = manifest
-        root = manifest.dataset_root
-        self.dataset_root = Path(root).resolve() if root else self.scan_dir
-        self.classes = list(manifest.classes)
-        self.embeddings = Embeddings(self.scan.embeddings)
-        self.signal_stats = SignalStats()
+    # the current view's parts (a handler that needs several of them at once takes ``view`` once)
+    manifest = property(lambda self: self.view.manifest)
+    dataset_root = property(lambda self: self.view.dataset_root)
+    classes = property(lambda self: self.view.classes)
+    embeddings = property(lambda self: self.view.embeddings)
+    signal_stats = property(lambda self: self.view.signal_stats)
+    map = property(lambda self: self.view.map)
 
     def _manifest_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -170,31 +191,29 @@ class Settings:
         return st.st_ino, st.st_size, st.st_mtime_ns
 
     def refresh(self, review: ReviewDatabase) -> "Settings":
-        """Read the scan again when ``scan.json`` was replaced since (one ``stat`` per call).
+        """Swap in the view of a ``scan.json`` replaced since (one ``stat`` per call otherwise).
 
-        While a re-scan writes (no ``scan.json``, or one that cannot be read) the last finished
-        scan is kept; the pages of the old scan are refused on their next write anyway
-        (:class:`~labelaudit.errors.StaleScan`).
+        While a re-scan writes (no ``scan.json``) the last finished scan is kept; the pages of the
+        old scan are refused on their next write anyway (:class:`~labelaudit.errors.StaleScan`).
+        A ``scan.json`` that cannot be read is tried once per change, not on every request.
         """
         stamp = self._manifest_stamp()
         if stamp is None or stamp == self._stamp:
             return self
         with self._refresh_lock:
             if stamp != self._stamp:
+                self._stamp = stamp
                 try:
                     manifest = self.scan.read_manifest()
                 except ScanDirError:
                     return self
-                self._take(manifest)
-                self.load_classes(review)
-                self._stamp = stamp
+                self.view = ScanView.read(self.scan, manifest, review)
         return self
 
     def load_classes(self, review: ReviewDatabase) -> None:
         """Take the class names from the database when the manifest lists none."""
-        if not self.classes:
-            with review.reader() as conn:
-                self.classes = read_classes(conn)
+        if not self.view.classes:
+            self.view = ScanView.read(self.scan, self.view.manifest, review)
 
     @property
     def scan_name(self) -> str:
@@ -207,10 +226,11 @@ class Settings:
 
     def noise_matrix(self) -> dict | None:
         """``{"classes", "matrix"}`` of the manifest, or None when the scan estimated none."""
-        nm = self.manifest.noise_matrix
-        if not nm or not self.manifest.classes:
+        manifest = self.manifest  # once: one scan's matrix with its own classes
+        nm = manifest.noise_matrix
+        if not nm or not manifest.classes:
             return None
-        return {"classes": list(self.manifest.classes), "matrix": [[float(v or 0) for v in row] for row in nm]}
+        return {"classes": list(manifest.classes), "matrix": [[float(v or 0) for v in row] for row in nm]}
 
 
 def get_settings(request: Request) -> Settings:

@@ -26,7 +26,6 @@ from labelaudit.errors import (
     StaleScan,
 )
 from labelaudit.review import ReviewDatabase
-from labelaudit.review.projection import MapCache
 from labelaudit.scandir import database as storage
 
 from .deps import REVIEWER_PATTERN, Settings
@@ -139,7 +138,6 @@ def create_app(
     app.state.settings = settings
     app.state.review = review
     app.state.images = images.ImageCache()
-    app.state.map = MapCache(settings.scan)
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for module in (samples, images, decisions, stats, export, map, pages, annotators):

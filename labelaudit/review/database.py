@@ -111,8 +111,11 @@ class StatsCache:
 
     @staticmethod
     def version(conn: sqlite3.Connection) -> tuple:
-        row = conn.execute("SELECT MAX(decision_id), (SELECT MAX(rowid) FROM samples) FROM decisions").fetchone()
-        return (row[0], row[1])
+        """The last decision, the samples' last row and the scan's ``created_at`` (a re-scan of as many
+        images as before rewrites the samples with the same last row id)."""
+        row = conn.execute("SELECT MAX(decision_id), (SELECT MAX(rowid) FROM samples), "
+                           "(SELECT value FROM meta WHERE key = 'created_at') FROM decisions").fetchone()
+        return (row[0], row[1], row[2])
 
     def get(self, name: str, conn: sqlite3.Connection, compute: Callable[[], T]) -> T:
         """``compute()``, or its value cached for ``name`` at the current version."""

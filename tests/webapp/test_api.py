@@ -651,11 +651,31 @@ def test_a_running_app_serves_the_new_scan_after_a_rescan(scan):
         manifest.summary.estimated_noise_rate = 0.5
         embeddings = np.load(files.embeddings)
         np.save(files.embeddings, embeddings[::-1].copy())  # other rows: other neighbours
+        old_view = client.app.state.settings.view
         files.write_manifest(manifest)
         assert client.get("/api/classes").json() == scan.classes[:-1]
         assert client.get("/api/stats").json()["estimated_noise_rate"] == 0.5
         after = client.get("/api/samples/0", params={"k": 3}).json()["neighbours"]
         assert after != before
+        view = client.app.state.settings.view  # swapped whole: the map is the new scan's too
+        assert view is not old_view and view.map is not old_view.map and view.classes == scan.classes[:-1]
+        files.manifest_path.write_text("{broken", encoding="utf-8")  # unreadable: the last view stays
+        assert client.get("/api/classes").json() == scan.classes[:-1]
+        assert client.app.state.settings.view is view
+
+
+def test_cached_stats_are_keyed_by_the_scan_too(scan):
+    """A re-scan of as many images rewrites the samples with the same last row id: the stats cache
+    (keyed by the last decision and row) served the first scan's counts; the scan's created_at is in
+    the key now."""
+    from labelaudit.review.database import StatsCache
+
+    conn = storage.connect(scan.db_path)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (json.dumps("2026-01-01T00:00:00+00:00"),))
+    before = StatsCache.version(conn)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'created_at'", (json.dumps("2027-01-01T00:00:00+00:00"),))
+    assert StatsCache.version(conn) != before and StatsCache.version(conn)[:2] == before[:2]
+    conn.close()
 
 
 def test_a_page_from_before_a_rescan_cannot_decide_on_another_image(scan):

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from labelaudit.review.projection import MapCache
 
-from ..deps import Db, Review, SettingsDep, class_order
+from ..deps import Db, Review, SettingsDep, class_order, get_settings
 from ..schemas import SelectionIn, SelectionOut
 
 router = APIRouter(tags=["map"])
@@ -25,7 +25,7 @@ FLAGGED, REVIEWED, CHANGED = 1, 2, 4
 
 
 def _maps(request: Request) -> MapCache:
-    return request.app.state.map
+    return get_settings(request).map  # the current scan's (a re-scan brings a new map)
 
 
 @router.get("/api/map", summary="The map's status and legend")
