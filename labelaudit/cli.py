@@ -284,7 +284,8 @@ def print_summary(summary, out: Path) -> None:
         f"(always predicting the largest class: {s.majority_rate:.1%}).",
         *([_weak_models_warning(inputs, s, manifest.classes if manifest else [])] if s.weak_models else []),
         f"Estimated noise rate: {s.estimated_noise_rate:.1%} ({s.n_estimated_label_issues:,} samples, "
-        + ("the consensus's expected wrong labels)." if s.consensus else "confident learning)."),
+        + ("the consensus's expected wrong labels)." if s.consensus and not s.consensus.get("one_annotation_per_image")
+           else "confident learning)."),
         f"Flagged for review: {s.n_flagged:,} ({s.n_flagged / max(s.n_samples, 1):.1%}).",
         *_consensus_lines(s, files),
         f"Results: {files.scores}  (database: {files.database})",

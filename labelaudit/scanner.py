@@ -890,7 +890,9 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
     n = len(scores)
     majority = float(scores["given_label"].value_counts(normalize=True).iloc[0])
     # several annotators: the count is the consensus's expected number of wrong labels, not a tempered count
+    # (one annotation per image is a single-label scan: its count is the tempered one)
     consensus = scored.consensus.summary if scored.consensus is not None else None
+    by_consensus = bool(consensus) and not consensus.get("one_annotation_per_image")
     n_issues = consensus["estimated_wrong_consensus"] if consensus else signals.n_label_issues
     return ScanSummary(
         n_samples=n,
@@ -904,7 +906,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         empty_classes=list(prepared.dataset.empty_classes),
         estimated_noise_rate=n_issues / n,
         n_estimated_label_issues=n_issues,
-        count_temperature=None if consensus else signals.count_temperature,
+        count_temperature=None if by_consensus else signals.count_temperature,
         n_flagged=int(scores["flagged"].sum()),
         holdout_accuracy=signals.holdout_accuracy,
         majority_rate=majority,

@@ -285,6 +285,10 @@ def test_one_annotation_per_image_reduces_to_the_single_label_scan(tmp_path):
         assert np.array_equal(single[column].to_numpy(), multi[column].to_numpy()), column
     assert (multi.n_annotations == 1).all() and (multi.agreement == 1).all()
     assert np.allclose(multi.consensus_quality, single.label_quality)
+    # and so is its count: the tempered confident-learning one, with its temperature
+    for key in ("n_estimated_label_issues", "count_temperature", "n_flagged"):
+        assert multi.attrs["summary"][key] == single.attrs["summary"][key] is not None, key
+    assert multi.attrs["summary"]["consensus"]["one_annotation_per_image"] is True
     # a re-scan of the same folder with plain labels (the folds resume) leaves no annotations behind
     again = scan(folder.root, labels_csv=folder.root / "labels.csv", out=tmp_path / "multi", progress=False, **FAST)
     assert "consensus_label" not in again.columns and again.attrs["summary"]["folds_resumed"] == [0, 1, 2]

@@ -133,6 +133,7 @@ def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: 
         "flagged": flagged, "n_annotations": result.n_annotations,
     })
     summary = _summary(result, provisional, len(annotators), n_wrong, comps)
+    summary["one_annotation_per_image"] = single  # its count is the single-label scan's (tempered)
     return ConsensusScores(scores=pd.concat([table, signals.table], axis=1), signals=signals, labels=labels,
                            consensus=result, annotators=_annotator_table(votes, result, classes, annotators),
                            summary=summary)

@@ -103,7 +103,8 @@ class ScanSummary:
     consensus : dict or None
         Several annotators per image only: ``n_annotators``, ``n_annotations``, ``n_disputed``
         (images whose annotators are not all on the consensus), ``n_changed_from_majority``,
-        ``model_weight``, ``vote_weight``, ``estimated_wrong_consensus``, ``score_components``.
+        ``model_weight``, ``vote_weight``, ``estimated_wrong_consensus``, ``score_components``,
+        ``one_annotation_per_image`` (then the scan is a single-label scan, its count the tempered one).
     """
 
     n_samples: int
