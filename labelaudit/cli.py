@@ -525,7 +525,7 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     with _user_errors():  # refuse before writing anything
         if out is not None:
             check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths, inputs=inputs)
-            check_csv_writable(out, force=force, parents=make_parents)
+            check_csv_writable(out, force=force, parents=make_parents, made_before=to_folder)
         if to_folder is not None:
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)
         # the folder first: a CSV written into it would make it "not empty" and "not part of this export"

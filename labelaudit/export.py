@@ -239,12 +239,14 @@ def write_cleaned_labels(df: pd.DataFrame, out: str | Path, *, force: bool = Fal
     return out
 
 
-def check_csv_writable(out: str | Path, *, force: bool = False, parents: bool = False) -> Path:
+def check_csv_writable(out: str | Path, *, force: bool = False, parents: bool = False,
+                       made_before: str | Path | None = None) -> Path:
     """The file :func:`write_cleaned_labels` would write for ``out``, or the error it would raise.
 
     Run before an export writes anything else (``--to-folder``), so that a CSV that cannot be
     written stops the export before it starts. Parameters and errors as :func:`write_cleaned_labels`;
-    a stream (``/dev/null``, ``/dev/stdout``) is always writable.
+    a stream (``/dev/null``, ``/dev/stdout``) is always writable. ``made_before``: a folder the export
+    creates before it writes the CSV (``--to-folder``): a CSV right in it needs no ``parents``.
 
     Returns
     -------
@@ -260,7 +262,8 @@ def check_csv_writable(out: str | Path, *, force: bool = False, parents: bool = 
         raise FileExistsError(f"{out} is a device or a socket, not a file: refused")
     if target.exists() and not force:
         raise FileExistsError(f"{out} exists; use --force to overwrite it")
-    if not target.parent.is_dir() and not parents:
+    made = made_before is not None and os.path.abspath(target.parent) == os.path.abspath(made_before)
+    if not target.parent.is_dir() and not parents and not made:
         raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
     return target
 

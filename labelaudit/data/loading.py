@@ -223,7 +223,7 @@ def _decode(path: str | os.PathLike, image_size: int) -> np.ndarray:
                 raise ImageDecodeError("empty file")
             img = _open_image(fh, image_size)
             try:
-                rgb = _to_rgb(_apply_orientation(img))
+                rgb = _to_rgb(_apply_orientation(img), img.format)
             except ImageDecodeError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- one odd file must never stop a load
@@ -291,11 +291,17 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
         return img
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited onto white."""
+def _to_rgb(img: Image.Image, file_format: str | None = None) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited onto white.
+
+    ``file_format``: Pillow's name of the file's format. A 32-bit integer image (mode ``I``) whose
+    values all lie in 0..255 is 8-bit data, except from a PNG: PNG has no 32-bit samples, and
+    Pillow before 10.4 opens its 16-bit greyscale as mode ``I``.
+    """
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F", eight_bit_if_fits=mode == "I")
+        eight_bit = mode == "I" and file_format != "PNG"
+        grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F", eight_bit_if_fits=eight_bit)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in img.info:
         rgba = img.convert("RGBA")
@@ -688,11 +694,7 @@ def _cache_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
 
 
 def _read_cache(cache_dir: Path, key: str, image_size: int, known: set[str]) -> _Decoded | None:
-    """Kept paths, decode failures and images of a cache entry; None if absent or invalid.
-
-    An entry written before too-large images were told apart (no ``too_large`` list) that holds
-    failures is invalid: decoding again sorts them (same key, so stored folds stay valid).
-    """
+    """Kept paths, decode failures and images of a cache entry; None if absent or invalid."""
     array_file, meta_file = _cache_files(cache_dir, key)
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
@@ -700,8 +702,6 @@ def _read_cache(cache_dir: Path, key: str, image_size: int, known: set[str]) -> 
         failures = [(str(p), str(r)) for p, r in meta["failures"]]
         too_large = {str(p) for p in meta.get("too_large", [])}
         if meta.get("decoder_version") != DECODER_VERSION or meta.get("image_size") != image_size:
-            return None
-        if failures and "too_large" not in meta:
             return None
         if not set(paths) <= known or not {p for p, _ in failures} <= known:
             return None

@@ -722,6 +722,15 @@ def test_the_csv_may_go_into_the_folder_copy(scan, tmp_path):
     r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(dest / "c.csv"), "--force",
                                   "--to-folder", str(dest)])
     assert r.exit_code == 0 and "not part of this export" not in r.output, r.output
+    # without --mkdir too: the folder the CSV goes into is the one the export makes (it worked before the
+    # CSV's checks moved ahead of the copy; a folder below it that nothing makes still needs --mkdir)
+    fresh = tmp_path / "fresh"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(fresh / "c.csv"), "--to-folder", str(fresh)])
+    assert r.exit_code == 0 and (fresh / "c.csv").is_file(), r.output
+    deeper = tmp_path / "deeper"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(deeper / "x" / "c.csv"),
+                                  "--to-folder", str(deeper)])
+    assert r.exit_code == 1 and "--mkdir" in r.output and not deeper.exists(), r.output
 
 
 def test_a_second_export_into_the_same_folder_names_the_files_it_did_not_write(scan, tmp_path):
