@@ -419,12 +419,12 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
 
     import uvicorn
 
-    from labelaudit.webapp.deps import REVIEWER_PATTERN
+    from labelaudit.webapp.deps import is_reviewer_name
     from labelaudit.webapp.main import TOKEN_PATTERN, create_app, default_reviewer
 
     if token is not None and not TOKEN_PATTERN.match(token):
         raise click.BadParameter("use 8-256 characters from A-Z a-z 0-9 . _ ~ -", param_hint="--token")
-    if reviewer is not None and not REVIEWER_PATTERN.match(reviewer):  # the rule the app holds every name to
+    if reviewer is not None and not is_reviewer_name(reviewer):  # the rule the app holds every name to
         raise click.BadParameter("a reviewer name is 1-64 letters, digits, spaces or . _ ' @ + -",
                                  param_hint="--reviewer")
     if token is None and not _is_loopback(host):

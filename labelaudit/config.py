@@ -118,7 +118,7 @@ class ScanConfig:
     The defaults are chosen for speed on a laptop CPU and need no ground truth:
     a width-16 ResNet-style net at 32x32 px reaches ~1,000 training images/s on two
     CPU cores (bfloat16), so 10,000 images x 5 folds x 16 epochs (the first 8 on 24 px
-    images, ~1.7x cheaper) take 4.5 to 8.3 minutes (README, "Budget").
+    images, ~1.7x cheaper) take 4.5 to 8.2 minutes (README, "Budget").
     ``budget="large"`` (or ``"auto"`` on a GPU) trades them for a stronger model.
     Allowed values are declared per field (:func:`settings`); an invalid value raises
     :class:`~labelaudit.errors.SettingsError`.
@@ -301,7 +301,7 @@ def _parse_bool(text: str) -> bool:
 
 
 #: Training budgets (``--budget``): the settings each gives the fields a scan leaves unset. ``small``
-#: is the field defaults (a 10,000-image scan in 4.5 to 8.3 minutes on two CPU cores); ``large`` is
+#: is the field defaults (a 10,000-image scan in 4.5 to 8.2 minutes on two CPU cores); ``large`` is
 #: a 4x wider net (about 2M parameters, airbench's size) trained 1.5x as long with 4x larger
 #: batches, meant for a GPU and not yet measured on one (README, "GPU").
 BUDGETS: dict[str, dict[str, Any]] = {

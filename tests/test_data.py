@@ -436,6 +436,14 @@ def test_a_linked_folder_is_counted_file_by_file_not_as_one_row(tmp_path):
         "red/more/g0.png", "red/more/deep/g1.png", "red/more/deep/g2.png"}
     assert "no file under it" in why["hollow/"]
     assert set(ds.label_names) == {"red", "blue"} and len(ds) == 4
+    # a link into the dataset (its files are scanned where they are) or to a folder holding it (the
+    # dataset itself, a scan folder inside it) is one row, not a walk of the dataset into skipped.csv
+    (root / "red" / "again").symlink_to(root / "blue", target_is_directory=True)
+    (root / "red" / "up").symlink_to(tmp_path, target_is_directory=True)
+    why = reasons(ds := load(root))
+    assert "leads into the dataset folder" in why["red/again/"] and "leads into" in why["red/up/"]
+    assert not any(p.startswith(("red/again/", "red/up/")) and p.endswith(".png") for p in why)
+    assert "red/again/" not in ds.linked_folders and len(ds) == 4
 
 
 def test_workers_and_progress_give_same_result(tmp_path, capsys):

@@ -172,6 +172,41 @@ def test_a_silent_progress_board_does_not_hold_up_the_fold(ray_cluster, monkeypa
     assert time.monotonic() - started < 0.5
 
 
+@needs_ray
+def test_a_slow_starting_progress_board_holds_up_nothing_and_loses_no_count(ray_cluster):
+    """On a busy machine the board's worker took 40 s to start: the driver's 30 s read timed out and the
+    scan ran without progress. Reads are now polled, never waited on while folds run, and the board is
+    read once more after the last fold, so the final counts arrive."""
+    from labelaudit.folds.ray_executor import RayExecutor
+
+    class SlowBoard:  # defined here: pickled by value to the actor's worker
+        def __init__(self):
+            self.reads = 0
+
+        def read(self):
+            self.reads += 1
+            if self.reads == 1:
+                time.sleep(10)  # as if still starting
+            return {0: (1, 10, 0.5, 0.9), 1: (1, 20, 0.5, 0.9)}
+
+    @ray_cluster.remote(num_cpus=0)
+    def fold_result(fold):
+        return fold
+
+    board = ray_cluster.remote(num_cpus=0)(SlowBoard).remote()
+    pending = {fold_result.remote(k): k for k in (0, 1)}
+    reports, times = [], []
+    started = time.monotonic()
+    try:
+        for result in RayExecutor(poll_s=0.05)._collect(pending, board, lambda *a: reports.append(a)):
+            times.append((result, len(reports)))
+    finally:
+        ray_cluster.kill(board)
+    assert sorted(r for r, _ in times) == [0, 1] and time.monotonic() - started >= 9
+    assert all(n_reports == 0 for _, n_reports in times)  # both yielded while the first read was unanswered
+    assert sorted((fold, n) for n, fold, *_ in reports) == [(0, 10), (1, 20)]  # the final read's counts
+
+
 # ------------------------------------------------------------------ resources, options
 
 

@@ -277,6 +277,19 @@ def test_files_rewritten_with_the_same_pixels_resume_their_folds(tmp_path):
     again = scan(folder.root, out=out, progress=False, **FAST)
     assert again.attrs["summary"]["folds_resumed"] == [0, 1, 2]
     assert len(list((out / "cache").glob("decoded-*.npy"))) == 2
+    # the digest is kept beside each images file (a re-scan does not read the pixels again); a stale
+    # one (the file rewritten since) is not taken
+    sidecars = sorted((out / "cache").glob("decoded-*.npy.sha256"))
+    assert len(sidecars) == 2
+    from labelaudit.scanner import _content_digest
+
+    newest = max((out / "cache").glob("decoded-*.npy"), key=lambda p: p.stat().st_mtime_ns)
+    right = _content_digest(newest)
+    side = newest.with_name(newest.name + ".sha256")
+    side.write_text(side.read_text().rsplit(" ", 1)[0] + " " + "0" * 64)
+    assert _content_digest(newest) == "0" * 64  # taken while the stamp matches ...
+    os.utime(newest, ns=(1, 1))
+    assert _content_digest(newest) == right  # ... not once the file changed
     images[0].write_bytes(images[1].read_bytes())  # one image's pixels change
     with pytest.warns(UserWarning, match="stored fold"):
         changed = scan(folder.root, out=out, progress=False, **FAST)

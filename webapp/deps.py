@@ -27,12 +27,19 @@ from labelaudit.review.projection import MapCache
 from labelaudit.scandir import ScanDir, ScanManifest
 from labelaudit.scandir.database import read_classes
 
-__all__ = ["Settings", "get_settings", "get_db", "get_review", "Db", "Review", "SettingsDep", "Embeddings",
+__all__ = ["Settings", "ScanView", "get_settings", "get_db", "get_review", "Db", "Review", "SettingsDep", "Embeddings",
            "LOOPBACK_NAMES", "get_reviewer", "Reviewer", "REVIEWER_COOKIE", "REVIEWER_PATTERN", "SignalStats",
+           "is_reviewer_name",
            "class_order", "ScanId", "SCAN_HEADER", "get_scan_id"]
 
 #: A reviewer name chosen in the browser (cookie) or sent by a script (header).
-REVIEWER_PATTERN = re.compile(r"^[\w .'@+-]{1,64}$")
+REVIEWER_PATTERN = re.compile(r"[\w .'@+-]{1,64}")
+
+
+def is_reviewer_name(name: str) -> bool:
+    """Whether ``name`` is a reviewer name: all of it :data:`REVIEWER_PATTERN`, no space at either end
+    (the one rule for ``--reviewer``, the header, the cookie and the page's form)."""
+    return bool(REVIEWER_PATTERN.fullmatch(name)) and name == name.strip()
 REVIEWER_COOKIE = "la_reviewer"
 REVIEWER_HEADER = "x-labelaudit-reviewer"
 #: The scan a page was made from (:meth:`labelaudit.review.ReviewDatabase.scan_id`), sent back with its writes.
@@ -262,12 +269,12 @@ def get_reviewer(request: Request) -> str:
     header = request.headers.get(REVIEWER_HEADER)
     if header is not None:
         name = _utf8(header).strip()
-        if not REVIEWER_PATTERN.match(name):
+        if not is_reviewer_name(name):
             raise HTTPException(422, f"{REVIEWER_HEADER} is not a reviewer name: 1-64 letters, digits, "
                                      "spaces or . _ ' @ + -")
         return name
     cookie = request.cookies.get(REVIEWER_COOKIE)
-    if cookie and REVIEWER_PATTERN.match(cookie.strip()):
+    if cookie and is_reviewer_name(cookie.strip()):
         return cookie.strip()
     return request.app.state.settings.reviewer
 

@@ -28,7 +28,7 @@ from labelaudit.errors import (
 from labelaudit.review import ReviewDatabase
 from labelaudit.scandir import database as storage
 
-from .deps import REVIEWER_PATTERN, Settings
+from .deps import Settings, is_reviewer_name
 from .routers import annotators, decisions, export, images, map, pages, samples, stats
 from .security import BodyLimitMiddleware, SecurityMiddleware
 
@@ -71,7 +71,7 @@ def default_reviewer() -> str:
         name = getpass.getuser()
     except Exception:  # no user name in the environment
         return "reviewer"
-    return name if REVIEWER_PATTERN.match(name) else "reviewer"
+    return name if is_reviewer_name(name) else "reviewer"
 
 
 def create_app(
@@ -105,7 +105,7 @@ def create_app(
     """
     if token is not None and not TOKEN_PATTERN.match(token):
         raise ValueError("token must be 8-256 characters from A-Z a-z 0-9 . _ ~ -")
-    if reviewer is not None and not REVIEWER_PATTERN.match(reviewer):
+    if reviewer is not None and not is_reviewer_name(reviewer):
         raise ValueError("a reviewer name is 1-64 letters, digits, spaces or . _ ' @ + -")
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:

@@ -465,7 +465,12 @@ def _discover_folders(
                 continue
             if os.path.islink(full):
                 rel_link = (rel_dir / name).as_posix()
-                linked[rel_link + "/"] = _skip_linked_files(full, rel_link, skipped)
+                target = os.path.realpath(full)
+                if is_inside(target, real_root) or is_inside(real_root, target):  # its files are scanned
+                    _skip(skipped, rel_link + "/", "symbolic link to a folder (not followed): it leads into "
+                          "the dataset folder, or to a folder holding it")  # (or are all of it): one row
+                else:
+                    linked[rel_link + "/"] = _skip_linked_files(full, rel_link, skipped)
                 continue
             reason = skip_folder(full) if skip_folder is not None else None
             if reason is not None and not _holds_any(os.path.realpath(full), excluded):

@@ -201,8 +201,9 @@ def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     monkeypatch.setenv("USER", "domain\\user")  # no valid reviewer name: the app's fallback name
     monkeypatch.setenv("LOGNAME", "domain\\user")
     assert create_app(scan.scan_dir).state.settings.reviewer == "reviewer"
-    with pytest.raises(ValueError, match="reviewer name"):
-        create_app(scan.scan_dir, reviewer="../x")
+    for bad in ("../x", "zoe\n", "   ", " zoe"):  # a trailing newline passed `$`; blanks passed the pattern
+        with pytest.raises(ValueError, match="reviewer name"):
+            create_app(scan.scan_dir, reviewer=bad)
 
 
 def test_db_file_not_reachable(client):

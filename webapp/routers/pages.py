@@ -24,7 +24,6 @@ from labelaudit.review.tags import all_tags
 from .. import charts, queries, shortcuts
 from ..deps import (
     REVIEWER_COOKIE,
-    REVIEWER_PATTERN,
     Db,
     Review,
     Reviewer,
@@ -33,6 +32,7 @@ from ..deps import (
     class_order,
     get_reviewer,
     get_settings,
+    is_reviewer_name,
 )
 from ..schemas import DecisionFilter, SampleFilters
 
@@ -464,7 +464,7 @@ async def set_reviewer(request: Request, name: Annotated[str, Form(max_length=64
     name = name.strip()
     if not name:
         response.delete_cookie(REVIEWER_COOKIE, path="/")
-    elif REVIEWER_PATTERN.match(name):
+    elif is_reviewer_name(name):
         response.set_cookie(REVIEWER_COOKIE, name, max_age=365 * 86400, path="/", samesite="strict", httponly=True)
     else:
         return error_page(request, 422, "A reviewer name has 1-64 letters, digits, spaces or . _ ' @ + -")
