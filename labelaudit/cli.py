@@ -571,7 +571,7 @@ def _cleaned(files, **options):
     try:
         df = cleaned_labels(conn, **options)
         counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
-        legacy_root = storage.read_meta(conn).get("dataset_root")
+        recorded_root = storage.read_meta(conn).get("dataset_root")  # the database's own record of it
         paths = dataset_files(conn)
         counts["n_orphaned"] = len(orphaned_decisions(conn))
         counts["n_accepted_changed"] = len(accepted_labels_since_changed(conn))
@@ -581,9 +581,9 @@ def _cleaned(files, **options):
     counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
     counts["n_skipped_other"] = manifest.summary.skipped_by_kind()["other"] if manifest else 0
     counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
-    # the scanned folder from the manifest (from the database for scans made before it held it)
+    # the scanned folder from the manifest (from the database when scan.json is missing or unreadable)
     inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
-    return df, counts, manifest.dataset_root if manifest else legacy_root, paths, inputs
+    return df, counts, manifest.dataset_root if manifest else recorded_root, paths, inputs
 
 
 def _manifest_problem(files) -> str | None:

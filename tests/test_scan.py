@@ -69,8 +69,10 @@ def test_database_holds_the_same_samples(scanned):
     top = json.loads(rows.top_classes[0])
     assert len(top) == 4 and abs(sum(p for _, p in top) - 1) < 1e-3
     assert storage.read_classes(conn) == sorted(scores.given_label.unique())
-    # the summary, settings and noise matrix live in the manifest only, not again in the database
-    assert not {"summary", "config", "noise_matrix", "dataset_root"} & set(storage.read_meta(conn))
+    # the summary, settings and noise matrix live in the manifest only, not again in the database; the
+    # dataset folder is in both (the database's record, for when a killed re-scan removed scan.json)
+    assert not {"summary", "config", "noise_matrix"} & set(storage.read_meta(conn))
+    assert storage.read_meta(conn)["dataset_root"] == ScanDir(out).read_manifest().dataset_root
     manifest = ScanDir(out).read_manifest()
     assert manifest.summary.n_samples == len(scores) and manifest.summary.to_dict() == scores.attrs["summary"]
     assert len(manifest.noise_matrix) == 4 and manifest.classes == storage.read_classes(conn)
