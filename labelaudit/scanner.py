@@ -1001,8 +1001,11 @@ def write_outputs(scan_dir: ScanDir, prepared: PreparedData, run: FoldRun, score
     atomic_write(scan_dir.noise_matrix, lambda fh: noise_matrix.to_csv(fh))
     atomic_write(scan_dir.pred_probs, lambda fh: np.save(fh, signals.pred_probs), binary=True)
     atomic_write(scan_dir.pred_probs_image, lambda fh: np.save(fh, signals.pred_probs_image), binary=True)
+    scan_dir.map.unlink(missing_ok=True)  # the review app's map of the earlier scan's embeddings
     if (embeddings := run.embeddings) is not None:
         atomic_write(scan_dir.embeddings, lambda fh: np.save(fh, embeddings), binary=True)
+    else:  # a scan from predicted probabilities has none: an earlier scan's would name other rows
+        scan_dir.embeddings.unlink(missing_ok=True)
     if scored.consensus is not None:
         atomic_write(scan_dir.annotators, lambda fh: scored.consensus.annotators.to_csv(fh, index=False))
     else:  # a re-scan without annotations leaves none of an earlier scan's behind

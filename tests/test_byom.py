@@ -86,6 +86,18 @@ def test_pred_probs_alone_and_with_features(data, tmp_path):
                                probs[data.sorted_rows()], atol=1e-6)
 
 
+def test_a_rescan_from_probabilities_leaves_no_embeddings_of_the_earlier_scan(data, tmp_path):
+    """A --pred-probs scan writes no embeddings: one into a folder scanned from features left that scan's
+    embeddings.npy (and the app's map of it) in place, so the review app showed their neighbours and map
+    for the new scan's rows."""
+    out = tmp_path / "scan"
+    labelaudit.scan(data.root, out=out, features=data.features, index=data.index, progress=False, **FAST)
+    assert (out / "embeddings.npy").is_file()
+    (out / "map_2d.npz").write_bytes(b"a map of those embeddings")
+    labelaudit.scan(data.root, out=out, pred_probs=data.probabilities(), index=data.index, progress=False)
+    assert not (out / "embeddings.npy").exists() and not (out / "map_2d.npz").exists()
+
+
 def test_probabilities_within_the_tolerance_are_taken(data, tmp_path):
     """Rows summing to exactly 0.999 were refused: 1 - 0.999 > 1e-3 in floats (float32/16 rounding too)."""
     probs = data.probabilities()

@@ -106,9 +106,15 @@ def _source(path: Path) -> dict:
     return {"file": path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def write_map(scan: ScanDir, xy: np.ndarray, method: str, seconds: float) -> Path:
-    """Cache ``xy`` in ``scan``'s map file, stamped with the embeddings it was made from."""
-    meta = {"method": method, "seconds": round(seconds, 3), "source": _source(scan.embeddings)}
+def write_map(scan: ScanDir, xy: np.ndarray, method: str, seconds: float, source: dict | None = None) -> Path | None:
+    """Cache ``xy`` in ``scan``'s map file, stamped with the embeddings it was made from.
+
+    ``source``: the stamp of the embeddings file taken before reading it; when the file has changed
+    since (a re-scan replaced it while the map was computed), nothing is written and None returned.
+    """
+    if source is not None and _source(scan.embeddings) != source:
+        return None
+    meta = {"method": method, "seconds": round(seconds, 3), "source": source or _source(scan.embeddings)}
 
     def write(fh) -> None:
         buf = io.BytesIO()
@@ -181,13 +187,14 @@ class MapCache:
     def _compute(self) -> None:
         try:
             t0 = time.perf_counter()
+            source = _source(self.scan.embeddings)  # before reading: a re-scan may replace the file meanwhile
             emb = np.load(self.scan.embeddings, mmap_mode="r")
             xy, method = compute_map(np.asarray(emb, dtype=np.float32))
             seconds = time.perf_counter() - t0
             try:
-                write_map(self.scan, xy, method, seconds)
+                write_map(self.scan, xy, method, seconds, source)  # not over another scan's embeddings
             except OSError:
                 pass  # a read-only scan folder: keep the map in memory
-            self._data = MapData(xy=xy, method=method, seconds=seconds, source=_source(self.scan.embeddings))
+            self._data = MapData(xy=xy, method=method, seconds=seconds, source=source)
         except Exception as exc:  # noqa: BLE001 -- reported on the page instead of killing the thread silently
             self.error = f"{type(exc).__name__}: {exc}"

@@ -664,6 +664,28 @@ def test_a_running_app_serves_the_new_scan_after_a_rescan(scan):
         assert client.app.state.settings.view is view
 
 
+def test_a_map_made_from_replaced_embeddings_is_not_saved_as_theirs(scan):
+    """A map thread of the old scan still computing when a re-scan replaced embeddings.npy saved the old
+    positions stamped as the new file's: the new scan's app then showed them, also after a restart."""
+    import os
+
+    import numpy as np
+
+    from labelaudit.review.projection import _source, load_map, write_map
+    from labelaudit.scandir import ScanDir
+
+    files = ScanDir(scan.scan_dir)
+    files.map.unlink(missing_ok=True)
+    before = _source(files.embeddings)
+    embeddings = np.load(files.embeddings)
+    xy = np.zeros((len(embeddings), 2), np.float32)
+    np.save(files.embeddings, embeddings[::-1].copy())  # a re-scan replaced them while the map was made
+    os.utime(files.embeddings, ns=(before["mtime_ns"] + 10**9,) * 2)
+    assert write_map(files, xy, "old", 0.0, before) is None and not files.map.exists()
+    assert write_map(files, xy, "current", 0.0, _source(files.embeddings)) == files.map
+    assert load_map(files) is not None
+
+
 def test_cached_stats_are_keyed_by_the_scan_too(scan):
     """A re-scan of as many images rewrites the samples with the same last row id: the stats cache
     (keyed by the last decision and row) served the first scan's counts; the scan's created_at is in
