@@ -235,7 +235,20 @@ def test_class_order_api_and_settings_form(client, scan):
     r = client.post("/settings/classes", data=form, follow_redirects=False)
     assert r.status_code == 303 and "saved" in r.headers["location"]
     assert client.get("/api/class-order").json()["order"] == scan.classes[::-1]
-    assert "position of" in client.get("/settings").text
+    page = client.get("/settings").text
+    assert "position of" in page
+    # the form numbers the classes of the scan it was made from: after a re-scan its indexes may name
+    # other classes, so a form from before is refused (409, nothing saved) instead of keying the wrong ones
+    import json
+
+    sent = re.search(r'name="scan" value="([^"]*)"', page).group(1)
+    conn = connect(scan.db_path)
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (json.dumps("2027-01-01T00:00:00+00:00"),))
+    conn.close()
+    r = client.post("/settings/classes", data={**form, "pos:0": "1", "scan": sent or "an earlier scan"},
+                    follow_redirects=False)
+    assert r.status_code == 409 and "earlier scan" in r.text
+    assert client.get("/api/class-order").json()["order"] == scan.classes[::-1]
 
 
 def test_signals_read_as_percentiles_and_neighbours_as_ranks(client, scan):

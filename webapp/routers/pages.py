@@ -12,7 +12,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from labelaudit.errors import ReviewSettingsError
-from labelaudit.review import parse_class_order
+from labelaudit.review import parse_class_order, read_class_order
 from fastapi.templating import Jinja2Templates
 
 from labelaudit.errors import DecisionError, InvalidCursor, StaleScan
@@ -419,8 +419,9 @@ def export_page(request: Request, db: Db, settings: SettingsDep):
 
 @router.api_route("/settings", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def settings_page(request: Request, db: Db, settings: SettingsDep, error: str | None = None):
-    order = class_order(db, settings)
-    ctx = _base(request, settings, db, "settings", order=list(order.order), keys=order.keys,
+    classes = settings.classes  # once: the form's fields are numbered by this list
+    order = read_class_order(db, classes)
+    ctx = _base(request, settings, db, "settings", order=list(order.order), keys=order.keys, classes=classes,
                 error=error[:200] if error else None, key_choices=list(shortcuts.CLASS_KEYS))
     return render(request, "settings.html", ctx)
 
@@ -428,14 +429,19 @@ def settings_page(request: Request, db: Db, settings: SettingsDep, error: str | 
 @router.post("/settings/classes")
 async def settings_classes(request: Request, review: Review, reviewer: Reviewer, settings: SettingsDep):
     """The settings form: ``pos:<i>`` (order) and ``key:<i>`` (a digit or empty) per class index,
-    or ``reset`` = natural / dataset."""
+    or ``reset`` = natural / dataset. A form from a page of an earlier scan (``scan``) is refused: its
+    class indexes may name other classes now."""
     form = await request.form()
+    if (sent := str(form.get("scan", ""))) and sent != (review.scan_id() or ""):
+        return error_page(request, 409, "This page was made from an earlier scan of the folder (its classes may "
+                                        "differ): reload it, then save again.")
+    classes = settings.classes  # once, as the page numbered them
     reset = str(form.get("reset", ""))
     try:
         if reset in ("natural", "dataset"):
-            order = parse_class_order([reset], settings.classes)
+            order = parse_class_order([reset], classes)
         else:
-            order = parse_class_order(_form_order(form, settings.classes), settings.classes)
+            order = parse_class_order(_form_order(form, classes), classes)
     except ReviewSettingsError as exc:
         return RedirectResponse("/settings?" + urlencode({"error": str(exc)}), status_code=303)
     review.set_class_order(order, reviewer=reviewer)
