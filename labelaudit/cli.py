@@ -507,8 +507,8 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
     samples marked unusable dropped, images the scan could not score kept with their given
     label. Paths are relative to the scanned dataset folder."""
     from labelaudit.export import (
-        STDOUT_NAMES, check_csv_target, check_csv_writable, check_folder_target, copy_to_folder, to_csv_text,
-        write_cleaned_labels,
+        STDOUT_NAMES, check_csv_not_a_copy_folder, check_csv_target, check_csv_writable, check_folder_target,
+        copy_to_folder, to_csv_text, write_cleaned_labels,
     )
     from labelaudit.scandir import ScanDir
 
@@ -526,6 +526,8 @@ def export(scan_dir: Path, output: Path | None, full: bool, auto_accept_above: f
         if out is not None:
             check_csv_target(out, files, dataset_root=dataset_root, dataset_paths=dataset_paths, inputs=inputs)
             check_csv_writable(out, force=force, parents=make_parents, made_before=to_folder)
+            if to_folder is not None:
+                check_csv_not_a_copy_folder(out, to_folder, df)
         if to_folder is not None:
             check_folder_target(to_folder, force=force, dataset_root=dataset_root)
         # the folder first: a CSV written into it would make it "not empty" and "not part of this export"

@@ -33,7 +33,8 @@ from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscor
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
     "write_cleaned_labels", "copy_to_folder", "FolderCopy", "resolve_image", "UnsafePath",
-    "safe_folder_name", "label_folders", "check_folder_target", "check_csv_target", "dataset_files", "UNSCORED", "UNREADABLE",
+    "safe_folder_name", "label_folders", "check_folder_target", "check_csv_target", "check_csv_writable",
+    "check_csv_not_a_copy_folder", "dataset_files", "UNSCORED", "UNREADABLE",
 ]
 
 BASE_COLUMNS = ["path", "label"]
@@ -266,6 +267,18 @@ def check_csv_writable(out: str | Path, *, force: bool = False, parents: bool = 
     if not target.parent.is_dir() and not parents and not made:
         raise FileNotFoundError(f"folder {target.parent} does not exist; create it first or pass --mkdir")
     return target
+
+
+def check_csv_not_a_copy_folder(out: str | Path, to_folder: str | Path, df: pd.DataFrame) -> None:
+    """Raise :class:`ProtectedFile` when the CSV ``out`` is ``to_folder`` itself or one of the label folders
+    :func:`copy_to_folder` makes in it for ``df`` (the copy would make a folder of the CSV's name, and the
+    CSV then fail after the copy)."""
+    dest = os.path.abspath(to_folder)
+    folders = {os.path.join(dest, name) for name in label_folders(label for label in df["label"] if label != "")
+               .values()}
+    if os.path.abspath(out) in folders | {dest}:
+        raise ProtectedFile(f"{out} is the --to-folder copy or one of its label folders; write the CSV to a file "
+                            "name of its own (e.g. inside it: cleaned_labels.csv)")
 
 
 def _is_stream(out: Path) -> bool:
@@ -526,6 +539,7 @@ def copy_to_folder(df: pd.DataFrame, dataset_root: str | Path, dest: str | Path,
     """
     dest = Path(dest)
     check_folder_target(dest, force=force, dataset_root=dataset_root)
+    dest.mkdir(parents=True, exist_ok=True)  # also when no image is placed: a CSV may go into it
     folders = label_folders(label for label in df["label"] if label != "")
     result = FolderCopy(dest=dest, missing=[],
                         renamed={label: folder for label, folder in folders.items() if folder != label})

@@ -731,6 +731,23 @@ def test_the_csv_may_go_into_the_folder_copy(scan, tmp_path):
     r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(deeper / "x" / "c.csv"),
                                   "--to-folder", str(deeper)])
     assert r.exit_code == 1 and "--mkdir" in r.output and not deeper.exists(), r.output
+    # the CSV named as the copy folder itself, or as one of its label folders: refused before the copy
+    label_folder = sorted(label_folders(scan.scores.given_label).values())[0]
+    for csv, folder in ((tmp_path / "same", tmp_path / "same"), (tmp_path / "lab" / label_folder, tmp_path / "lab")):
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(csv), "--to-folder", str(folder)])
+        assert r.exit_code == 1 and "label folders" in r.output and not folder.exists(), r.output
+    # a copy that places no image (every file gone) still makes its folder, so the CSV goes in
+    moved = scan.dataset_root.rename(tmp_path / "moved-away")
+    empty = tmp_path / "empty"
+    try:
+        from labelaudit.export import cleaned_labels as cleaned
+        conn = storage.connect(scan.db_path)
+        df = cleaned(conn)
+        conn.close()
+        copied = copy_to_folder(df, scan.dataset_root, empty)
+        assert empty.is_dir() and len(copied.missing) == len(df) and not any(empty.iterdir())
+    finally:
+        moved.rename(scan.dataset_root)
 
 
 def test_a_second_export_into_the_same_folder_names_the_files_it_did_not_write(scan, tmp_path):
