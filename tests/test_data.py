@@ -146,6 +146,7 @@ def test_eight_bit_data_in_a_32_bit_image_is_not_darkened(tmp_path):
     as_mode_i = Image.fromarray(dark16.astype(np.int32), "I")  # how such a Pillow hands the PNG over
     assert_color(np.asarray(data._to_rgb(as_mode_i, "PNG")), (1, 1, 1), tol=1)
     assert_color(np.asarray(data._to_rgb(as_mode_i, "TIFF")), (200, 200, 200), tol=1)
+    assert_color(np.asarray(data._to_rgb(as_mode_i, "PPM")), (1, 1, 1), tol=1)  # a 16-bit PGM reads as I too
 
 
 def test_palette_png_with_transparency(tmp_path):

@@ -180,6 +180,7 @@ class Settings:
         self.scan.require_database()
         self._refresh_lock = threading.Lock()
         self._stamp = self._manifest_stamp()
+        self._unreadable: tuple[int, int, int] | None = None  # the stamp of a scan.json that could not be read
         self.view = ScanView.read(self.scan, self.scan.read_manifest(), None)
 
     # the current view's parts (a handler that needs several of them at once takes ``view`` once)
@@ -207,14 +208,17 @@ class Settings:
         stamp = self._manifest_stamp()
         if stamp is None or stamp == self._stamp:
             return self
+        if stamp == self._unreadable:
+            return self
         with self._refresh_lock:
-            if stamp != self._stamp:
-                self._stamp = stamp
+            if stamp != self._stamp and stamp != self._unreadable:
                 try:
                     manifest = self.scan.read_manifest()
                 except ScanDirError:
+                    self._unreadable = stamp
                     return self
                 self.view = ScanView.read(self.scan, manifest, review)
+                self._stamp = stamp  # after the swap: a request meanwhile waits for the new view
         return self
 
     def load_classes(self, review: ReviewDatabase) -> None:

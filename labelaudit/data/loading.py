@@ -41,7 +41,7 @@ import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelaudit.errors import DatasetError
-from labelaudit.fsutil import atomic_write, is_inside
+from labelaudit.fsutil import atomic_write, is_inside, is_inside_on_disk
 from labelaudit.progress import progress_bar
 
 __all__ = [
@@ -294,13 +294,13 @@ def _apply_orientation(img: Image.Image) -> Image.Image:
 def _to_rgb(img: Image.Image, file_format: str | None = None) -> Image.Image:
     """Convert any Pillow mode to RGB; transparency is composited onto white.
 
-    ``file_format``: Pillow's name of the file's format. A 32-bit integer image (mode ``I``) whose
-    values all lie in 0..255 is 8-bit data, except from a PNG: PNG has no 32-bit samples, and
-    Pillow before 10.4 opens its 16-bit greyscale as mode ``I``.
+    ``file_format``: Pillow's name of the file's format. A 32-bit integer TIFF (mode ``I``) whose
+    values all lie in 0..255 is 8-bit data. Other formats reach mode ``I`` from 16-bit samples (PNG
+    before Pillow 10.4, PGM with a maximum above 255), so theirs stay 16-bit.
     """
     mode = img.mode
     if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        eight_bit = mode == "I" and file_format != "PNG"
+        eight_bit = mode == "I" and file_format == "TIFF"
         grey = _high_depth_to_uint8(np.asarray(img), is_float=mode == "F", eight_bit_if_fits=eight_bit)
         return Image.fromarray(grey, mode="L").convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in img.info:
@@ -466,7 +466,7 @@ def _discover_folders(
             if os.path.islink(full):
                 rel_link = (rel_dir / name).as_posix()
                 target = os.path.realpath(full)
-                if is_inside(target, real_root) or is_inside(real_root, target):  # its files are scanned
+                if is_inside_on_disk(target, real_root) or is_inside_on_disk(real_root, target):  # scanned
                     _skip(skipped, rel_link + "/", "symbolic link to a folder (not followed): it leads into "
                           "the dataset folder, or to a folder holding it")  # (or are all of it): one row
                 else:
