@@ -10,7 +10,8 @@ import os
 
 __all__ = [
     "LabelauditError", "DatasetError", "AnnotationsError", "ScanError", "SettingsError", "DeviceUnavailable",
-    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "NoScanInDatabase", "UnsafePath", "OverlappingFolders", "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
+    "TrainingDiverged", "ScanDirError", "CorruptDatabase", "NoScanInDatabase", "UnsafePath", "OverlappingFolders",
+    "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
     "StaleFoldsNotice", "RecipeNotice", "LinkedFolders",

@@ -26,7 +26,8 @@ from labelaudit.errors import CorruptDatabase, NoScanInDatabase, ReadOnlyScanDir
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan", "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
+    "DB_NAME", "SCHEMA", "connect", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan",
+    "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
 
