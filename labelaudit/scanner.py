@@ -963,7 +963,7 @@ def _signal_info(signals: Signals) -> dict[str, dict[str, Any]]:
 def _manifest(prepared: PreparedData, scored: ScoredTable, summary: ScanSummary, cfg: ScanConfig,
               timings: dict[str, float], labels_csv) -> ScanManifest:
     return ScanManifest(
-        created_at=storage.utc_now(),
+        created_at=storage.utc_now(microseconds=True),  # the scan's identity too (stale pages, stats cache)
         dataset_root=str(prepared.dataset.root),
         labels_csv=str(Path(labels_csv).resolve()) if labels_csv else None,
         summary=summary,

@@ -73,6 +73,13 @@ def test_database_holds_the_same_samples(scanned):
     # dataset folder is in both (the database's record, for when a killed re-scan removed scan.json)
     assert not {"summary", "config", "noise_matrix"} & set(storage.read_meta(conn))
     assert storage.read_meta(conn)["dataset_root"] == ScanDir(out).read_manifest().dataset_root
+    # created_at identifies the scan (stale pages, the stats cache): to the microsecond, so that two scans
+    # within one second (a --recipe re-score takes about one) differ
+    from datetime import datetime
+
+    created = storage.read_meta(conn)["created_at"]
+    assert created == ScanDir(out).read_manifest().created_at and datetime.fromisoformat(created).microsecond >= 0
+    assert len(created.split("T")[1].split("+")[0]) == len("12:34:56.123456")
     manifest = ScanDir(out).read_manifest()
     assert manifest.summary.n_samples == len(scores) and manifest.summary.to_dict() == scores.attrs["summary"]
     assert len(manifest.noise_matrix) == 4 and manifest.classes == storage.read_classes(conn)

@@ -84,9 +84,9 @@ CREATE TABLE IF NOT EXISTS annotators (
 """
 
 
-def utc_now() -> str:
-    """Current UTC time as an ISO 8601 string with seconds precision."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def utc_now(*, microseconds: bool = False) -> str:
+    """Current UTC time as an ISO 8601 string with seconds (or microseconds) precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds" if microseconds else "seconds")
 
 
 def connect(db_path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:

@@ -161,7 +161,8 @@ class ScanManifest:
     Attributes
     ----------
     created_at : str
-        ISO 8601 UTC time the scan finished.
+        ISO 8601 UTC time the scan finished, to the microsecond (to the second before): it also
+        identifies the scan (the review app's stale-page check and statistics cache).
     dataset_root : str
         Absolute dataset folder; sample paths are relative to it.
     labels_csv : str or None
