@@ -9,6 +9,7 @@ write. This module only hands them out.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sqlite3
@@ -183,7 +184,7 @@ class Settings:
         self._unreadable: tuple[int, int, int] | None = None  # the stamp of a scan.json that could not be read
         self.view = ScanView.read(self.scan, self.scan.read_manifest(), None)
 
-    # the current view's parts (a handler that needs several of them at once takes ``view`` once)
+    # the current view's parts (requests read them from a copy pinned to one view: get_settings)
     manifest = property(lambda self: self.view.manifest)
     dataset_root = property(lambda self: self.view.dataset_root)
     classes = property(lambda self: self.view.classes)
@@ -245,8 +246,13 @@ class Settings:
 
 
 def get_settings(request: Request) -> Settings:
-    """The app's :class:`Settings`, read again first when a re-scan replaced ``scan.json``."""
-    return request.app.state.settings.refresh(request.app.state.review)
+    """The app's :class:`Settings` for this request, read again first when a re-scan replaced ``scan.json``.
+
+    A shallow copy pinned to the current :class:`ScanView`: every part a request reads (manifest,
+    classes, noise matrix, embeddings, map) is of one scan, even when a re-scan swaps the view while
+    it runs. FastAPI hands the same copy to every use of the dependency within a request.
+    """
+    return copy.copy(request.app.state.settings.refresh(request.app.state.review))
 
 
 def get_review(request: Request) -> ReviewDatabase:

@@ -659,8 +659,20 @@ def test_a_running_app_serves_the_new_scan_after_a_rescan(scan):
         assert after != before
         view = client.app.state.settings.view  # swapped whole: the map is the new scan's too
         assert view is not old_view and view.map is not old_view.map and view.classes == scan.classes[:-1]
+        # a request holds one view from start to end: its copy of the settings is pinned to it
+        from labelaudit.webapp.deps import get_settings
+
+        class Request:  # what get_settings reads of a request
+            app = client.app
+
+        pinned = get_settings(Request())
+        manifest.classes = scan.classes[:-2]
+        files.write_manifest(manifest)
+        assert get_settings(Request()).classes == scan.classes[:-2]  # a new request sees the new scan
+        assert pinned.classes == scan.classes[:-1] and pinned.manifest.classes == scan.classes[:-1]
+        view = client.app.state.settings.view
         files.manifest_path.write_text("{broken", encoding="utf-8")  # unreadable: the last view stays
-        assert client.get("/api/classes").json() == scan.classes[:-1]
+        assert client.get("/api/classes").json() == scan.classes[:-2]
         assert client.app.state.settings.view is view
 
 
