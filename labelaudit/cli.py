@@ -318,7 +318,7 @@ def _not_scored_lines(s, files) -> list[str]:
     kinds = s.skipped_by_kind()
     parts = [text for n, text in [
         (kinds["unreadable"], f"{kinds['unreadable']:,} unreadable"),
-        (kinds["too_large"], f"{kinds['too_large']:,} too large to decode"),
+        (kinds["too_large"], f"{kinds['too_large']:,} too large to decode (exported with their label)"),
         (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
         (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
                                  f"({_names(s.small_classes)})"),
@@ -620,8 +620,8 @@ def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = Fal
             f"{counts['n_auto']:,} by --auto-accept-above), {counts['n_dropped']:,} dropped as unusable; "
             f"{counts['n_reviewed']:,} reviewed.")
     if counts["n_unscored"]:
-        text += (f" {counts['n_unscored']:,} image(s) the scan did not score (too small a class for the folds, "
-                 "or too large to decode) are kept with their given label.")
+        text += (f" Of the kept, {counts['n_unscored']:,} image(s) the scan did not score (too small a class for "
+                 "the folds, or too large to decode) keep their given label.")
     if counts["n_unreadable"] and listed_unusable:
         text += (f" {counts['n_unreadable']:,} labelled file(s) that could not be decoded are listed with an "
                  f"empty label (--include-unusable; reasons in {files.skipped}).")

@@ -465,7 +465,7 @@ def test_an_image_too_large_to_decode_is_kept_in_the_export(tmp_path):
     assert exported.label["disc/panorama.png"] == "disc" and "disc/broken.png" not in exported.index
     assert len(exported) == len(scores) + 1 and (counts["n_unscored"], counts["n_unreadable"]) == (1, 1)
     lines = " ".join(_not_scored_lines(summary, files))
-    assert "1 unreadable, 1 too large to decode" in lines
+    assert "1 unreadable, 1 too large to decode (exported with their label)" in lines
     assert "1 too large to decode (exported with their given label); 1 that could not be decoded" in lines
 
 
