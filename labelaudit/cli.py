@@ -319,6 +319,7 @@ def _not_scored_lines(s, files) -> list[str]:
     parts = [text for n, text in [
         (kinds["unreadable"], f"{kinds['unreadable']:,} unreadable"),
         (kinds["too_large"], f"{kinds['too_large']:,} too large to decode (exported with their label)"),
+        (kinds["linked"], f"{kinds['linked']:,} in folders reached through a symbolic link"),
         (kinds["missing"], f"{kinds['missing']:,} missing file(s)"),
         (kinds["small_classes"], f"{kinds['small_classes']:,} in classes too small for the folds "
                                  f"({_names(s.small_classes)})"),
@@ -582,6 +583,7 @@ def _cleaned(files, **options):
     manifest = _read_manifest(files)
     counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
     counts["n_skipped_other"] = manifest.summary.skipped_by_kind()["other"] if manifest else 0
+    counts["n_in_linked_folders"] = manifest.summary.n_in_linked_folders if manifest else 0
     counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
     # the scanned folder from the manifest (from the database when scan.json is missing or unreadable)
     inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
@@ -631,6 +633,9 @@ def _export_report(counts: dict[str, int], files, *, listed_unusable: bool = Fal
     if counts.get("n_missing_files"):
         what = "labels-CSV row(s) whose file is missing" if counts["from_labels_csv"] else "broken link(s)"
         text += f" {counts['n_missing_files']:,} {what} are left out; see {files.skipped}."
+    if counts.get("n_in_linked_folders"):
+        text += (f" {counts['n_in_linked_folders']:,} file(s) in folders reached through a symbolic link were not "
+                 f"scanned, so they are not in the export; see {files.skipped}.")
     if counts.get("n_skipped_other"):
         text += (f" {counts['n_skipped_other']:,} other row(s) the scan skipped (files outside class folders, "
                  f"links, hidden images, repeated CSV rows) are not exported as such; see {files.skipped}.")

@@ -920,6 +920,7 @@ def _summary(prepared: PreparedData, run: FoldRun, scored: ScoredTable, device_n
         n_unscored=len(prepared.unscored()),
         n_dropped_small_classes=len(prepared.too_small),
         n_too_large=len(prepared.dataset.too_large),
+        n_in_linked_folders=sum(prepared.dataset.linked_folders.values()),
         n_missing_files=prepared.dataset.n_missing_files,
         small_classes=prepared.small_classes,
         empty_classes=list(prepared.dataset.empty_classes),

@@ -451,7 +451,7 @@ def test_an_image_too_large_to_decode_is_kept_in_the_export(tmp_path):
     files = ScanDir(tmp_path / "scan")
     summary = files.read_manifest().summary
     assert (summary.n_unscored, summary.n_too_large, summary.n_skipped) == (2, 1, 2)
-    assert summary.skipped_by_kind() == {"unreadable": 1, "too_large": 1, "missing": 0, "small_classes": 0,
+    assert summary.skipped_by_kind() == {"unreadable": 1, "too_large": 1, "linked": 0, "missing": 0, "small_classes": 0,
                                          "other": 0}
     conn = storage.connect(files.database, read_only=True)
     try:
@@ -486,7 +486,20 @@ def test_a_linked_class_folder_is_a_notice_and_every_file_a_skipped_row(tmp_path
     with pytest.warns(LinkedFolders, match=rf"{n} file\(s\) in folders reached through a symbolic link.*ring/ \({n} files\)"):
         scores = scan(folder.root, out=tmp_path / "scan", progress=False, **FAST)
     assert "ring" not in set(scores.given_label)
-    assert scores.attrs["summary"]["n_skipped"] == n
+    assert scores.attrs["summary"]["n_skipped"] == scores.attrs["summary"]["n_in_linked_folders"] == n
+    from labelaudit.cli import _not_scored_lines
+
+    files = ScanDir(tmp_path / "scan")
+    summary = files.read_manifest().summary
+    assert summary.skipped_by_kind()["linked"] == n and summary.skipped_by_kind()["other"] == 0
+    assert f"{n} in folders reached through a symbolic link" in " ".join(_not_scored_lines(summary, files))
+    from click.testing import CliRunner
+
+    from labelaudit.cli import main
+
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "scan"), "-o", str(tmp_path / "labels.csv")])
+    assert r.exit_code == 0 and f"{n} file(s) in folders reached through a symbolic link were not scanned" in r.output
+    assert "other row(s)" not in r.output, r.output
     skipped = pd.read_csv(tmp_path / "scan" / "skipped.csv")
     assert len(skipped) == n and skipped.path.str.startswith("ring/").all()
 

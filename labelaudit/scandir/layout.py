@@ -70,6 +70,9 @@ class ScanSummary:
     n_too_large : int
         Well-formed images too large to decode (over ``MAX_IMAGE_PIXELS``); 0 in scans made
         before they were told apart from undecodable files.
+    n_in_linked_folders : int
+        Files under folders reached through a symbolic link (not followed, not scanned); 0 in
+        scans made before they were counted apart.
     n_missing_files : int
         Rows of ``skipped.csv`` naming a file that does not exist (labels-CSV rows, broken links): not
         in the export (0 in scans made before it was counted).
@@ -113,6 +116,7 @@ class ScanSummary:
     n_unscored: int = 0
     n_dropped_small_classes: int = 0
     n_too_large: int = 0
+    n_in_linked_folders: int = 0
     n_missing_files: int = 0
     small_classes: list[str] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
@@ -143,15 +147,18 @@ class ScanSummary:
         -------
         dict
             ``unreadable`` (files that could not be decoded), ``too_large`` (``n_too_large``: images
-            too large to decode), ``missing`` (``n_missing_files``: no file there), ``small_classes``
+            too large to decode), ``linked`` (``n_in_linked_folders``: files under folder links),
+            ``missing`` (``n_missing_files``: no file there), ``small_classes``
             (``n_dropped_small_classes``) and ``other`` (the rest: files outside class folders, links,
             repeated CSV rows, ...); they add up to ``n_skipped``. Scans made before missing files were
             counted give them as ``other``.
         """
         unreadable = max(self.n_unscored - self.n_dropped_small_classes - self.n_too_large, 0)
-        known = unreadable + self.n_too_large + self.n_missing_files + self.n_dropped_small_classes
-        return {"unreadable": unreadable, "too_large": self.n_too_large, "missing": self.n_missing_files,
-                "small_classes": self.n_dropped_small_classes, "other": max(self.n_skipped - known, 0)}
+        known = (unreadable + self.n_too_large + self.n_in_linked_folders + self.n_missing_files
+                 + self.n_dropped_small_classes)
+        return {"unreadable": unreadable, "too_large": self.n_too_large, "linked": self.n_in_linked_folders,
+                "missing": self.n_missing_files, "small_classes": self.n_dropped_small_classes,
+                "other": max(self.n_skipped - known, 0)}
 
 
 @dataclass
