@@ -688,11 +688,12 @@ def _scan_images_file(dataset: LoadedDataset, kept: np.ndarray, cache_dir: Path)
     if dataset.images_file is not None and len(kept) == len(dataset):
         return dataset.images_file
     images = dataset.images[kept]
-    digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:20]
-    path = cache_dir / f"scan-images-{digest}.npy"
+    digest = _pixels_digest(images)  # hashed once: the fold fingerprint reads it back (_content_digest)
+    path = cache_dir / f"scan-images-{digest[:20]}.npy"
     if not path.exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda fh: np.save(fh, images), binary=True)
+        _keep_digest(path, digest)
     return path
 
 
@@ -763,32 +764,49 @@ def _fingerprint(cfg: ScanConfig, device, images_path: Path, labels: np.ndarray,
     return h.hexdigest()[:24]
 
 
-def _content_digest(images_path: Path, chunk_rows: int = 4096) -> str:
-    """SHA-256 of the shape and pixels of the ``.npy`` images (N, S, S, 3), read in chunks (memory-mapped).
+def _content_digest(images_path: Path) -> str:
+    """:func:`_pixels_digest` of the ``.npy`` images at ``images_path``, memory-mapped.
 
-    Kept beside the file (``<name>.sha256``, with the file's size and time), so that a re-scan of a
-    cached dataset does not read it all again (about 2 s per million 32 px images with SHA
-    instructions, several times that without them or from a cold disk).
+    Kept beside the file (``<name>.sha256``, with the file's size and time, :func:`_keep_digest`), so
+    that a re-scan of a cached dataset does not read it all again (about 2 s per million 32 px images
+    with SHA instructions, several times that without them or from a cold disk).
     """
-    st = images_path.stat()
-    stamp = f"{st.st_size} {st.st_mtime_ns}"
-    sidecar = images_path.with_name(images_path.name + ".sha256")
+    stamp = _file_stamp(images_path)
     try:
-        kept_stamp, _, kept = sidecar.read_text(encoding="ascii").rpartition(" ")
+        kept_stamp, _, kept = _digest_file(images_path).read_text(encoding="ascii").rpartition(" ")
         if kept_stamp == stamp and len(kept) == 64:
             return kept
     except (OSError, ValueError):
         pass
-    images = np.load(images_path, mmap_mode="r")
+    digest = _pixels_digest(np.load(images_path, mmap_mode="r"))
+    _keep_digest(images_path, digest)
+    return digest
+
+
+def _pixels_digest(images: np.ndarray, chunk_rows: int = 4096) -> str:
+    """SHA-256 of the shape, dtype and pixels of ``images`` (N, S, S, 3), read in chunks of rows."""
     h = hashlib.sha256(f"{images.shape}{images.dtype}".encode())
     for start in range(0, len(images), chunk_rows):
         h.update(np.ascontiguousarray(images[start:start + chunk_rows]).data)
-    digest = h.hexdigest()
+    return h.hexdigest()
+
+
+def _keep_digest(images_path: Path, digest: str) -> None:
+    """Store ``digest`` beside ``images_path`` with the file's stamp (a read-only cache: hashed again next time)."""
+    text = f"{_file_stamp(images_path)} {digest}"
     try:
-        atomic_write(sidecar, lambda fh: fh.write(f"{stamp} {digest}"))
-    except OSError:  # a read-only cache: hashed again next time
+        atomic_write(_digest_file(images_path), lambda fh: fh.write(text))
+    except OSError:
         pass
-    return digest
+
+
+def _digest_file(images_path: Path) -> Path:
+    return images_path.with_name(images_path.name + ".sha256")
+
+
+def _file_stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size} {st.st_mtime_ns}"
 
 
 def _run_folds(store, executor, images_path, labels, n_classes, folds, cfg, progress):
