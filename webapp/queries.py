@@ -123,7 +123,27 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
+@dataclass(frozen=True)
+class _Where:
+    """The SQL of a :class:`SampleFilters`, declared by the table each clause reads.
+
+    ``sample`` clauses read the sample row (alias ``s``) and what hangs off it (votes, tags,
+    selections); ``decision`` clauses read its decision in force (alias ``d``) and are false
+    for an undecided sample; ``reviewed`` is the filter on having a decision at all.
+    """
+
+    sample: list[str]
+    decision: list[str]
+    reviewed: str | None
+    params: dict[str, Any]
+
+    def clauses(self) -> list[str]:
+        """Every clause, for a query over ``samples`` LEFT JOIN its decisions."""
+        having = {"yes": ["d.decision_id IS NOT NULL"], "no": ["d.decision_id IS NULL"]}.get(self.reviewed or "", [])
+        return self.sample + self.decision + having
+
+
+def _where(f: SampleFilters) -> _Where:
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if f.given is not None:
@@ -151,19 +171,16 @@ def _where(f: SampleFilters) -> tuple[list[str], dict[str, Any]]:
         clauses.append("s.sample_id IN (SELECT sel.sample_id FROM selections AS sel WHERE sel.selection_id = :selection)")
         params["selection"] = f.selection
     clauses += _vote_clauses(f, params)
+    on_decision: list[str] = []
     if f.reviewer:
-        clauses.append("d.reviewer = :reviewer")
+        on_decision.append("d.reviewer = :reviewer")
         params["reviewer"] = f.reviewer
-    if f.reviewed == "yes":
-        clauses.append("d.decision_id IS NOT NULL")
-    elif f.reviewed == "no":
-        clauses.append("d.decision_id IS NULL")
     if f.decision == "changed":
-        clauses.append("d.label IS NOT NULL AND d.label != s.given_label")
+        on_decision.append("d.label IS NOT NULL AND d.label != s.given_label")
     elif f.decision is not None:
-        clauses.append("d.action = :decision")
+        on_decision.append("d.action = :decision")
         params["decision"] = f.decision
-    return clauses, params
+    return _Where(sample=clauses, decision=on_decision, reviewed=f.reviewed, params=params)
 
 
 #: Some annotator's vote is not the consensus (the given label): the annotators disagree.
@@ -219,7 +236,8 @@ def _run(conn, clauses, params, sort, *, after, before, limit) -> list[sqlite3.R
 def _fetch(conn, f: SampleFilters, *, after, before, limit) -> list[sqlite3.Row]:
     """Up to ``limit`` rows in display order, after/before a cursor."""
     sort = f.sort or "score"
-    clauses, params = _where(f)
+    where = _where(f)
+    clauses, params = where.clauses(), where.params
     if sort != "path" and f.flagged not in ("0", "1"):
         # No index orders all samples by rank, but (flagged, score_rank) orders each half:
         # read both halves along it and merge.
@@ -292,25 +310,26 @@ def list_samples(
 
 
 def count_samples(conn: sqlite3.Connection, f: SampleFilters) -> int:
-    """Number of samples matching ``f``.
+    """Number of samples matching ``f``: the rows :func:`list_samples` pages through.
 
     Decision filters count through ``current_decisions`` (one pass over the decisions)
     rather than probing the history of every sample.
     """
-    clauses, params = _where(f)
-    s_only = [c for c in clauses if "d." not in c]
-    where_s = f"WHERE {' AND '.join(s_only)}" if s_only else ""
-    n_all = conn.execute(f"SELECT COUNT(*) FROM samples AS s {where_s}", params).fetchone()[0]
-    if f.reviewed is None and f.decision is None and f.reviewer is None:
+    where = _where(f)
+    if where.reviewed == "no" and where.decision:
+        return 0  # a filter on the decision in force, and no decision
+    n_all = _count(conn, "samples AS s", where.sample, where.params)
+    if where.reviewed is None and not where.decision:
         return n_all
-    d_clauses = [c for c in clauses if c != "d.decision_id IS NULL"]
-    where_d = f"WHERE {' AND '.join(d_clauses)}" if d_clauses else ""
-    n_decided = conn.execute(  # CROSS JOIN: one pass over the decisions, a probe of samples each
-        f"SELECT COUNT(*) FROM current_decisions AS d CROSS JOIN samples AS s ON s.path = d.path {where_d}", params
-    ).fetchone()[0]
-    if f.reviewed == "no":
-        return 0 if f.decision is not None else n_all - n_decided
-    return n_decided
+    decided = where.sample + ([] if where.reviewed == "no" else where.decision)
+    n_decided = _count(conn, "current_decisions AS d CROSS JOIN samples AS s ON s.path = d.path", decided, where.params)
+    return n_all - n_decided if where.reviewed == "no" else n_decided
+
+
+def _count(conn: sqlite3.Connection, source: str, clauses: list[str], params: dict[str, Any]) -> int:
+    """``COUNT(*)`` of ``source`` under ``clauses``; a CROSS JOIN source is one pass over its first table."""
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return conn.execute(f"SELECT COUNT(*) FROM {source} {where}", params).fetchone()[0]
 
 
 def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:

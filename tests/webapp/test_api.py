@@ -590,6 +590,23 @@ def test_yes_no_filters_accept_every_spelling(client, scan):
         assert params[name]["description"]
 
 
+def test_total_is_the_number_of_listed_rows_for_every_decision_filter(client, scan):
+    """``with_total`` counts what the pages list, also for a reviewer or decision with reviewed=no."""
+    ids = [int(i) for i in scan.flagged().sample_id[:3]]
+    for sid, action, who in zip(ids, ("accept", "unusable", "accept"), ("ada", "ada", "bo")):
+        r = client.post("/api/decisions", json={"sample_id": sid, "action": action},
+                        headers={"X-Labelaudit-Reviewer": who})
+        assert r.status_code == 200, r.text
+    combos = [{}, {"reviewed": "no"}, {"reviewed": "yes"}, {"reviewer": "ada"}, {"reviewer": "ada", "reviewed": "no"},
+              {"reviewer": "ada", "reviewed": "yes"}, {"decision": "accept", "reviewed": "no"},
+              {"decision": "changed"}, {"decision": "accept", "reviewer": "bo"}, {"flagged": "1", "reviewed": "no"},
+              {"flagged": "0", "reviewer": "ada"}]
+    for params in combos:
+        total = client.get("/api/samples", params={**params, "with_total": 1, "limit": 1}).json()["total"]
+        assert total == len(all_items(client, **params)), params
+    assert client.get("/api/samples", params={"reviewer": "ada", "with_total": 1}).json()["total"] == 2
+
+
 def test_undo_reports_what_it_undid(client, scan):
     a, b = (int(i) for i in scan.flagged().sample_id[:2])
     assert decide(client, a, "accept")["undoes"] is None
