@@ -21,7 +21,7 @@ score threshold.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,8 @@ def suspicion(values: np.ndarray, direction: int) -> np.ndarray:
     return pd.Series(direction * np.asarray(values, dtype=float)).rank(pct=True, method="average").to_numpy()
 
 
-def combine(table: pd.DataFrame, components: Sequence[str], *, registry: SignalRegistry | None = None) -> np.ndarray:
+def combine(table: pd.DataFrame, components: Sequence[str], *, registry: SignalRegistry | None = None,
+            direction: Callable[[str], int] | None = None) -> np.ndarray:
     """Mean oriented percentile rank of the ``components`` present in ``table``.
 
     Parameters
@@ -97,6 +98,9 @@ def combine(table: pd.DataFrame, components: Sequence[str], *, registry: SignalR
         left out of the mean.
     registry : SignalRegistry, optional
         Where each component's direction is read; default :data:`labelaudit.signals.SIGNALS`.
+    direction : callable, optional
+        ``name -> +1 / -1`` (+1: higher = more suspicious), in place of the registry's (the
+        consensus columns of a scan with several annotators are no registered signals).
 
     Returns
     -------
@@ -109,10 +113,11 @@ def combine(table: pd.DataFrame, components: Sequence[str], *, registry: SignalR
         None of ``components`` is a column of ``table``.
     """
     registry = SIGNALS if registry is None else registry
+    direction = direction or (lambda name: registry[name].direction)
     present = [name for name in components if name in table.columns]
     if not present:
         raise ScanError(f"none of the signals {list(components)} is available")
-    ranks = np.column_stack([suspicion(table[name].to_numpy(), registry[name].direction) for name in present])
+    ranks = np.column_stack([suspicion(table[name].to_numpy(), direction(name)) for name in present])
     return ranks.mean(axis=1)
 
 

@@ -166,6 +166,16 @@ def test_unanimous_images_never_rank_ahead_of_disputed_ones_with_the_same_model_
     assert (u < d).all()
 
 
+def test_combining_no_available_signal_is_a_scan_error_with_the_names():
+    from labelaudit.errors import ScanError
+
+    table = pd.DataFrame({"consensus_quality": [0.9, 0.1], "agreement": [1.0, 0.5]})
+    with pytest.raises(ScanError, match="knn_agreement"):
+        combine_consensus(table, ["knn_agreement"])
+    both = combine_consensus(table, ["consensus_quality", "agreement", "knn_agreement"])  # absent ones left out
+    assert both[1] > both[0]
+
+
 def _folds(probs):
     """Two FoldResults holding ``probs`` out (only the held-out record: no training needed)."""
     from labelaudit.folds.records import FoldResult

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.consensus.estimate import ConsensusResult, annotator_stats, estimate_consensus
-from labelaudit.scoring import flag, suggest, suspicion
+from labelaudit.scoring import combine, flag, suggest
 from labelaudit.signals import SIGNALS, Signals, compute_signals
 from labelaudit.signals.evidence import Evidence
 
@@ -73,9 +73,12 @@ def _direction(name: str) -> int:
 
 
 def combine_consensus(table: pd.DataFrame, components: Sequence[str]) -> np.ndarray:
-    """Mean oriented percentile rank of ``components`` (consensus columns included), shape (N,), higher = worse."""
-    present = [c for c in components if c in table.columns]
-    return np.column_stack([suspicion(table[c].to_numpy(), _direction(c)) for c in present]).mean(axis=1)
+    """Mean oriented percentile rank of ``components`` (consensus columns included), shape (N,), higher = worse.
+
+    :func:`labelaudit.scoring.combine` with the consensus columns' directions; raises
+    :class:`~labelaudit.errors.ScanError` when none of ``components`` is in ``table``.
+    """
+    return combine(table, components, direction=_direction)
 
 
 def score_consensus(results, provisional: np.ndarray, votes: np.ndarray, paths: Sequence[str],
