@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -356,13 +355,17 @@ FolderFilter = Callable[[str], "str | None"]
 
 def _hidden_image(name: str) -> bool:
     """True for a hidden file named like an image Pillow reads, except AppleDouble companions (``._name.jpg``)."""
-    return not name.startswith("._") and os.path.splitext(name)[1].lower() in _image_suffixes()
+    return not name.startswith("._") and has_image_suffix(name)
 
 
-@functools.cache
-def _image_suffixes() -> frozenset[str]:
-    """File name endings of the formats Pillow can open (``.jpg``, ``.png``, ...)."""
-    return frozenset(suffix for suffix, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+def has_image_suffix(name: str | os.PathLike) -> bool:
+    """Whether ``name`` ends like a format Pillow can open (``.jpg``, ``.png``, ...; not the save-only ``.pdf``).
+
+    Read from Pillow's registry at each call (a dictionary lookup), so plugins registered
+    later count too.
+    """
+    suffix = os.path.splitext(os.fspath(name))[1].lower()
+    return Image.registered_extensions().get(suffix) in Image.OPEN
 
 
 def _holds_any(folder: str, paths: set[str]) -> bool:

@@ -35,6 +35,14 @@ def test_pages_and_text_cards_for_files_that_are_not_images(text_scan):
     assert client.get("/api/samples/1").json()["path"].endswith(".txt")
 
 
+def test_only_formats_pillow_opens_count_as_images():
+    from labelaudit.webapp.routers.images import is_image_file
+
+    assert is_image_file(Path("a/b.JPG")) and is_image_file(Path("c.webp")) and is_image_file(Path("d.tiff"))
+    for name in ("report.pdf", "scan.PDF", "notes.txt", "no_suffix"):  # .pdf: Pillow writes it, cannot open it
+        assert not is_image_file(Path(name)), name
+
+
 def test_text_card_escapes_the_file_content(tmp_path):
     from labelaudit.webapp.routers.images import text_card
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
 from PIL import Image
 
+from labelaudit.data.loading import has_image_suffix
 from labelaudit.errors import UnsafePath
 from labelaudit.fsutil import resolve_inside
 
@@ -146,9 +147,8 @@ def _to_bytes(im: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether ``path``'s suffix is one Pillow reads as an image (else the app shows a text card)."""
-    Image.init()
-    return path.suffix.lower() in Image.registered_extensions()
+    """Whether ``path``'s suffix is one Pillow opens as an image (else the app shows a text card)."""
+    return has_image_suffix(path)
 
 
 #: Text lines and characters per line a text card shows.
