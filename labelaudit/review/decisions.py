@@ -168,11 +168,14 @@ _LIVE = """
     AND NOT EXISTS (SELECT 1 FROM decision_links AS un WHERE un.undoes = {d}.decision_id)
 """
 
-#: Undoable rows of a reviewer: live, and not superseded by a later live row of the same path.
+#: Undoable rows of a reviewer: live, on an image of the scan (a decision on an image a re-scan left
+#: out stays in force, unseen, until the image is found again), and not superseded by a later live
+#: row of the same path.
 _UNDOABLE = f"""
     SELECT d.decision_id, d.path, COALESCE(l.batch_id, d.decision_id) AS batch_id
     FROM decisions AS d LEFT JOIN decision_links AS l USING (decision_id)
     WHERE d.reviewer = :reviewer AND d.decision_id >= :min_id AND {_LIVE.format(d="d")}
+      AND d.path IN (SELECT path FROM samples)
       AND NOT EXISTS (
           SELECT 1 FROM decisions AS e
           WHERE e.path = d.path AND e.decision_id > d.decision_id AND {_LIVE.format(d="e")})
@@ -213,6 +216,9 @@ def undo_last_decision_in(conn: sqlite3.Connection, reviewer: str, *, request_id
 def undo_last_decision(conn: sqlite3.Connection, reviewer: str, *,
                        request_id: str | None = None) -> list[dict[str, Any]]:
     """Withdraw ``reviewer``'s most recent decision (all of its batch) by appending rows.
+
+    Only decisions on samples of the scan are undone: one on an image a re-scan left out is
+    not visible to the reviewer, and stays in force for when the image is found again.
 
     Each withdrawn row ``r`` gets a new row that re-instates the state its sample had
     before ``r`` (a copy of the previous row of that path, or ``clear`` when there was

@@ -607,6 +607,29 @@ def test_total_is_the_number_of_listed_rows_for_every_decision_filter(client, sc
     assert client.get("/api/samples", params={"reviewer": "ada", "with_total": 1}).json()["total"] == 2
 
 
+def test_undo_skips_a_decision_on_an_image_a_rescan_left_out(scan):
+    """Undo answered 500 after withdrawing, unseen, the decision on an image the scan no longer has."""
+    from labelaudit.review import orphaned_decisions
+    from labelaudit.scandir import database as storage
+    from webapp_support import make_client
+
+    a, b = (int(i) for i in scan.flagged().sample_id[:2])
+    gone = scan.scores.path[b]
+    with make_client(scan.scan_dir) as c:
+        assert c.post("/api/decisions", json={"sample_id": a, "action": "accept"}).status_code == 200
+        assert c.post("/api/decisions", json={"sample_id": b, "action": "unusable"}).status_code == 200
+        conn = storage.connect(scan.db_path)
+        conn.execute("UPDATE samples SET path = 'moved/' || path WHERE path = ?", (gone,))  # as a re-scan would
+        conn.close()
+        r = c.post("/api/decisions/undo")
+        assert r.status_code == 200, r.text
+        assert [x["sample_id"] for x in r.json()["undone"]] == [a]  # the visible one, not the orphaned one
+        assert [d["path"] for d in c.get("/api/orphaned-decisions").json()] == [gone]  # still in force
+    conn = storage.connect(scan.db_path)
+    assert orphaned_decisions(conn).action.tolist() == ["unusable"]
+    conn.close()
+
+
 def test_undo_reports_what_it_undid(client, scan):
     a, b = (int(i) for i in scan.flagged().sample_id[:2])
     assert decide(client, a, "accept")["undoes"] is None
