@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -48,13 +49,23 @@ def _setting_option(name: str, spec: Setting, default):
                         show_default=default is not None, help=spec.help)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """:class:`click.FloatRange` that also refuses ``nan`` (which compares false with every bound, so passes them)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail("nan is not a number in the range", param, ctx)
+        return number
+
+
 def _click_type(spec: Setting) -> click.ParamType:
     """A click type enforcing ``spec``'s kind and range (patterns are checked by ScanConfig)."""
     bounds = {"min": spec.min, "max": spec.max, "min_open": spec.min_open, "max_open": spec.max_open}
     if spec.kind is int:
         return click.IntRange(**bounds) if spec.min is not None or spec.max is not None else click.INT
     if spec.kind is float:
-        return click.FloatRange(**bounds)
+        return FiniteFloatRange(**bounds)
     return {bool: click.BOOL, str: click.STRING}[spec.kind]
 
 
@@ -119,9 +130,9 @@ def _executor_options(func):
                      help="With --executor threads: folds trained at the same time  [default: 2]"),
         click.option("--ray-address", default=None,
                      help="Ray cluster to use, e.g. ray://HEAD:10001  [default: $RAY_ADDRESS, else a local Ray]"),
-        click.option("--gpus-per-fold", type=click.FloatRange(min=0), default=None,
+        click.option("--gpus-per-fold", type=FiniteFloatRange(min=0), default=None,
                      help="GPUs per fold task (0.5: two folds share a GPU)  [default: 1 if the cluster has GPUs]"),
-        click.option("--cpus-per-fold", type=click.FloatRange(min=0, min_open=True), default=1.0,
+        click.option("--cpus-per-fold", type=FiniteFloatRange(min=0, min_open=True), default=1.0,
                      show_default=True, help="CPUs per fold task (also its PyTorch threads)."),
         click.option("--fold-retries", type=click.IntRange(min=0), default=3, show_default=True,
                      help="Times a fold whose Ray worker died is run again."),
@@ -356,7 +367,7 @@ def _names(names) -> str:
                                       "folder; a labelaudit clone's .gitignore lists labelaudit-demo/).")
 @click.option("--noise", type=click.Choice(["symmetric", "asymmetric", "instance"]), default="symmetric",
               show_default=True, help="Kind of label noise injected.")
-@click.option("--rate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+@click.option("--rate", type=FiniteFloatRange(0, 0.9), default=0.1, show_default=True,
               help="Fraction of labels made wrong.")
 @click.option("--noise-seed", type=int, default=0, show_default=True)
 # the digits are 8x8 pixels: 16 keeps every detail, 4x faster than 32; a quick demo keeps its 16 epochs
@@ -420,6 +431,7 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
 
     import uvicorn
 
+    from labelaudit.errors import LabelauditError
     from labelaudit.webapp.deps import is_reviewer_name
     from labelaudit.webapp.main import TOKEN_PATTERN, create_app, default_reviewer
 
@@ -432,7 +444,7 @@ def review(scan_dir: Path, host: str, port: int, token: str | None, reviewer: st
         token = secrets.token_urlsafe(24)
     try:
         app = create_app(scan_dir, token=token, reviewer=reviewer or default_reviewer())
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, LabelauditError) as exc:
         raise click.ClickException(str(exc)) from exc
     if class_order is not None:
         _store_class_order(app, class_order)
@@ -494,7 +506,7 @@ def _store_class_order(app, spec: str) -> None:
 @click.option("--full", is_flag=True,
               help="Add original_label, decision, reviewer, decided_at, mislabel_score, suggested_label, note "
                    "(several annotators per image: also consensus_label, n_annotations, agreement, votes).")
-@click.option("--auto-accept-above", type=click.FloatRange(0, 1), default=None, metavar="SCORE",
+@click.option("--auto-accept-above", type=FiniteFloatRange(0, 1), default=None, metavar="SCORE",
               help="Also give unreviewed samples scoring above SCORE their suggested label.")
 @click.option("--include-unusable", is_flag=True,
               help="Keep samples marked unusable, with an empty label (for an audit trail; use with --full).")
@@ -571,13 +583,14 @@ def _cleaned(files, **options):
 
     storage.check_holds_scan(files.require_database())
     conn = storage.connect(files.database, read_only=not os.access(files.path, os.W_OK))  # a read-only copy exports too
-    try:
-        df = cleaned_labels(conn, **options)
-        counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
-        recorded_root = storage.read_meta(conn).get("dataset_root")  # the database's own record of it
-        paths = dataset_files(conn)
-        counts["n_orphaned"] = len(orphaned_decisions(conn))
-        counts["n_accepted_changed"] = len(accepted_labels_since_changed(conn))
+    try:  # one snapshot: a review app or a re-scan committing meanwhile changes neither the CSV nor its counts
+        with storage.sqlite_errors(files.database), storage.read_snapshot(conn):
+            df = cleaned_labels(conn, **options)
+            counts = export_summary(conn, auto_accept_above=options["auto_accept_above"])
+            recorded_root = storage.read_meta(conn).get("dataset_root")  # the database's own record of it
+            paths = dataset_files(conn)
+            counts["n_orphaned"] = len(orphaned_decisions(conn))
+            counts["n_accepted_changed"] = len(accepted_labels_since_changed(conn))
     finally:
         conn.close()
     manifest = _read_manifest(files)

@@ -14,7 +14,8 @@ __all__ = [
     "ProtectedFile", "ReviewError", "DecisionError", "SampleNotFound",
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
-    "StaleFoldsNotice", "RecipeNotice", "LinkedFolders",
+    "StaleFoldsNotice", "RecipeNotice", "LinkedFolders", "OtherDataset", "ScanDirBusy", "RequestIdReused",
+    "LookAlikeClasses", "ReadOnlyScanDir", "DatabaseBusy",
 ]
 
 
@@ -79,6 +80,11 @@ class NoScanInDatabase(ScanDirError):
 class ReadOnlyScanDir(ScanDirError):
     """The scan directory cannot be written (read-only file system or permissions): the review app,
     which writes every decision at once, refuses it; an export reads it where it can."""
+
+
+class DatabaseBusy(LabelauditError, RuntimeError):
+    """Another process holds a scan's ``labelaudit.db`` locked longer than labelaudit waits (10 s): nothing
+    was read or written; the same command or request can be repeated once the lock is released."""
 
 
 class UnsafePath(LabelauditError, ValueError):

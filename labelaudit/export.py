@@ -29,6 +29,7 @@ from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
 from labelaudit.fsutil import (atomic_write, cut_to_bytes, is_inside, is_inside_on_disk, place_file, resolve_inside,
                                utf8_length)
 from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
+from labelaudit.scandir.database import read_snapshot
 
 __all__ = [
     "BASE_COLUMNS", "FULL_COLUMNS", "VOTE_COLUMNS", "cleaned_labels", "export_summary", "to_csv_text",
@@ -89,11 +90,12 @@ def cleaned_labels(
         images the scan did not score (with their given label, or their decision in force from
         the review of an earlier scan), by path.
     """
-    scanned = _scanned_labels(conn, full=full, auto_accept_above=auto_accept_above,
-                              include_unusable=include_unusable)
-    unscored = _unscored_labels(unscored_with_decisions(conn), full=full, include_unreadable=include_unusable)
-    out = scanned if unscored.empty else pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
-    return _with_votes(conn, out) if full else out
+    with read_snapshot(conn):  # samples, unscored images and votes of one state of the database
+        scanned = _scanned_labels(conn, full=full, auto_accept_above=auto_accept_above,
+                                  include_unusable=include_unusable)
+        unscored = _unscored_labels(unscored_with_decisions(conn), full=full, include_unreadable=include_unusable)
+        out = scanned if unscored.empty else pd.concat([scanned, unscored[scanned.columns]], ignore_index=True)
+        return _with_votes(conn, out) if full else out
 
 
 def _with_votes(conn: sqlite3.Connection, out: pd.DataFrame) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import sqlite3
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from labelaudit import __version__
 from labelaudit.errors import (
+    DatabaseBusy,
     DecisionError,
     InvalidCursor,
     MapUnavailable,
@@ -163,7 +165,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict]:
 
 #: Typed review errors answered as a short JSON ``detail`` with this status.
 _ERROR_STATUS = {DecisionError: 422, ReviewSettingsError: 422, InvalidCursor: 422, MapUnavailable: 404,
-                 StaleScan: 409, RequestIdReused: 409}
+                 StaleScan: 409, RequestIdReused: 409, DatabaseBusy: 503}
 
 
 def _short_json(status: int):
@@ -185,6 +187,14 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     for error, status in _ERROR_STATUS.items():
         app.add_exception_handler(error, _short_json(status))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def database_error(request: Request, exc: sqlite3.OperationalError):
+        """A read that met another process's lock: 503 with the reason (the request may be repeated)."""
+        if storage.is_busy(exc):
+            return JSONResponse({"detail": _short(str(storage.busy_error(request.app.state.settings.scan.database)))},
+                                status_code=503)
+        return JSONResponse({"detail": "internal error (SQLite); see the server's log"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from labelaudit.errors import DecisionError, SampleNotFound, StaleScan
+from labelaudit.errors import DatabaseBusy, DecisionError, SampleNotFound, StaleScan
 from labelaudit.review import decisions
 from labelaudit.review.actions import resolve
 from labelaudit.review.classorder import ClassOrder, write_class_order
@@ -64,7 +64,11 @@ class ConnectionPool:
                 conn = _open(self.db_path)
                 self._all.append(conn)
                 return conn
-        return self._idle.get(timeout=30)
+        try:
+            return self._idle.get(timeout=30)
+        except queue.Empty:
+            raise DatabaseBusy(f"all {self.size} database connections of the review app stayed in use for 30 s; "
+                               "try again") from None
 
     def release(self, conn: sqlite3.Connection) -> None:
         if conn.in_transaction:  # a failed request must not leave a transaction open

@@ -22,11 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from labelaudit.errors import CorruptDatabase, NoScanInDatabase, ReadOnlyScanDir
+from labelaudit.errors import CorruptDatabase, DatabaseBusy, NoScanInDatabase, ReadOnlyScanDir
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan",
+    "DB_NAME", "SCHEMA", "connect", "is_busy", "busy_error", "sqlite_errors", "read_snapshot", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan",
     "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
@@ -101,14 +101,73 @@ def connect(db_path: str | Path, *, read_only: bool = False) -> sqlite3.Connecti
     ------
     CorruptDatabase
         SQLite cannot read the file (damaged, truncated, not a database); it is left as it is.
+    DatabaseBusy
+        Another process holds the database locked.
     """
     db_path = Path(db_path)
-    try:
+    with sqlite_errors(db_path):
         return _connect(db_path, read_only=read_only)
+
+
+#: SQLite's result codes for "another connection holds the lock" (``SQLITE_BUSY``, ``SQLITE_LOCKED``).
+_BUSY_CODES = (5, 6)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's "database is locked": another connection holds the lock.
+
+    By the result code (``sqlite_errorcode``, Python >= 3.11); on Python 3.10, which has no
+    code, by SQLite's fixed text of those two results.
+    """
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return str(exc) in ("database is locked", "database table is locked")
+
+
+def busy_error(db_path: str | Path) -> DatabaseBusy:
+    """The one-line :class:`~labelaudit.errors.DatabaseBusy` for ``db_path``."""
+    return DatabaseBusy(
+        f"{db_path} is locked by another process (a scan writing into that folder, or a program holding the "
+        "database open in an exclusive transaction); try again once it has finished")
+
+
+@contextmanager
+def sqlite_errors(db_path: Path) -> Iterator[None]:
+    """Turn SQLite's errors on opening or reading ``db_path`` into typed ones.
+
+    A lock held by another process becomes :class:`~labelaudit.errors.DatabaseBusy`; damage
+    (not a database, truncated, malformed) :class:`~labelaudit.errors.CorruptDatabase`; other
+    operational errors (no permission, ...) propagate as they are.
+    """
+    try:
+        yield
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError):  # locked, no permission, ...: not damage
+        if is_busy(exc):
+            raise busy_error(db_path) from exc
+        if isinstance(exc, sqlite3.OperationalError):  # no permission, disk, ...: not damage
             raise
         raise _corrupt(db_path, exc) from None
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Every read inside sees one state of the database, whatever other connections commit meanwhile.
+
+    A deferred transaction: in WAL mode its first read fixes the snapshot until it ends. Inside a
+    transaction the caller already holds, it adds nothing. Nothing may be written inside.
+    """
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # read only: nothing to commit
 
 
 def check_readable(db_path: str | Path) -> None:
@@ -123,16 +182,12 @@ def check_readable(db_path: str | Path) -> None:
         SQLite cannot read the file or finds it damaged.
     """
     db_path = Path(db_path)
-    try:
+    with sqlite_errors(db_path):
         conn = _open_read_only(db_path)
         try:
             problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
         finally:
             conn.close()
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError):
-            raise
-        raise _corrupt(db_path, exc) from None
     if problem != "ok":
         raise _corrupt(db_path, problem)
 
@@ -153,11 +208,12 @@ def check_holds_scan(db_path: str | Path) -> None:
     """
     db_path = Path(db_path)
     check_readable(db_path)
-    conn = _open_read_only(db_path)
-    try:
-        holds = has_table(conn, "classes") and conn.execute("SELECT 1 FROM classes LIMIT 1").fetchone() is not None
-    finally:
-        conn.close()
+    with sqlite_errors(db_path):
+        conn = _open_read_only(db_path)
+        try:
+            holds = has_table(conn, "classes") and conn.execute("SELECT 1 FROM classes LIMIT 1").fetchone() is not None
+        finally:
+            conn.close()
     if not holds:
         raise NoScanInDatabase(
             f"{db_path} holds no scan (an empty file, or the first scan into {db_path.parent} was stopped before "
@@ -240,14 +296,31 @@ def _ensure_review_schema(conn: sqlite3.Connection) -> None:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
-    conn.execute("BEGIN IMMEDIATE")
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error).
+
+    Raises
+    ------
+    DatabaseBusy
+        Another process held the write lock for longer than the connection's ``busy_timeout``
+        (nothing was written).
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            raise busy_error(_file_of(conn)) from exc
+        raise
     try:
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _file_of(conn: sqlite3.Connection) -> str:
+    """The file of ``conn``'s main database ("" for one in memory)."""
+    return next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
 
 
 def dumps(value: Any) -> str:

@@ -88,3 +88,36 @@ def test_sigkill_during_a_stream_of_decisions(big_queue_scan):
     conn = sqlite3.connect(scan.db_path)
     n_rows = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
     assert len(acked) <= n_rows <= len(acked) + 1  # at most the one in flight got in too
+
+
+def test_a_lock_held_by_another_process_is_503_with_the_reason_and_nothing_lost(scan, tmp_path):
+    """A decision posted while another process held the database locked was a bare 500 (plain text)."""
+    import sqlite3
+
+    from click.testing import CliRunner
+    from webapp_support import make_client
+
+    from labelaudit.cli import main
+
+    sid = int(scan.flagged().sample_id.iloc[0])
+    with make_client(scan.scan_dir) as c:
+        holder = sqlite3.connect(scan.db_path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            r = c.post("/api/decisions", json={"sample_id": sid, "action": "accept", "request_id": "lockedreq01"})
+            assert r.status_code == 503 and "locked by another process" in r.json()["detail"], r.text
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        r = c.post("/api/decisions", json={"sample_id": sid, "action": "accept", "request_id": "lockedreq01"})
+        assert r.status_code == 200 and r.json()["recorded"][0]["decision"]["action"] == "accept"
+    holder = sqlite3.connect(scan.db_path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE meta SET value = value")
+    try:
+        r = CliRunner().invoke(main, ["review", str(scan.scan_dir), "--port", "0"])
+        assert r.exit_code == 1 and "locked by another process" in r.output and "Traceback" not in r.output, r.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -789,3 +789,69 @@ def test_an_accept_of_a_label_the_labels_no_longer_have_is_named(scan, tmp_path)
     conn.execute("DELETE FROM samples WHERE path = ?", (path,))
     assert review.accepted_labels_since_changed(conn).path.tolist() == [path]
     conn.close()
+
+
+def test_cleaned_labels_read_one_state_of_the_database(scan, monkeypatch):
+    """A re-scan committing between the query of the samples and that of the unscored images made an
+    export drop or repeat images; the reads now share one snapshot."""
+    import sqlite3
+
+    original = export.unscored_with_decisions
+
+    def commit_meanwhile(conn):
+        other = sqlite3.connect(scan.db_path)
+        with other:
+            other.execute("INSERT INTO unscored (path, given_label, reason, readable) VALUES "
+                          "('late/new.png', 'cat', 'class too small', 1)")
+        other.close()
+        return original(conn)
+
+    monkeypatch.setattr(export, "unscored_with_decisions", commit_meanwhile)
+    conn = storage.connect(scan.db_path)
+    assert "late/new.png" not in set(cleaned_labels(conn).path)
+    assert not conn.in_transaction
+    monkeypatch.setattr(export, "unscored_with_decisions", original)
+    assert "late/new.png" in set(cleaned_labels(conn).path)  # the next export sees it
+    conn.close()
+
+
+def test_cli_export_counts_are_those_of_the_csv_it_wrote(scan, tmp_path, monkeypatch):
+    """The report's counts came from a second read, after decisions a running app committed meanwhile."""
+    original = export.export_summary
+    ids = [int(i) for i in scan.flagged().sample_id[:5]]
+
+    def decide_meanwhile(conn, *args, **kwargs):
+        other = storage.connect(scan.db_path)
+        for i in ids:
+            review.record_decision(other, scan.scores.path[i], "unusable", reviewer="bo")
+        other.close()
+        return original(conn, *args, **kwargs)
+
+    monkeypatch.setattr(export, "export_summary", decide_meanwhile)
+    out = tmp_path / "c.csv"
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_csv(out)) == len(scan.scores)  # nothing dropped: the CSV's state had no decision
+    assert f"{len(scan.scores):,} samples kept" in r.output and "0 dropped as unusable; 0 reviewed" in r.output, r.output
+
+
+def test_a_database_another_process_holds_locked_is_one_line_not_a_traceback(scan, tmp_path):
+    import sqlite3
+
+    holder = sqlite3.connect(scan.db_path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE meta SET value = value")
+    try:
+        r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "c.csv")])
+        assert r.exit_code == 1 and "locked by another process" in r.output and "Traceback" not in r.output, r.output
+        assert r.output.count("\n") <= 2
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", str(tmp_path / "c.csv")]).exit_code == 0
+
+
+def test_auto_accept_above_nan_is_refused(scan):
+    r = CliRunner().invoke(main, ["export", str(scan.scan_dir), "-o", "-", "--auto-accept-above", "nan"])
+    assert r.exit_code == 2 and "nan" in r.output
