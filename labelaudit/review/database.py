@@ -273,9 +273,19 @@ class ReviewDatabase:
         """Store the class order and keys (None: back to the natural default)."""
         self.execute_write_fn(lambda conn: write_class_order(conn, order, reviewer=reviewer))
 
-    def create_selection(self, sample_ids: Sequence[int]) -> tuple[str, int]:
-        """Store a short-lived selection of samples; return ``(selection id, size)``."""
-        return self.execute_write_fn(lambda conn: create_selection_in(conn, sample_ids))
+    def create_selection(self, sample_ids: Sequence[int], *, scan_id: str | None = None) -> tuple[str, int]:
+        """Store a short-lived selection of samples; return ``(selection id, size)``.
+
+        Raises
+        ------
+        StaleScan
+            As for :meth:`decide`: the ids were read from another scan (nothing is stored).
+        """
+        def write(conn: sqlite3.Connection) -> tuple[str, int]:
+            _check_scan(conn, scan_id)
+            return create_selection_in(conn, sample_ids)
+
+        return self.execute_write_fn(write)
 
     def close(self) -> None:
         """Close every connection (the object must not be used afterwards)."""

@@ -771,8 +771,9 @@ def test_a_page_from_before_a_rescan_cannot_decide_on_another_image(scan):
             client.post("/api/decisions/batch", json={"sample_ids": [1, 2], "action": "unusable"}, headers=header),
             client.post("/api/samples/1/tags", json={"add": ["x"]}, headers=header),
             client.post("/samples/1/decision", data={"action": "unusable", "scan": old}, follow_redirects=False),
+            client.post("/api/selections", json={"sample_ids": [1, 2]}, headers=header),  # a box on the old map
         ]
-        assert [r.status_code for r in refused] == [409] * 4
+        assert [r.status_code for r in refused] == [409] * 5
         assert "reload" in refused[0].json()["detail"]
         assert set(samples_with_decisions(conn).dropna(subset=["action"]).sample_id) == {0}
         assert client.post("/api/samples/1/tags", json={"add": ["x"]}).status_code == 200  # a script

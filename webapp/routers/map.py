@@ -13,9 +13,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from labelaudit.review.projection import MapCache
-
-from ..deps import Db, Review, SettingsDep, class_order, get_settings
+from ..deps import Db, Review, ScanId, SettingsDep, class_order
 from ..schemas import SelectionIn, SelectionOut
 
 router = APIRouter(tags=["map"])
@@ -24,15 +22,11 @@ router = APIRouter(tags=["map"])
 FLAGGED, REVIEWED, CHANGED = 1, 2, 4
 
 
-def _maps(request: Request) -> MapCache:
-    return get_settings(request).map  # the current scan's (a re-scan brings a new map)
-
-
 @router.get("/api/map", summary="The map's status and legend")
-def get_map(request: Request, db: Db, settings: SettingsDep) -> dict:
+def get_map(db: Db, settings: SettingsDep) -> dict:
     """`status`: `ready`, `computing` (poll again) or `error`; `classes` is the order of the label
     indexes of `/api/map/points`; `n` the number of points."""
-    maps = _maps(request)
+    maps = settings.map  # the request's scan's (a re-scan brings a new map)
     data = maps.get()
     order = list(class_order(db, settings).order)
     if data is None:
@@ -45,11 +39,11 @@ def get_map(request: Request, db: Db, settings: SettingsDep) -> dict:
 
 @router.get("/api/map/points", summary="Positions, labels and state of every point (binary)",
             response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
-def get_points(request: Request, db: Db, review: Review, settings: SettingsDep):
+def get_points(db: Db, review: Review, settings: SettingsDep):
     """`n` float32 pairs (x, y in [0, 1], sample id = index), then `n` uint16 label indexes
     (into `/api/map`'s `classes`), then `n` uint8 flags (1 flagged, 2 reviewed, 4 label changed).
     409 while the map is being computed."""
-    data = _maps(request).get()
+    data = settings.map.get()
     if data is None:
         return Response(status_code=409, content=b"map not ready")
     order = list(class_order(db, settings).order)
@@ -78,10 +72,11 @@ def _state(db, order: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 @router.post("/api/selections", response_model=SelectionOut, summary="Store a selection of samples")
-def post_selection(body: SelectionIn, review: Review):
+def post_selection(body: SelectionIn, review: Review, scan_id: ScanId):
     """A short-lived (24 h) named set of samples -- the box drawn on the map -- to open in the grid
-    (`/grid?selection=ID`) or list (`GET /api/samples?selection=ID`)."""
-    selection, n = review.create_selection(body.sample_ids)
+    (`/grid?selection=ID`) or list (`GET /api/samples?selection=ID`). 409 when the page's scan
+    (`X-Labelaudit-Scan`) is not the current one: its sample ids name other images since."""
+    selection, n = review.create_selection(body.sample_ids, scan_id=scan_id)
     return {"selection": selection, "n": n, "grid_url": f"/grid?selection={selection}"}
 
 
@@ -89,5 +84,5 @@ def post_selection(body: SelectionIn, review: Review):
 def map_page(request: Request, db: Db, settings: SettingsDep):
     from .pages import _base, render
 
-    ctx = _base(request, settings, db, "map", has_embeddings=_maps(request).available)
+    ctx = _base(request, settings, db, "map", has_embeddings=settings.map.available)
     return render(request, "map.html", ctx)
