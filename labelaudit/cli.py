@@ -597,9 +597,9 @@ def _cleaned(files, **options):
     counts["n_missing_files"] = manifest.summary.n_missing_files if manifest else 0
     counts["n_skipped_other"] = manifest.summary.skipped_by_kind()["other"] if manifest else 0
     counts["n_in_linked_folders"] = manifest.summary.n_in_linked_folders if manifest else 0
-    counts["from_labels_csv"] = bool(manifest and manifest.labels_csv)
+    counts["from_labels_csv"] = bool(manifest and manifest.label_files)
     # the scanned folder from the manifest (from the database when scan.json is missing or unreadable)
-    inputs = [manifest.labels_csv] if manifest and manifest.labels_csv else []
+    inputs = manifest.label_files if manifest else []
     return df, counts, manifest.dataset_root if manifest else recorded_root, paths, inputs
 
 

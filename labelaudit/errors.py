@@ -15,7 +15,7 @@ __all__ = [
     "InvalidCursor", "StaleScan", "MissingExtra", "ClusterError", "InputArrayError",
     "ReviewSettingsError", "MapUnavailable", "MoreEpochsNotice", "WeakModelsWarning", "CompileFallback", "ScanNotice",
     "StaleFoldsNotice", "RecipeNotice", "LinkedFolders", "OtherDataset", "ScanDirBusy", "RequestIdReused",
-    "LookAlikeClasses", "ReadOnlyScanDir", "DatabaseBusy",
+    "LookAlikeClasses", "ReadOnlyScanDir", "DatabaseBusy", "UnsharedAnnotatorLabels",
 ]
 
 
@@ -144,6 +144,11 @@ class StaleFoldsNotice(ScanNotice):
 
 class LookAlikeClasses(ScanNotice):
     """Class names that differ only in case or Unicode normalisation (``Cat`` / ``cat``): kept apart, as given."""
+
+
+class UnsharedAnnotatorLabels(ScanNotice):
+    """An annotator (a wide annotations CSV's column) none of whose labels any other annotator gave: often a
+    metadata column (an id, a source) read as an annotator; its labels count as votes, and may become classes."""
 
 
 class LinkedFolders(ScanNotice):

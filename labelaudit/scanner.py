@@ -40,7 +40,7 @@ from labelaudit.progress import progress_bar
 from labelaudit import __version__
 from labelaudit.errors import (LinkedFolders, LookAlikeClasses, MoreEpochsNotice, OtherDataset, RecipeNotice,
                                ScanDirBusy, ScanDirError, ScanError, SettingsError, StaleFoldsNotice,
-                               WeakModelsWarning, warn)
+                               UnsharedAnnotatorLabels, WeakModelsWarning, warn)
 from labelaudit.fsutil import atomic_write, is_inside_on_disk, same_folder
 from labelaudit.scandir import ScanDir, ScanManifest, ScanSummary, other_scan_reason
 from labelaudit.scandir import database as storage
@@ -190,7 +190,7 @@ def scan(
     features: Any = None,
     features_flip: Any = None,
     pred_probs: Any = None,
-    index: str | os.PathLike | None = None,
+    index: Any = None,
     keep_decisions: bool = False,
     **settings: Any,
 ) -> pd.DataFrame:
@@ -233,9 +233,10 @@ def scan(
     pred_probs : path or numpy.ndarray of float, shape (N, C), optional
         The user's own out-of-sample probabilities, columns in sorted class-name order:
         confident learning (and kNN when ``features`` are given too), nothing trained.
-    index : path, optional
-        CSV whose ``path`` column names the image of each array row, in order; without it
-        row ``i`` is the ``i``-th listed file in sorted path order.
+    index : path or sequence of str, optional
+        CSV whose ``path`` column names the image of each array row, in order, or those paths
+        themselves (a list, an array, a pandas Series or a DataFrame with a ``path`` column);
+        without it row ``i`` is the ``i``-th listed file in sorted path order.
     keep_decisions : bool
         ``out`` was scanned from another folder and holds review decisions, and ``data_dir``
         is that data, moved or copied: keep the decisions (matched by relative path). Without
@@ -393,7 +394,7 @@ def _locked_scan(data_dir, scan_dir: ScanDir, created: list[Path], cfg: ScanConf
     summary = _summary(prepared, run, scored, executor.describe(device), scan_dir)
     if summary.weak_models:
         warn(_weak_message(summary, inputs=run.inputs, classes=prepared.classes), WeakModelsWarning)
-    manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv or annotations_csv)
+    manifest = _manifest(prepared, scored, summary, cfg, timings, labels_csv, annotations_csv)
     manifest = replace(manifest, inputs=run.inputs)
     write_outputs(scan_dir, prepared, run, scored, manifest)
     scored.scores.attrs["summary"] = summary.to_dict()
@@ -553,7 +554,9 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
     InputArrayError
         See :func:`labelaudit.data.arrays.load_inputs`.
     SettingsError
-        Arrays with another executor than the local one, or ``features_flip`` with ``flip=False``.
+        Arrays with another executor than the local one, ``features_flip`` with ``flip=False``, or
+        settings other than their defaults that such a scan does not use (:data:`IMAGE_ONLY_SETTINGS`;
+        also ``folds``, ``precision`` and ``device`` with ``pred_probs`` alone).
     """
     if all(value is None for value in arrays.values()):
         return None
@@ -564,7 +567,20 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
                             "drop --executor")
     if arrays["features_flip"] is not None and not cfg.flip:
         raise SettingsError("--features-flip gives mirror signals, --no-flip turns them off: leave one out")
+    unused = [name for name in IMAGE_ONLY_SETTINGS if getattr(cfg, name) != default_of(name)]
+    if arrays["features"] is None:  # --pred-probs alone: nothing is trained, nothing is split into folds
+        unused += [name for name in ("folds", "precision", "device") if getattr(cfg, name) != default_of(name)]
+    if unused:
+        given = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in unused)
+        raise SettingsError(f"setting(s) {given} not used by a scan from --features / --pred-probs, which decodes no "
+                            "image and trains no CNN (its heads have their own fixed settings); leave them out")
     return load_inputs(**arrays)
+
+
+#: Settings of decoding images and of training the image CNN: a scan from embeddings or probabilities uses none.
+IMAGE_ONLY_SETTINGS = ("image_size", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup",
+                       "label_smoothing", "width", "depth", "early_fraction", "early_scale", "crop_padding",
+                       "flip_augment", "tta", "compile", "min_fold_images", "budget", "workers")
 
 
 def _recipe_components(recipe: str, flip: bool, arrays: bool = False) -> tuple[str, ...]:
@@ -605,12 +621,13 @@ def prepare(data_dir: str | os.PathLike, scan_dir: ScanDir, *, labels_csv: str |
         if labels_csv is not None:
             raise SettingsError("give either a labels CSV or an annotations CSV, not both")
         annotations = read_annotations(annotations_csv, data_dir)
+        _warn_about_annotation_labels(annotations)
         labels_csv = write_provisional_labels(annotations, scan_dir.provisional_labels)
     dataset = load_dataset(data_dir, labels_csv=labels_csv, image_size=cfg.image_size, workers=cfg.workers,
                            cache_dir=scan_dir.cache, exclude=scan_dir.own_paths(), skip_folder=other_scan_reason,
                            progress=progress)
     _warn_if_linked_folders(dataset)
-    prepared = _keep_trainable_classes(dataset, cfg.folds)
+    prepared = _keep_trainable_classes(dataset, cfg.folds, look_alike=annotations is None)  # votes: checked above
     prepared.images_path = _scan_images_file(dataset, prepared.kept, scan_dir.cache)
     prepared.annotations = annotations
     return prepared
@@ -629,15 +646,17 @@ def _warn_if_linked_folders(dataset: LoadedDataset) -> None:
          "(`cp -rL` copies it with its files) or scan the folder the link points to", LinkedFolders)
 
 
-def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:
+def _keep_trainable_classes(dataset: LoadedDataset, folds: int, *, look_alike: bool = True) -> PreparedData:
     """Drop classes with fewer samples than folds (they cannot be stratified).
 
     Class names that differ only in case or Unicode normalisation (``Cat`` / ``cat``, ``café``
-    typed two ways) stay different classes, as given, with a :class:`LookAlikeClasses` notice.
+    typed two ways) stay different classes, as given, with a :class:`LookAlikeClasses` notice
+    (unless ``look_alike`` is False: an annotations scan checks every vote instead).
     """
     names = pd.Series(dataset.label_names, dtype=str)
     counts = names.value_counts()
-    _warn_if_look_alike(counts)
+    if look_alike:
+        _warn_if_look_alike(counts)
     too_small = counts[counts < folds]
     drop = names.isin(too_small.index).to_numpy()
     classes = sorted(counts.index[counts >= folds])
@@ -659,17 +678,41 @@ def _keep_trainable_classes(dataset: LoadedDataset, folds: int) -> PreparedData:
     )
 
 
-def _warn_if_look_alike(counts: pd.Series) -> None:
-    """:class:`LookAlikeClasses` naming the class names that differ only in case or Unicode normalisation."""
+def _warn_if_look_alike(counts: pd.Series, what: str = "class names") -> None:
+    """:class:`LookAlikeClasses` naming the labels (``counts``: label -> count) that differ only in case or
+    Unicode normalisation."""
     groups: dict[str, list[str]] = {}
     for name in sorted(counts.index):
         groups.setdefault(unicodedata.normalize("NFC", name).casefold(), []).append(name)
     alike = [names for names in groups.values() if len(names) > 1]
     if alike:
         shown = "; ".join(" / ".join(f"{ascii(n)} ({counts[n]})" for n in names) for names in alike[:5])
-        warn(f"{len(alike)} group(s) of class names differ only in case or Unicode normalisation: {shown}. "
+        warn(f"{len(alike)} group(s) of {what} differ only in case or Unicode normalisation: {shown}. "
                       "They are scanned as different classes; if each group is one class, write its labels one way",
                       LookAlikeClasses)
+
+
+def _warn_about_annotation_labels(annotations: Annotations) -> None:
+    """Notices on the labels of an annotations CSV, before anything is decoded.
+
+    :class:`LookAlikeClasses` for votes that differ only in case (a minority vote ``Cat`` beside
+    ``cat`` would silently count as a disagreement), and :class:`UnsharedAnnotatorLabels` for
+    annotators none of whose labels any other annotator gave (an ``id`` or ``source`` column of
+    a wide CSV read as an annotator).
+    """
+    table = annotations.table
+    _warn_if_look_alike(table["label"].value_counts(), "labels in the annotations (counted in votes)")
+    if len(annotations.annotators) < 2:
+        return
+    n_annotators_of_label = table.groupby("label")["annotator"].nunique()
+    shared = (table["label"].map(n_annotators_of_label) > 1).groupby(table["annotator"]).any()
+    alone = [name for name in annotations.annotators if not shared[name]]
+    if alone:
+        shown = "; ".join(f"{ascii(name)} (e.g. {ascii(table['label'][table['annotator'] == name].iloc[0])})"
+                          for name in alone[:5])
+        warn(f"{len(alone)} annotator(s) gave no label that any other annotator gave: {shown}. If such a column of "
+             "the annotations CSV is no annotator (an id, a source, a date), remove it: its values count as votes "
+             "and can become classes", UnsharedAnnotatorLabels)
 
 
 def _too_few_classes(counts: pd.Series, folds: int) -> str:
@@ -980,11 +1023,12 @@ def _signal_info(signals: Signals) -> dict[str, dict[str, Any]]:
 
 
 def _manifest(prepared: PreparedData, scored: ScoredTable, summary: ScanSummary, cfg: ScanConfig,
-              timings: dict[str, float], labels_csv) -> ScanManifest:
+              timings: dict[str, float], labels_csv, annotations_csv=None) -> ScanManifest:
     return ScanManifest(
         created_at=storage.utc_now(microseconds=True),  # the scan's identity too (stale pages, stats cache)
         dataset_root=str(prepared.dataset.root),
         labels_csv=str(Path(labels_csv).resolve()) if labels_csv else None,
+        annotations_csv=str(Path(annotations_csv).resolve()) if annotations_csv else None,
         summary=summary,
         classes=list(prepared.classes),
         config=cfg.to_dict(),

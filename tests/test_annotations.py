@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,6 +127,38 @@ def _crowd(n=600, c=4, accuracies=(0.9, 0.85, 0.35), seed=0, model_acc=0.7):
     logits[np.arange(n), np.where(right, truth, rng.integers(c, size=n))] += 2.0
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     return votes, probs, truth
+
+
+def _annotations(columns: dict[str, list[str]]):
+    from labelaudit.data.annotations import Annotations
+
+    n = len(next(iter(columns.values())))
+    table = pd.concat([pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "annotator": name, "label": labels})
+                       for name, labels in columns.items()], ignore_index=True)
+    return Annotations(table=table, annotators=list(columns), form="wide")
+
+
+def test_a_metadata_column_read_as_an_annotator_gets_a_notice():
+    """A wide CSV's `source` or `id` column was taken as an annotator without a word, and could add a class."""
+    from labelaudit.errors import UnsharedAnnotatorLabels
+    from labelaudit.scanner import _warn_about_annotation_labels
+
+    people = {"ann": ["cat", "dog", "cat", "dog"], "bo": ["cat", "cat", "cat", "dog"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_about_annotation_labels(_annotations(people))  # real annotators: no notice
+        _warn_about_annotation_labels(_annotations({**people, "cy": ["dog", "dog", "dog", "dog"]}))
+    for extra in ({"source": ["web"] * 4}, {"id": ["0", "1", "2", "3"]}):
+        with pytest.warns(UnsharedAnnotatorLabels, match=f"'{next(iter(extra))}'"):
+            _warn_about_annotation_labels(_annotations({**people, **extra}))
+
+
+def test_a_minority_vote_spelt_in_another_case_gets_the_look_alike_notice():
+    from labelaudit.errors import LookAlikeClasses
+    from labelaudit.scanner import _warn_about_annotation_labels
+
+    with pytest.warns(LookAlikeClasses, match="'Cat' \\(1\\) / 'cat' \\(4\\)"):
+        _warn_about_annotation_labels(_annotations({"ann": ["cat", "dog", "cat"], "bo": ["cat", "Cat", "cat"]}))
 
 
 def test_planted_bad_annotator_is_found_and_ranked_by_true_accuracy():
@@ -357,6 +392,10 @@ def test_cli_scan_with_wide_annotations_and_full_export(tmp_path):
     assert exported.exit_code == 0, exported.output
     header = exported.stdout.splitlines()[0].split(",")
     assert header[:2] == ["path", "label"] and header[-4:] == ["consensus_label", "n_annotations", "agreement", "votes"]
+    manifest = json.loads((out / "scan.json").read_text())
+    assert manifest["annotations_csv"] == str((tmp_path / "wide.csv").resolve()) and manifest["labels_csv"] is None
+    over_it = CliRunner().invoke(main, ["export", str(out), "-o", str(tmp_path / "wide.csv"), "--force"])
+    assert over_it.exit_code == 1 and "wide.csv" in over_it.output  # the input it read is never overwritten
 
 
 def test_cli_reports_a_bad_annotations_csv_in_one_line(tmp_path):

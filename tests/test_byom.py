@@ -50,6 +50,7 @@ def test_planted_flips_rank_on_top_from_features(data, feature_scan):
     assert flagged <= data.flipped and len(flagged) >= len(data.flipped) / 2  # the count is confident learning's
     manifest = json.loads((out / "scan.json").read_text())
     assert manifest["inputs"]["mode"] == "features" and manifest["inputs"]["head"]["kind"] in HEAD_KINDS
+    assert manifest["inputs"]["index"] == str(data.index)
     assert manifest["score_components"] == ["label_quality", "aum"]
     embeddings = np.load(out / "embeddings.npy")
     assert embeddings.shape == data.features.shape
@@ -216,6 +217,10 @@ def _mismatch_cases(data, tmp_path):
         (["--features", good, "--features-flip", good, "--no-flip"], "leave one out"),
         (["--features", good, "--executor", "ray"], "drop --executor"),
         (["--features", good, "--executor", "threads"], "drop --executor"),
+        (["--features", good, "--epochs", "4", "--width", "8"], "setting(s) epochs=4, width=8 not used"),
+        (["--features", good, "--image-size", "64"], "image_size=64 not used by a scan from --features"),
+        (["--pred-probs", _npy(tmp_path, "pf.npy", probs), "--folds", "7"], "folds=7 not used"),
+        (["--pred-probs", _npy(tmp_path, "pt.npy", np.ascontiguousarray(probs.T))], "looks transposed"),
     ]
 
 
@@ -228,6 +233,18 @@ def test_every_mismatch_is_a_one_line_error_before_any_work(data, tmp_path):
         assert not out.exists(), args  # nothing was started
 
 
+def test_python_lists_and_an_index_of_paths_are_taken_as_arrays(data, feature_scan, tmp_path):
+    """features= a list of lists and index= a list / Series / DataFrame of paths raised TypeError."""
+    scores, _ = feature_scan
+    paths = pd.read_csv(data.index).path
+    for index in (list(paths), paths, pd.DataFrame({"path": paths})):
+        again = labelaudit.scan(data.root, out=tmp_path / "lists", features=data.features.tolist(), index=index,
+                                progress=False, **FAST)
+        pd.testing.assert_frame_equal(again.reset_index(drop=True), scores.reset_index(drop=True))
+    with pytest.raises(InputArrayError, match="entry 1"):
+        labelaudit.scan(data.root, out=tmp_path / "bad", features=data.features, index=[paths[0], 3], progress=False)
+
+
 def test_parquet_mismatches(data, tmp_path):
     pytest.importorskip("pyarrow")
     two = pd.DataFrame({"path": data.paths, "a": list(data.features), "b": list(data.features)})
@@ -236,6 +253,11 @@ def test_parquet_mismatches(data, tmp_path):
     ragged.to_parquet(tmp_path / "ragged.parquet")
     no_path = pd.DataFrame({"embedding": list(data.features)})
     no_path.to_parquet(tmp_path / "nopath.parquet")
+    with_paths = pd.DataFrame({"path": data.paths, "embedding": list(data.features)})
+    with_paths.to_parquet(tmp_path / "paths.parquet")
+    with pytest.raises(InputArrayError, match="--index .* is not used: every input names its rows"):
+        labelaudit.scan(data.root, out=tmp_path / "s", features=tmp_path / "paths.parquet", index=data.index,
+                        progress=False)
     for name, message in (("two", "exactly one list column"), ("ragged", "vectors of different lengths"),
                           ("nopath", "has no 'path' column")):
         with pytest.raises(InputArrayError, match=message):

@@ -75,6 +75,8 @@ class ArrayInputs:
     features: InputArray | None = None
     features_flip: InputArray | None = None
     pred_probs: InputArray | None = None
+    #: Where the rows' paths came from when an index was given: its CSV file, or ``"paths"`` (given as values).
+    index: str | None = None
 
     @property
     def mode(self) -> str:
@@ -86,9 +88,9 @@ class ArrayInputs:
 
     def describe(self) -> dict:
         """What the scan was computed from, for ``scan.json``."""
-        return {"mode": self.mode, **{a.option.lstrip("-").replace("-", "_"): {"source": a.source,
-                                                                                 "shape": list(a.values.shape)}
-                                      for a in self.arrays()}}
+        arrays = {a.option.lstrip("-").replace("-", "_"): {"source": a.source, "shape": list(a.values.shape)}
+                  for a in self.arrays()}
+        return {"mode": self.mode, **arrays, **({"index": self.index} if self.index is not None else {})}
 
 
 # ------------------------------------------------------------------------- reading
@@ -99,8 +101,9 @@ def read_array(source, option: str) -> InputArray:
 
     Parameters
     ----------
-    source : path-like or numpy.ndarray
-        ``.npy`` (memory-mapped), ``.parquet`` (a ``path`` column and one list column), or an array.
+    source : path-like, numpy.ndarray or list of lists
+        ``.npy`` (memory-mapped), ``.parquet`` (a ``path`` column and one list column), or an array
+        (anything ``numpy.asarray`` takes: a torch tensor on the CPU, nested lists of numbers).
     option : str
         The option's name, for messages.
 
@@ -116,7 +119,9 @@ def read_array(source, option: str) -> InputArray:
     MissingExtra
         A parquet file without pyarrow installed.
     """
-    if isinstance(source, np.ndarray) or (not isinstance(source, (str, os.PathLike)) and hasattr(source, "__array__")):
+    if isinstance(source, (list, tuple)):  # nested Python lists of numbers
+        array = InputArray(option, "array", np.asarray(source, dtype=np.float64))
+    elif isinstance(source, np.ndarray) or (not isinstance(source, (str, os.PathLike)) and hasattr(source, "__array__")):
         array = InputArray(option, "array", np.asarray(source))
     else:
         array = _read_file(Path(source), option)
@@ -222,11 +227,16 @@ def _non_finite_rows(values: np.ndarray) -> np.ndarray:
 def read_index(source) -> np.ndarray:
     """The ``path`` column of an index CSV, one path per array row, in order.
 
+    ``source`` may also be the paths themselves (a list, an array, a pandas Series, or a
+    DataFrame with a ``path`` column).
+
     Raises
     ------
     InputArrayError
         Missing file, no ``path`` column, no rows, or an empty path.
     """
+    if not isinstance(source, (str, os.PathLike)):  # the paths themselves: a list, an array, a Series
+        return _index_paths(source)
     path = Path(source)
     if not path.is_file():
         raise InputArrayError(f"--index: file not found: {path}")
@@ -245,6 +255,23 @@ def read_index(source) -> np.ndarray:
     if len(empty):
         raise InputArrayError(f"--index: {path}: empty path on CSV line {int(empty[0]) + 2}")
     return paths
+
+
+def _index_paths(source) -> np.ndarray:
+    """The paths of an index given as values (see :func:`read_index`)."""
+    if isinstance(source, pd.DataFrame):
+        by_name = {str(c).strip().lower(): c for c in source.columns}
+        if "path" not in by_name:
+            raise InputArrayError(f"index: a DataFrame needs a 'path' column (columns: "
+                                  f"{', '.join(map(str, source.columns)) or 'none'})")
+        source = source[by_name["path"]]
+    paths = np.asarray(list(source), dtype=object)
+    if len(paths) == 0:
+        raise InputArrayError("index: no paths")
+    bad = np.flatnonzero([not isinstance(p, (str, os.PathLike)) or not str(p).strip() for p in paths])
+    if len(bad):
+        raise InputArrayError(f"index: entry {int(bad[0])} ({paths[bad[0]]!r}) is no path")
+    return np.array([os.fspath(p) for p in paths], dtype=object)
 
 
 # ---------------------------------------------------------------------- checking
@@ -295,7 +322,8 @@ def load_inputs(*, features=None, features_flip=None, pred_probs=None, index=Non
     if inputs.pred_probs is not None:
         _check_probabilities(inputs.pred_probs)
     if index is not None:
-        _apply_index(inputs, read_index(index), str(index))
+        inputs.index = str(index) if isinstance(index, (str, os.PathLike)) else "paths"
+        _apply_index(inputs, read_index(index), inputs.index)
     return inputs
 
 
@@ -314,7 +342,11 @@ def _check_probabilities(array: InputArray) -> None:
                               "(apply a softmax to logits first)")
     sums = np.asarray(values.sum(axis=1, dtype=np.float64))
     # 0.999 is within 1e-3 in any float type: each value's rounding moves the sum by up to its type's epsilon
-    off = np.flatnonzero(np.abs(sums - 1) > _SUM_TOLERANCE + float(np.finfo(values.dtype).eps))
+    tolerance = _SUM_TOLERANCE + float(np.finfo(values.dtype).eps)
+    off = np.flatnonzero(np.abs(sums - 1) > tolerance)
+    if len(off) and np.all(np.abs(values.sum(axis=0, dtype=np.float64) - 1) <= tolerance):
+        raise InputArrayError(f"{array.where()}: shape {values.shape} and its columns sum to 1, not its rows: it "
+                              "looks transposed; pass one row per image and one column per class (probs.T)")
     if len(off):
         raise InputArrayError(f"{array.where()}: {len(off)} row(s) do not sum to 1 within {_SUM_TOLERANCE:g} "
                               f"(row {int(off[0])}: {sums[off[0]]:g}); each row must be a probability distribution "
@@ -322,6 +354,9 @@ def _check_probabilities(array: InputArray) -> None:
 
 
 def _apply_index(inputs: ArrayInputs, paths: np.ndarray, source: str) -> None:
+    if all(array.paths is not None for array in inputs.arrays()):
+        raise InputArrayError(f"--index ({source}) is not used: every input names its rows in its own 'path' column "
+                              f"({', '.join(a.where() for a in inputs.arrays())}); leave --index out")
     for array in inputs.arrays():
         if array.paths is not None:
             continue  # a parquet file names its own rows

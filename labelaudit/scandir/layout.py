@@ -174,6 +174,9 @@ class ScanManifest:
         Absolute dataset folder; sample paths are relative to it.
     labels_csv : str or None
         Absolute path of the labels CSV, if one was used.
+    annotations_csv : str or None
+        Absolute path of the annotations CSV of a scan with several annotators per image (scans
+        made before this field recorded it as ``labels_csv``).
     config : dict
         :meth:`labelaudit.config.ScanConfig.to_dict`.
     summary : ScanSummary
@@ -201,6 +204,7 @@ class ScanManifest:
     summary: ScanSummary
     classes: list[str] = field(default_factory=list)
     labels_csv: str | None = None
+    annotations_csv: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     score_components: list[str] = field(default_factory=list)
     signals: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -213,6 +217,11 @@ class ScanManifest:
     @property
     def device(self) -> str:
         return self.summary.device
+
+    @property
+    def label_files(self) -> list[str]:
+        """The CSV files the scan read its labels from (labels CSV, annotations CSV), none for class folders."""
+        return [f for f in (self.labels_csv, self.annotations_csv) if f]
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
