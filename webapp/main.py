@@ -102,13 +102,13 @@ def create_app(
     ScanDirError
         ``scan_dir`` is not a finished scan (:class:`~labelaudit.errors.CorruptDatabase`: its
         database cannot be read; :class:`~labelaudit.errors.ReadOnlyScanDir`: it cannot be written).
-    ValueError
-        ``token`` is not a valid token.
+    ReviewSettingsError
+        ``token`` is not a valid token, or ``reviewer`` no valid reviewer name (a ``ValueError``).
     """
     if token is not None and not TOKEN_PATTERN.match(token):
-        raise ValueError("token must be 8-256 characters from A-Z a-z 0-9 . _ ~ -")
+        raise ReviewSettingsError("token must be 8-256 characters from A-Z a-z 0-9 . _ ~ -")
     if reviewer is not None and not is_reviewer_name(reviewer):
-        raise ValueError("a reviewer name is 1-64 letters, digits, spaces or . _ ' @ + -")
+        raise ReviewSettingsError("a reviewer name is 1-64 letters, digits, spaces or . _ ' @ + -")
     settings = Settings(scan_dir=Path(scan_dir), reviewer=reviewer or default_reviewer(), token=token)
     if allowed_hosts is not None:
         settings.allowed_hosts = tuple(allowed_hosts)

@@ -8,6 +8,7 @@ Decisions (:meth:`~ReviewDatabase.decide`, :meth:`~ReviewDatabase.undo`) are the
 
 from __future__ import annotations
 
+import copy
 import queue
 import sqlite3
 import threading
@@ -105,7 +106,8 @@ class StatsCache:
     """Computed statistics keyed by the database's content version (per app, not per process).
 
     The version changes whenever a decision is appended or the samples are rewritten, so
-    a cached value is never stale.
+    a cached value is never stale. Each caller gets its own copy of the value (a route may add
+    keys to the rows it renders without changing what the next request gets).
     """
 
     def __init__(self, max_entries: int = 64) -> None:
@@ -126,12 +128,12 @@ class StatsCache:
         key = (name, self.version(conn))
         with self._lock:
             if key in self._data:
-                return self._data[key]
+                return copy.deepcopy(self._data[key])
         value = compute()
         with self._lock:
             if len(self._data) >= self._max:
                 self._data.clear()
-            self._data[key] = value
+            self._data[key] = copy.deepcopy(value)
         return value
 
 

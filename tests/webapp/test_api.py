@@ -752,6 +752,21 @@ def test_cached_stats_are_keyed_by_the_scan_too(scan):
     conn.close()
 
 
+def test_a_cached_value_is_each_callers_own(scan):
+    """The annotators' page wrote `url` keys into the rows the cache held for every later request."""
+    from labelaudit.review.database import StatsCache
+
+    cache, conn = StatsCache(), storage.connect(scan.db_path)
+    first = cache.get("rows", conn, lambda: [{"a": 1}])
+    first[0]["url"] = "/x"
+    first.append({"b": 2})
+    assert cache.get("rows", conn, lambda: None) == [{"a": 1}]
+    again = cache.get("rows", conn, lambda: None)
+    again[0]["a"] = 5
+    assert cache.get("rows", conn, lambda: None) == [{"a": 1}]
+    conn.close()
+
+
 def test_a_page_from_before_a_rescan_cannot_decide_on_another_image(scan):
     """Sample ids are rows of the scan: a re-scan renumbers them. A page loaded before it sends the scan
     it was made from (header / hidden field) and is refused (409, nothing written) instead of recording

@@ -150,7 +150,9 @@ def test_token_is_checked_on_every_request(scan):
         assert c.get("/queue").status_code == 200  # the cookie now carries the token
         assert c.post("/api/decisions", json={"sample_id": 0, "action": "accept"},
                       headers={"Origin": BASE_URL}).status_code == 200
-    with pytest.raises(ValueError):
+    from labelaudit.errors import ReviewSettingsError
+
+    with pytest.raises(ReviewSettingsError, match="token"):
         make_client(scan.scan_dir, token="short")
 
 
@@ -195,6 +197,7 @@ def test_cli_review_warns_when_the_dataset_folder_has_moved(scan, monkeypatch, t
 def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     monkeypatch.setenv("USER", "osuser")
     monkeypatch.setenv("LOGNAME", "osuser")
+    from labelaudit.errors import ReviewSettingsError
     from labelaudit.webapp import create_app
 
     assert create_app(scan.scan_dir).state.settings.reviewer == "osuser"
@@ -202,7 +205,7 @@ def test_reviewer_defaults_to_os_user(scan, monkeypatch):
     monkeypatch.setenv("LOGNAME", "domain\\user")
     assert create_app(scan.scan_dir).state.settings.reviewer == "reviewer"
     for bad in ("../x", "zoe\n", "   ", " zoe"):  # a trailing newline passed `$`; blanks passed the pattern
-        with pytest.raises(ValueError, match="reviewer name"):
+        with pytest.raises(ReviewSettingsError, match="reviewer name"):
             create_app(scan.scan_dir, reviewer=bad)
 
 
