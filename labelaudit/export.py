@@ -28,7 +28,8 @@ import pandas as pd
 from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
 from labelaudit.fsutil import (atomic_write, cut_to_bytes, is_inside, is_inside_on_disk, place_file, resolve_inside,
                                utf8_length)
-from labelaudit.review import UNRESOLVED_ACTIONS, samples_with_decisions, unscored_with_decisions
+from labelaudit.review import samples_with_decisions, unscored_with_decisions
+from labelaudit.review.actions import RESOLVED_ACTIONS, UNRESOLVED_ACTIONS, label_in_force
 from labelaudit.scandir.database import read_snapshot
 
 __all__ = [
@@ -119,7 +120,7 @@ def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: 
     df = samples_with_decisions(conn)
     reviewed = df["action"].notna()  # unsure too: it keeps the given label (its label is NULL)
     decision = df["action"].where(reviewed, "")
-    label = df["label"].where(df["label"].notna() & ~df["action"].isin(UNRESOLVED_ACTIONS), df["given_label"])
+    label = pd.Series(_labels_in_force(df["action"], df["label"], df["given_label"]), index=df.index, dtype=object)
     if auto_accept_above is not None:
         auto = ~reviewed & (df["mislabel_score"] > float(auto_accept_above)) & (
             df["suggested_label"] != df["given_label"])
@@ -151,8 +152,8 @@ def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: 
     readable = unscored["readable"].astype(bool).to_numpy()
     decided = unscored["action"].notna().to_numpy() & readable
     unusable = decided & (unscored["action"] == "unusable").to_numpy()
-    relabeled = decided & unscored["label"].notna().to_numpy() & ~unscored["action"].isin(UNRESOLVED_ACTIONS).to_numpy()
-    label = np.where(relabeled, unscored["label"], unscored["given_label"])
+    label = np.where(decided, _labels_in_force(unscored["action"], unscored["label"], unscored["given_label"]),
+                     unscored["given_label"])
     label = np.where(readable & ~unusable, label, "").astype(str)
     out = pd.DataFrame({"path": unscored["path"].astype(str), "label": label})
     if full:
@@ -165,6 +166,12 @@ def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: 
         out["note"] = np.where(decided, unscored["note"], unscored["reason"]).astype(str)
     keep = (readable & ~unusable) if not include_unreadable else np.ones(len(out), bool)
     return out[keep].reset_index(drop=True)
+
+
+def _labels_in_force(actions: pd.Series, labels: pd.Series, given: pd.Series) -> list[str]:
+    """:func:`~labelaudit.review.actions.label_in_force` of each row (missing values read as no decision)."""
+    none = lambda column: column.astype(object).where(column.notna(), None)  # noqa: E731
+    return [label_in_force(a, lab, g) for a, lab, g in zip(none(actions), none(labels), given.astype(str))]
 
 
 def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **options) -> dict[str, int]:
@@ -188,7 +195,7 @@ def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **o
         "n_dropped": int(dropped.sum()),
         "n_relabeled": int((kept["label"] != kept["original_label"]).sum()),
         "n_auto": int((full["decision"] == "auto").sum()),
-        "n_reviewed": int(full["decision"].isin(["accept", "suggested", "relabel", "unusable"]).sum()),
+        "n_reviewed": int(full["decision"].isin(RESOLVED_ACTIONS).sum()),
         "n_unsure": int(full["decision"].isin(UNRESOLVED_ACTIONS).sum()),
         "n_unscored": int((full["decision"] == UNSCORED).sum()),
         "n_unreadable": int(unreadable.sum()),

@@ -9,6 +9,8 @@ import math
 from typing import Any
 from urllib.parse import urlencode
 
+from labelaudit.review.actions import ACTION_KIND_TEXT, IN_FORCE_ACTIONS
+
 
 def _nice_ticks(vmax: float, n: int = 4, *, min_step: float = 0.0) -> list[float]:
     """Round ticks from 0 up to the first one at or above ``vmax`` (the axis top: no bar is clipped)."""
@@ -128,8 +130,7 @@ def class_bars(rows: list[dict[str, Any]], width: int = 560) -> dict[str, Any]:
 
 def decision_bar(by_action: dict[str, int], n_flagged: int, width: int = 560) -> dict[str, Any]:
     """One stacked bar of the flagged samples: each decision kind, then unreviewed."""
-    order = [("accept", "kept"), ("suggested", "took suggestion"), ("relabel", "other class"),
-             ("unusable", "unusable"), ("unsure", "unsure")]
+    order = [(action, ACTION_KIND_TEXT[action].split(" (")[0]) for action in IN_FORCE_ACTIONS]
     total = max(n_flagged, sum(by_action.values()), 1)
     x, parts = 0.0, []
     for key, text in order:

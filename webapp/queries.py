@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
+from labelaudit.review.schema import tag_in_force
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
 from labelaudit.review.decisions import (DECISION_FIELDS, accepted_labels_since_changed, decision_history,
                                         orphaned_decisions, unscored_with_decisions)
@@ -205,8 +206,7 @@ def _vote_clauses(f: SampleFilters, params: dict[str, Any]) -> list[str]:
 
 
 #: The sample carries tag ``:tag`` (its latest event for that tag is an 'add').
-_TAGGED = ("EXISTS (SELECT 1 FROM tag_events AS t WHERE t.path = s.path AND t.tag = :tag AND t.op = 'add' "
-           "AND t.event_id = (SELECT MAX(x.event_id) FROM tag_events AS x WHERE x.path = s.path AND x.tag = :tag))")
+_TAGGED = f"EXISTS (SELECT 1 FROM tag_events AS t WHERE t.path = s.path AND t.tag = :tag AND {tag_in_force('t', ':tag')})"
 
 _KEYS = {  # sort -> (key column, ascending)
     "score": ("s.score_rank", True),

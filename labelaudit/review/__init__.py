@@ -9,12 +9,15 @@ map of the embeddings (:mod:`.projection`).
 """
 
 from labelaudit.review.actions import (
+    ACTION_KIND_TEXT,
     ACTION_TEXT,
     ACTIONS,
     IN_FORCE_ACTIONS,
     LABEL_ACTIONS,
+    RESOLVED_ACTIONS,
     UNRESOLVED_ACTIONS,
     Action,
+    label_in_force,
     resolve,
 )
 from labelaudit.review.classorder import ClassOrder, default_order, parse_class_order, read_class_order
@@ -33,7 +36,8 @@ from labelaudit.review.decisions import (
 from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, in_force
 
 __all__ = [
-    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
+    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "RESOLVED_ACTIONS", "ACTION_TEXT",
+    "ACTION_KIND_TEXT", "label_in_force", "resolve",
     "ReviewDatabase", "ClassOrder", "default_order", "parse_class_order", "read_class_order",
     "record_decision", "record_decisions", "undo_last_decision", "decision_history", "samples_with_decisions",
     "unscored_with_decisions", "count_decisions_in_force", "orphaned_decisions", "accepted_labels_since_changed", "SAMPLES_WITH_DECISIONS", "in_force",

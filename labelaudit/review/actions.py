@@ -12,8 +12,8 @@ from enum import Enum
 from labelaudit.errors import DecisionError
 
 __all__ = [
-    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "ACTION_TEXT", "resolve",
-    "check_stored",
+    "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "RESOLVED_ACTIONS", "ACTION_TEXT",
+    "ACTION_KIND_TEXT", "label_in_force", "resolve", "check_stored",
 ]
 
 
@@ -47,9 +47,23 @@ IN_FORCE_ACTIONS: tuple[str, ...] = tuple(a for a in ACTIONS if a != Action.CLEA
 LABEL_ACTIONS: tuple[str, ...] = (Action.ACCEPT.value, Action.SUGGESTED.value, Action.RELABEL.value)
 #: Actions in force that leave the sample undecided (the export keeps its given label).
 UNRESOLVED_ACTIONS: tuple[str, ...] = (Action.UNSURE.value,)
+#: Actions in force that settle the sample: the export applies them (all of ``IN_FORCE_ACTIONS`` but the unresolved).
+RESOLVED_ACTIONS: tuple[str, ...] = tuple(a for a in IN_FORCE_ACTIONS if a not in UNRESOLVED_ACTIONS)
 #: Short past-tense words the pages show for a decision in force.
 ACTION_TEXT: dict[str, str] = {"accept": "kept", "suggested": "suggestion", "relabel": "relabeled",
                                "unusable": "unusable", "unsure": "unsure"}
+#: What each kind of decision did, as the decision filter and the overview's bar name it.
+ACTION_KIND_TEXT: dict[str, str] = {"accept": "kept given", "suggested": "took suggestion", "relabel": "other class",
+                                    "unusable": "unusable", "unsure": "unsure (second opinion)"}
+
+
+def label_in_force(action: str | None, label: str | None, given: str) -> str:
+    """The label a sample has now: its decision's label, else the given one.
+
+    ``action`` / ``label`` are the decision in force (None, None without one). ``unsure`` and
+    ``unusable`` keep the given label here; the export drops an unusable sample.
+    """
+    return label if action in LABEL_ACTIONS and label is not None else given
 
 
 def _kept_label(action: str, given: str, suggested: str, label: str | None, path: str) -> str:

@@ -19,7 +19,7 @@ import sqlite3
 from labelaudit.review.actions import ACTIONS, Action
 
 __all__ = ["DECISIONS_SCHEMA", "REVIEW_SCHEMA", "in_force", "SAMPLES_WITH_DECISIONS", "CURRENT_DECISIONS_VIEW",
-           "ensure_schema", "CURRENT_TAGS"]
+           "ensure_schema", "CURRENT_TAGS", "tag_in_force"]
 
 
 def in_force(d: str, path: str) -> str:
@@ -117,12 +117,15 @@ CREATE TABLE IF NOT EXISTS selection_info (
 );
 """
 
+def tag_in_force(t: str, tag: str) -> str:
+    """SQL condition: ``tag_events`` row ``t`` is the latest event of its path for the tag ``tag``
+    (an SQL expression: ``t.tag`` or a parameter), and an ``add``: that tag is on the sample."""
+    return (f"{t}.op = 'add' AND {t}.event_id = (SELECT MAX(x.event_id) FROM tag_events AS x "
+            f"WHERE x.path = {t}.path AND x.tag = {tag})")
+
+
 #: The tags on each sample: ``(path, tag)`` whose latest event is an ``add``.
-CURRENT_TAGS = """
-SELECT t.path, t.tag FROM tag_events AS t
-WHERE t.op = 'add' AND t.event_id = (
-    SELECT MAX(x.event_id) FROM tag_events AS x WHERE x.path = t.path AND x.tag = t.tag)
-"""
+CURRENT_TAGS = f"SELECT t.path, t.tag FROM tag_events AS t WHERE {tag_in_force('t', 't.tag')}"
 
 #: Every sample with the decision in force for it (``d_*`` columns NULL when unreviewed).
 SAMPLES_WITH_DECISIONS = f"""

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from labelaudit.errors import DecisionError, SampleNotFound
-from labelaudit.review.schema import CURRENT_TAGS
+from labelaudit.review.schema import CURRENT_TAGS, tag_in_force
 from labelaudit.scandir.database import utc_now
 
 __all__ = ["MAX_TAG_LENGTH", "clean_tag", "clean_tags", "change_tags_in", "tags_of", "tags_by_path", "all_tags"]
@@ -58,8 +58,7 @@ def tags_by_path(conn: sqlite3.Connection, paths: Sequence[str]) -> dict[str, li
     for start in range(0, len(unique), 500):
         chunk = unique[start:start + 500]
         sql = (f"SELECT t.path, t.tag FROM tag_events AS t WHERE t.path IN ({','.join('?' * len(chunk))}) "
-               "AND t.op = 'add' AND t.event_id = (SELECT MAX(x.event_id) FROM tag_events AS x "
-               "WHERE x.path = t.path AND x.tag = t.tag) ORDER BY t.path, t.tag")
+               f"AND {tag_in_force('t', 't.tag')} ORDER BY t.path, t.tag")
         for path, tag in conn.execute(sql, chunk):
             out.setdefault(path, []).append(tag)
     return out

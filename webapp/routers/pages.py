@@ -10,14 +10,12 @@ from urllib.parse import urlencode
 import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-
-from labelaudit.errors import ReviewSettingsError
-from labelaudit.review import parse_class_order, read_class_order
 from fastapi.templating import Jinja2Templates
 
-from labelaudit.errors import DecisionError, InvalidCursor, StaleScan
+from labelaudit.errors import DecisionError, InvalidCursor, ReviewSettingsError, StaleScan
 from labelaudit.export import export_summary
-from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase
+from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase, parse_class_order, read_class_order
+from labelaudit.review.actions import ACTION_KIND_TEXT, label_in_force
 from labelaudit.review.selections import selection_size
 from labelaudit.review.tags import all_tags
 
@@ -68,8 +66,7 @@ _env.filters["pct"] = _pct
 _env.filters["num"] = _num
 _env.globals["action_text"] = ACTION_TEXT
 #: The decision filter's options: every value SampleFilters.decision takes, with its text.
-FILTER_TEXT = {"accept": "kept given", "suggested": "took suggestion", "relabel": "other class",
-               "unusable": "unusable", "unsure": "unsure (second opinion)", "changed": "label changed"}
+FILTER_TEXT = {**ACTION_KIND_TEXT, "changed": "label changed"}
 _env.globals["decision_filters"] = [("", "any")] + [(v, FILTER_TEXT[v]) for v in get_args(DecisionFilter)]
 
 
@@ -335,8 +332,8 @@ def sample_page(
 
 def current_label(s: dict[str, Any]) -> str:
     """The label a sample has now: its decision's, else the given one (unusable, unsure: given)."""
-    d = s["decision"]
-    return d["label"] if d and d.get("label") is not None else s["given_label"]
+    d = s["decision"] or {}
+    return label_in_force(d.get("action"), d.get("label"), s["given_label"])
 
 
 _env.globals["current_label"] = current_label
