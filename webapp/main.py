@@ -33,6 +33,7 @@ from labelaudit.scandir import database as storage
 from .deps import Settings, is_reviewer_name
 from .routers import annotators, decisions, export, images, map, pages, samples, stats
 from .security import BodyLimitMiddleware, SecurityMiddleware
+from .templating import error_page
 
 __all__ = ["create_app", "default_reviewer", "TOKEN_PATTERN"]
 
@@ -183,7 +184,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def not_found(request: Request, exc: SampleNotFound):
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": _short(str(exc))}, status_code=404)
-        return pages.error_page(request, 404, f"{_short(str(exc)).capitalize()} in this scan.")
+        return error_page(request, 404, f"{_short(str(exc)).capitalize()} in this scan.")
 
     for error, status in _ERROR_STATUS.items():
         app.add_exception_handler(error, _short_json(status))

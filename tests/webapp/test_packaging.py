@@ -24,10 +24,10 @@ def test_every_package_folder_is_listed():
 
 def test_the_app_is_imported_under_the_package_name():
     import labelaudit.webapp
-    from labelaudit.webapp.routers import pages
+    from labelaudit.webapp import templating
 
     folder = Path(labelaudit.webapp.__file__).parent
     assert folder.resolve() == (REPO / "webapp").resolve()  # the editable install maps the source folder
-    assert (folder / "static" / "app.js").is_file() and (pages.TEMPLATES_DIR / "base.html").is_file()
+    assert (folder / "static" / "app.js").is_file() and (templating.TEMPLATES_DIR / "base.html").is_file()
     data = _config()["package-data"]["labelaudit.webapp"]
     assert "templates/*.html" in data and "static/*" in data

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from .. import charts, queries
 from ..deps import Db, SettingsDep, class_order
-from .pages import _base, _stats, render
+from ..templating import base_context, render, stats_cache
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,21 +25,21 @@ def disputed_url(name: str, **extra: str) -> str:
 
 @router.api_route("/annotators", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def annotators_page(request: Request, db: Db, settings: SettingsDep):
-    rows = queries.annotators(db, _stats(request))
+    rows = queries.annotators(db, stats_cache(request))
     for r in rows:
         r["url"], r["disputed_url"] = annotator_url(r["annotator"]), disputed_url(r["annotator"])
-    ctx = _base(request, settings, db, "annotators", rows=rows,
+    ctx = base_context(request, settings, db, "annotators", rows=rows,
                 consensus=settings.manifest.summary.consensus or {})
     return render(request, "annotators.html", ctx)
 
 
 @router.api_route("/annotators/{name:path}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def annotator_page(request: Request, name: str, db: Db, settings: SettingsDep):
-    row = queries.annotator(db, _stats(request), name)  # SampleNotFound -> 404 page
+    row = queries.annotator(db, stats_cache(request), name)  # SampleNotFound -> 404 page
     counts = queries.annotator_confusion(db, name)
     order = list(class_order(db, settings).order)
     said = order + sorted({v for _, v in counts} - set(order))  # their labels outside the classes last
-    ctx = _base(request, settings, db, "annotators", row=row, disputed_url=disputed_url(name),
+    ctx = base_context(request, settings, db, "annotators", row=row, disputed_url=disputed_url(name),
                 heatmap=charts.count_heatmap(order, said, counts, lambda c, v: disputed_url(name, given=c, vote=v)
                                              if c != v else None))
     return render(request, "annotator.html", ctx)

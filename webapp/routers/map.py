@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..deps import Db, Review, ScanId, SettingsDep, class_order
 from ..schemas import SelectionIn, SelectionOut
+from ..templating import base_context, render
 
 router = APIRouter(tags=["map"])
 
@@ -82,7 +83,5 @@ def post_selection(body: SelectionIn, review: Review, scan_id: ScanId):
 
 @router.api_route("/map", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
 def map_page(request: Request, db: Db, settings: SettingsDep):
-    from .pages import _base, render
-
-    ctx = _base(request, settings, db, "map", has_embeddings=settings.map.available)
+    ctx = base_context(request, settings, db, "map", has_embeddings=settings.map.available)
     return render(request, "map.html", ctx)

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
 from labelaudit.errors import DecisionError, InvalidCursor, ReviewSettingsError, StaleScan
 from labelaudit.export import export_summary
-from labelaudit.review import ACTION_TEXT, ACTIONS, ReviewDatabase, parse_class_order, read_class_order
-from labelaudit.review.actions import ACTION_KIND_TEXT, label_in_force
+from labelaudit.review import parse_class_order, read_class_order
 from labelaudit.review.selections import selection_size
 from labelaudit.review.tags import all_tags
 
@@ -28,55 +24,16 @@ from ..deps import (
     Settings,
     SettingsDep,
     class_order,
-    get_reviewer,
     get_settings,
     is_reviewer_name,
 )
-from ..schemas import DecisionFilter, SampleFilters
+from ..schemas import SampleFilters
+from ..templating import DENSITY_COOKIE, base_context, current_label, error_page, qs, render, stats_cache
 
 router = APIRouter(include_in_schema=False)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    autoescape=True,  # every template, whatever its name: class and file names are data
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-templates = Jinja2Templates(env=_env)
-
-DECISION_PAGES = ("queue", "grid", "sample")  # the pages whose number keys relabel
-#: Cookies the pages read (set by app.js): queue row density and grid tile size.
-DENSITY_COOKIE, TILE_COOKIE = "la_density", "la_tiles"
-TILE_SIZES = ("s", "m", "l")
 QUEUE_PAGE = 40
 GRID_PAGE = 120
-
-
-def _pct(value: float | None, digits: int = 0) -> str:
-    return "–" if value is None else f"{100 * value:.{digits}f}%"
-
-
-def _num(value: int | float) -> str:
-    return f"{value:,}"
-
-
-_env.filters["pct"] = _pct
-_env.filters["num"] = _num
-_env.globals["action_text"] = ACTION_TEXT
-#: The decision filter's options: every value SampleFilters.decision takes, with its text.
-FILTER_TEXT = {**ACTION_KIND_TEXT, "changed": "label changed"}
-_env.globals["decision_filters"] = [("", "any")] + [(v, FILTER_TEXT[v]) for v in get_args(DecisionFilter)]
-
-
-def qs(params: dict[str, Any], **overrides: Any) -> str:
-    """A query string of the non-empty values of ``params`` updated with ``overrides``."""
-    merged = {**params, **overrides}
-    return urlencode([(k, v) for k, v in merged.items() if v is not None and v != ""])
-
-
-_env.globals["qs"] = qs
 
 
 def _filters_dict(f: SampleFilters) -> dict[str, Any]:
@@ -90,59 +47,6 @@ def _page_defaults(f: SampleFilters) -> SampleFilters:
     return f.model_copy(update={"flagged": "all" if f.selection else "1"})
 
 
-def _stats(request: Request):
-    return request.app.state.review.stats
-
-
-def _base(request: Request, settings: Settings, db, page: str, **extra: Any) -> dict[str, Any]:
-    progress = queries.progress(db, _stats(request))
-    order = class_order(db, settings)
-    keys = shortcuts.class_keys(order)  # [[key, class], ...] in display order
-    reviewer = get_reviewer(request)
-    config = {
-        "page": page,
-        "actions": list(ACTIONS),
-        "action_text": ACTION_TEXT,
-        "reviewer": reviewer,
-        "classes": list(order.order),
-        "class_keys": keys,
-        "keys": shortcuts.keymap(page),
-        "progress": {"reviewed": progress["n_reviewed_flagged"], "flagged": progress["n_flagged"]},
-    }
-    return {
-        "request": request,
-        "page": page,
-        "settings": settings,
-        "reviewer": reviewer,
-        "progress": progress,
-        "classes": list(order.order),
-        "key_of": order.keys,
-        "compact": request.cookies.get(DENSITY_COOKIE) == "compact",
-        "tiles": request.cookies.get(TILE_COOKIE) if request.cookies.get(TILE_COOKIE) in TILE_SIZES else "m",
-        "class_keys": keys if page in DECISION_PAGES else [],
-        "help_rows": shortcuts.help_rows(page),
-        "keys_bar": shortcuts.bar(page),
-        "config": config,
-        "annotator_names": [a["annotator"] for a in queries.annotators(db, _stats(request))],
-        "scan_id": request.app.state.review.scan_id(db) or "",
-        **extra,
-    }
-
-
-def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
-    response.headers["Cache-Control"] = "no-store"  # decisions change pages; never show a stale one
-    return response
-
-
-def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    settings: Settings = get_settings(request)
-    review: ReviewDatabase = request.app.state.review
-    with review.reader() as conn:
-        ctx = _base(request, settings, conn, "error", message=message, status_code=status_code)
-        return render(request, "error.html", ctx, status_code=status_code)
-
-
 # ---------------------------------------------------------------------------- overview
 
 
@@ -150,13 +54,13 @@ def error_page(request: Request, status_code: int, message: str) -> HTMLResponse
 def overview(request: Request, db: Db, settings: SettingsDep):
     order = list(class_order(db, settings).order)
     nm = _in_order(settings.noise_matrix(), order)
-    cache = _stats(request)
+    cache = stats_cache(request)
     pairs = queries.pair_counts(db, cache)
     progress = queries.progress(db, cache)
     rank = {c: i for i, c in enumerate(order)}
     class_rows = sorted(queries.class_counts(db, cache), key=lambda r: rank.get(r["name"], len(rank)))
     summary = settings.manifest.summary
-    ctx = _base(
+    ctx = base_context(
         request, settings, db, "overview",
         summary=summary.to_dict(),
         skipped=summary.skipped_by_kind(),
@@ -209,7 +113,7 @@ def queue(
     f = _page_defaults(filters)
     page = _listing(db, f, after, before, QUEUE_PAGE, True)
     fd = _filters_dict(f)
-    ctx = _base(request, settings, db, "queue", filters=fd, items=page.items, page_=page, tag_names=_tag_names(db),
+    ctx = base_context(request, settings, db, "queue", filters=fd, items=page.items, page_=page, tag_names=_tag_names(db),
                 next_url=_next_url("/queue/rows", fd, page),
                 prev_url=("/queue?" + qs(fd, before=page.prev_before)) if page.prev_before else None,
                 sample_qs=qs(fd))
@@ -261,7 +165,7 @@ def grid(
     if "pair" in request.query_params:  # the pair picker without JavaScript
         return RedirectResponse("/grid?" + (request.query_params["pair"].lstrip("?/") or "all=1"), status_code=303)
     f = _page_defaults(filters)
-    pairs = queries.pair_counts(db, _stats(request))
+    pairs = queries.pair_counts(db, stats_cache(request))
     selection_n = selection_size(db, f.selection) if f.selection else None
     if f.selection and selection_n is None:
         return error_page(request, 404, "This map selection has expired; draw the box again.")
@@ -271,7 +175,7 @@ def grid(
         f = f.model_copy(update={"given": pairs[0]["given"], "suggested": pairs[0]["suggested"]})
     page = _listing(db, f, after, None, GRID_PAGE, True)
     fd = _filters_dict(f)
-    ctx = _base(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
+    ctx = base_context(request, settings, db, "grid", filters=fd, items=page.items, page_=page, pairs=pairs[:200],
                 **_cell_labels(f), pair_nav=_pair_nav(pairs[:200], f), selection_n=selection_n,
                 next_url=_next_url("/grid/cells", fd, page),
                 sample_qs=qs(fd))
@@ -318,7 +222,7 @@ def sample_page(
     nxt = _listing(db, f, cursor, None, 1, False).items
     prv = _listing(db, f, None, cursor, 1, False).items
     nbrs = queries.neighbours(db, settings, sample_id, 12)
-    ctx = _base(
+    ctx = base_context(
         request, settings, db, "sample", item=item, filters=fd, sample_qs=qs(fd),
         history=list(reversed(queries.history(db, item["path"]))),
         neighbours=nbrs, signals=_signal_rows(db, settings, item),
@@ -330,13 +234,6 @@ def sample_page(
     return render(request, "sample.html", ctx)
 
 
-def current_label(s: dict[str, Any]) -> str:
-    """The label a sample has now: its decision's, else the given one (unusable, unsure: given)."""
-    d = s["decision"] or {}
-    return label_in_force(d.get("action"), d.get("label"), s["given_label"])
-
-
-_env.globals["current_label"] = current_label
 
 
 def _votes(nbrs, item) -> list[dict[str, Any]] | None:
@@ -407,7 +304,7 @@ def sample_decision_form(
 @router.api_route("/export", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def export_page(request: Request, db: Db, settings: SettingsDep):
     summary = export_summary(db)
-    ctx = _base(request, settings, db, "export", export=summary, scan_dir=str(settings.scan_dir))
+    ctx = base_context(request, settings, db, "export", export=summary, scan_dir=str(settings.scan_dir))
     return render(request, "export.html", ctx)
 
 
@@ -418,7 +315,7 @@ def export_page(request: Request, db: Db, settings: SettingsDep):
 def settings_page(request: Request, db: Db, settings: SettingsDep, error: str | None = None):
     classes = settings.classes  # once: the form's fields are numbered by this list
     order = read_class_order(db, classes)
-    ctx = _base(request, settings, db, "settings", order=list(order.order), keys=order.keys, classes=classes,
+    ctx = base_context(request, settings, db, "settings", order=list(order.order), keys=order.keys, classes=classes,
                 error=error[:200] if error else None, key_choices=list(shortcuts.CLASS_KEYS))
     return render(request, "settings.html", ctx)
 
