@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelaudit.scandir import database as storage
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's labelaudit and webapp, whatever the working directory
 
@@ -69,7 +71,7 @@ def n_samples(db: Path) -> int | None:
     if not db.is_file():
         return None
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = storage.connect(db, read_only=True)
         try:
             return conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
         finally:
@@ -118,7 +120,7 @@ def ensure_map(scan_dir: Path, rebuild: bool) -> float:
     cached = None if rebuild or not layout.embeddings.is_file() else load_map(layout)
     if cached is not None:
         return cached.seconds
-    conn = sqlite3.connect(f"file:{layout.database}?mode=ro", uri=True)
+    conn = storage.connect(layout.database, read_only=True)
     try:
         given = [r[0] for r in conn.execute("SELECT given_label FROM samples ORDER BY sample_id")]
     finally:

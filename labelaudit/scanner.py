@@ -166,7 +166,7 @@ class ScoredTable:
     scores : pandas.DataFrame
         :data:`SCORE_COLUMNS` then one column per signal, one row per scanned image.
     signals : Signals
-        What :func:`~labelaudit.signals.core.compute_signals` returned.
+        What :func:`~labelaudit.signals.compute_signals` returned.
     components : tuple of str
         Signals combined into ``mislabel_score``.
     """
