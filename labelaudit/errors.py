@@ -180,6 +180,11 @@ class ClusterError(LabelauditError, RuntimeError):
     """A fold could not be run on the cluster (no connection, worker died past its retries, data not visible)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message ("" for none): what a one-line report quotes of a foreign error."""
+    return next(iter(str(exc).strip().splitlines()), "")
+
+
 def warn(message: str, category: type[Warning]) -> None:
     """:func:`warnings.warn` attributed to the first caller outside labelaudit (the user's line), from any depth.
 

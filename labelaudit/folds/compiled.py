@@ -18,7 +18,7 @@ import warnings
 import torch
 from torch import nn
 
-from labelaudit.errors import CompileFallback
+from labelaudit.errors import CompileFallback, first_line
 
 __all__ = ["COMPILE_MODES", "CompileFallback", "CompiledModel", "maybe_compile"]
 
@@ -70,8 +70,7 @@ class CompiledModel(nn.Module):
 
     def _fall_back(self, exc: Exception) -> None:
         self._compiled = None
-        first_line = next(iter(str(exc).strip().splitlines()), "")
-        self.fallback_reason = f"{type(exc).__name__}: {first_line}"
+        self.fallback_reason = f"{type(exc).__name__}: {first_line(exc)}"
         warnings.warn(f"torch.compile (mode {self.mode!r}) failed, training on without it: {self.fallback_reason}",
                       CompileFallback, stacklevel=3)
 

@@ -28,7 +28,8 @@ import torch
 from labelaudit.errors import SettingsError
 from labelaudit.folds.records import FoldResult
 from labelaudit.folds.stacked import iter_folds_stacked
-from labelaudit.folds.training import FoldJob, ProgressReport, deterministic_cudnn, resolve_device, run_fold
+from labelaudit.folds.training import (FoldJob, ProgressReport, deterministic_cudnn, resolve_device, run_fold,
+                                       torch_threads)
 
 __all__ = ["FoldExecutor", "InProcessExecutor", "ThreadedExecutor", "StackedExecutor", "EXECUTORS",
            "resolve_executor"]
@@ -234,16 +235,9 @@ def _serialised(report: ProgressReport | None, stop: threading.Event) -> Progres
     return report_one_at_a_time
 
 
-@contextlib.contextmanager
-def _threads_per_fold(device: torch.device, workers: int) -> Iterator[None]:
+def _threads_per_fold(device: torch.device, workers: int):
     """On the CPU, the process's PyTorch threads split between ``workers`` folds; restored after."""
-    saved = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, saved // workers))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
+    return torch_threads(torch.get_num_threads() // workers if device.type == "cpu" else torch.get_num_threads())
 
 
 def resolve_executor(executor: FoldExecutor | str | None) -> FoldExecutor:

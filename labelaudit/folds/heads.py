@@ -22,7 +22,6 @@ come from at most 65,536 training rows of each fold.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -34,7 +33,8 @@ import torch.nn.functional as F
 
 from labelaudit.errors import TrainingDiverged
 from labelaudit.folds.records import FoldResult
-from labelaudit.folds.training import autocast, late_epochs, margin, resolve_device, resolve_precision
+from labelaudit.folds.training import (autocast, late_epochs, margin, resolve_device, resolve_precision,
+                                       torch_threads)
 from labelaudit.folds.transfer import to_device
 from labelaudit.progress import progress_bar
 
@@ -194,7 +194,7 @@ def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     compared = n_folds if len(labels) <= COMPARE_ALL_FOLDS_ROWS else 1
     rows = [int((folds != k).sum()) for k in range(n_folds)]
     total = (len(HEAD_KINDS) * sum(rows[:compared]) + sum(rows[compared:])) * settings.epochs
-    with _threads(1 if len(labels) < SINGLE_THREAD_ROWS else torch.get_num_threads()), \
+    with torch_threads(1 if len(labels) < SINGLE_THREAD_ROWS else torch.get_num_threads()), \
             progress_bar(total=total, unit="row", unit_scale=True, enabled=progress, desc="heads") as bar:
         def fold(kind: str, k: int) -> FoldResult:
             return run_head_fold(data, y, np.flatnonzero(folds != k), np.flatnonzero(folds == k), n_classes,
@@ -205,17 +205,6 @@ def train_heads(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
         kind = select_head(losses)
         results = by_kind[kind] + [fold(kind, k) for k in range(compared, n_folds)]
     return HeadRun(kind=kind, results=results, holdout_losses=losses, images_trained=total)
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    """PyTorch's intra-op thread count set to ``n`` inside, the caller's restored after."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
 
 
 def holdout_loss(results: list[FoldResult], labels: np.ndarray) -> float:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelaudit.errors import ClusterError, DeviceUnavailable, LabelauditError, MissingExtra, SettingsError
+from labelaudit.errors import ClusterError, DeviceUnavailable, LabelauditError, MissingExtra, SettingsError, first_line
 from labelaudit.folds.records import FoldResult
 from labelaudit.folds.training import FoldJob, ProgressReport, resolve_precision, run_fold
 
@@ -295,7 +295,7 @@ class RayExecutor:
         except exceptions.RayError as exc:
             raise ClusterError(
                 f"fold {fold + 1} failed on the Ray cluster after {self.retries} retr"
-                f"{'y' if self.retries == 1 else 'ies'} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"{'y' if self.retries == 1 else 'ies'} ({type(exc).__name__}: {first_line(exc)}); "
                 "check the worker logs (out of memory?), raise --fold-retries, and run the same command "
                 "again to resume from the finished folds") from exc
 
@@ -337,11 +337,6 @@ def _quietly(call: Callable[..., Any], *args: Any) -> None:
         call(*args)
     except ray.exceptions.RayError:
         pass
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 # ---------------------------------------------------------------------- in the task

@@ -220,6 +220,20 @@ def _seeded_model(n_classes: int, cfg: ScanConfig, seed: int) -> torch.nn.Module
 
 
 @contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``n`` inside, the caller's restored after.
+
+    The count is the process's (PyTorch has no other): folds trained at once in threads share it.
+    """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
 def deterministic_cudnn() -> Iterator[None]:
     """cuDNN without autotuning and with deterministic kernels inside, the caller's flags restored after.
 
