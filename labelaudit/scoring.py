@@ -133,6 +133,11 @@ def flag(scores: np.ndarray, *, n_estimated: int, threshold: float | None = None
         flagged when ``threshold`` is None.
     threshold : float, optional
         Flag ``scores >= threshold`` instead.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (N,)
+        True for the flagged samples.
     """
     if threshold is not None:
         return scores >= threshold

@@ -50,6 +50,8 @@ class Page:
 
 
 def image_url(sample_id: int, path: str, *, thumb: bool = False) -> str:
+    """The URL of a sample's image (or thumbnail), versioned by its path so a browser never shows a cached
+    image of another file after a re-scan renumbers the samples."""
     version = f"{zlib.crc32(path.encode()):08x}"  # a re-scan that moves ids changes the URL
     return f"/api/samples/{sample_id}/{'thumbnail' if thumb else 'image'}?v={version}"
 
@@ -343,6 +345,7 @@ def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict[str, Any]:
 
 
 def get_samples(conn: sqlite3.Connection, sample_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """``{sample_id: item}`` (as :func:`get_sample`) of the ids that are samples; unknown ids are left out."""
     out: dict[int, dict[str, Any]] = {}
     ids = list(dict.fromkeys(int(i) for i in sample_ids if valid_id(int(i))))
     for start in range(0, len(ids), 500):
@@ -363,6 +366,7 @@ def neighbours(conn: sqlite3.Connection, settings: Settings, sample_id: int, k: 
 
 
 def history(conn: sqlite3.Connection, path: str) -> list[dict[str, Any]]:
+    """Every decision row of ``path``, oldest first, with the API's decision fields."""
     return [{k: r[k] for k in DECISION_FIELDS} for r in decision_history(conn, path)]
 
 

@@ -122,6 +122,8 @@ class OosMargin(Signal):
 def log_margin(pred_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``log p(given) - log max_{j != given} p(j)`` of probabilities (N, C) for labels (N,); shape (N,).
 
+    Lower = more likely mislabeled (negative: another class is likelier than the given one).
+
     Probabilities are clipped at 1e-12 before the logarithm (a float32 softmax can be 0).
     With one class there is no alternative: the margin is +inf.
     """
