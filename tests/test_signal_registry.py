@@ -56,6 +56,8 @@ def test_a_toy_signal_registered_in_a_copy_is_computed_and_scored():
     score = combine(signals.table, ("toy_last_loss",), registry=registry)
     np.testing.assert_allclose(score, [0.5, 0.75, 0.25, 1.0])  # higher loss = more suspicious
     assert "toy_last_loss" not in SIGNALS  # the process-wide default registry is untouched
+    with pytest.raises(TypeError, match="read-only"):
+        SIGNALS.register(LastLoss())  # and cannot be changed by mistake
     assert "toy_last_loss" not in compute_signals(folds, LABELS, 2).table
 
 

@@ -36,10 +36,11 @@ class SignalRegistry(Mapping[str, Signal]):
         Registered in order (see :meth:`register`).
     """
 
-    def __init__(self, signals: Iterable[Signal] = ()) -> None:
+    def __init__(self, signals: Iterable[Signal] = (), *, read_only: bool = False) -> None:
         self._signals: dict[str, Signal] = {}
         for signal in signals:
             self.register(signal)
+        self._read_only = read_only
 
     def register(self, signal: Signal) -> Signal:
         """Add ``signal``; return it.
@@ -47,11 +48,15 @@ class SignalRegistry(Mapping[str, Signal]):
         Raises
         ------
         TypeError
-            ``signal`` is not a :class:`Signal` instance.
+            ``signal`` is not a :class:`Signal` instance, or the registry is read-only (the
+            default :data:`SIGNALS`: register in a :meth:`copy`).
         ValueError
             Its name is taken, its direction is not +1 or -1, or it requires a record
             that :data:`labelaudit.folds.records.RECORDS` does not declare.
         """
+        if getattr(self, "_read_only", False):
+            raise TypeError("this registry is read-only (the default one every scan uses): register in "
+                            "SIGNALS.copy() and pass that registry")
         if not isinstance(signal, Signal):
             raise TypeError(f"register a Signal instance, not {signal!r}")
         if signal.name in self._signals:
@@ -81,9 +86,9 @@ class SignalRegistry(Mapping[str, Signal]):
         return f"SignalRegistry({list(self._signals)})"
 
 
-def default_registry() -> SignalRegistry:
+def default_registry(*, read_only: bool = False) -> SignalRegistry:
     """A fresh registry of the built-in signals, in the column order of ``scores.csv``."""
-    return SignalRegistry([
+    return SignalRegistry(read_only=read_only, signals=[
         LabelQuality(), OosMargin(), OosSelfConfidence(), OosFlipSelfConfidence(), ClLabelIssue(),
         AreaUnderMargin(), MeanLoss(), LearnedEpoch(), ForgettingEvents(),
         FlipLossIn(), FlipLossGapIn(), FlipAgreeIn(), FlipAgreeOos(), FlipLossGapOos(),
@@ -92,4 +97,4 @@ def default_registry() -> SignalRegistry:
 
 
 #: The registry a scan uses: name -> :class:`Signal` (``.direction``, ``.description``, ``.requires``).
-SIGNALS: SignalRegistry = default_registry()
+SIGNALS: SignalRegistry = default_registry(read_only=True)
