@@ -31,6 +31,12 @@ Variants (``--variant``):
 * ``pool-first`` / ``pool-first:FIELD=VALUE,...`` -- each stage's widening convolution followed
   by max-pooling *before* its batch norm and ReLU (airbench's order; those memory-bound layers
   then run on a quarter of the values), optionally with other settings as for ``set:``;
+* ``elr:LAMBDA:BETA`` -- early-learning regularisation (Liu et al., NeurIPS 2020): each
+  training sample keeps a running average ``t`` of its own softmax (momentum BETA, updated each
+  time it is drawn), and the loss adds ``LAMBDA * log(1 - <p, t>)``, which pulls the model towards
+  its early predictions and so resists memorising a wrong label late in training;
+* ``gce:Q`` -- generalised cross-entropy ``(1 - p_y^Q) / Q`` (Zhang & Sabuncu, 2018) in place of
+  the cross-entropy of the gradient, a loss bounded for wrong labels;
 * ``truth`` -- the folds trained on the *true* labels: the noise-free ceiling of the fold
   models, i.e. the most that any noise-robust training could buy;
 * ``votes:majority`` / ``votes:soft`` -- several annotators (``--annotators``, default the ``random1..3`` columns): the
@@ -229,6 +235,48 @@ def soft_targets(training, targets: torch.Tensor) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def robust_loss(training, n_samples: int, n_classes: int, *, elr: tuple[float, float] | None = None,
+                gce_q: float | None = None) -> Iterator[None]:
+    """Patch fold training: the gradient's loss is ELR-regularised or generalised cross-entropy.
+
+    Only the training step's loss changes (logits that require a gradient, ``reduction="none"``);
+    evaluation and the held-out predictions are untouched. The ELR targets live per sample of the
+    whole data set (``n_samples`` x ``n_classes``) and are reset when a fold's training starts.
+    """
+    original_train, original_batch, original_ce = training._train, training._DeviceData.batch, training.F.cross_entropy
+    state: dict = {}
+
+    def train(*args, **kwargs):
+        state["targets"] = torch.zeros(n_samples, n_classes)
+        return original_train(*args, **kwargs)
+
+    def batch(self, idx, *, flip=False):
+        state["idx"] = idx
+        return original_batch(self, idx, flip=flip)
+
+    def cross_entropy(logits, target, *args, **kwargs):
+        if not (logits.requires_grad and kwargs.get("reduction") == "none" and target.dim() == 1):
+            return original_ce(logits, target, *args, **kwargs)
+        probs = logits.float().softmax(1)
+        if gce_q is not None:
+            loss = (1 - probs.gather(1, target[:, None]).squeeze(1).clamp_min(1e-7) ** gce_q) / gce_q
+        else:
+            loss = original_ce(logits, target, *args, **kwargs)
+        if elr is not None:
+            weight, momentum = elr
+            idx = state["idx"]
+            clipped = probs.clamp(1e-4, 1 - 1e-4)
+            clipped = clipped / clipped.sum(1, keepdim=True)
+            targets = state["targets"]
+            targets[idx] = momentum * targets[idx] + (1 - momentum) * clipped.detach()
+            loss = loss + weight * torch.log(1 - (targets[idx] * clipped).sum(1))
+        return loss
+
+    with _patched_training(training, train=train, batch=batch, cross_entropy=cross_entropy):
+        yield
+
+
 class Votes:
     """The annotators' votes of the development images (columns of the human-labels CSV)."""
 
@@ -320,6 +368,10 @@ def train_variant(dev: DevScan, variant: str, folds: list[int], train_seed: int 
             settings.update(_settings(variant.split(":", 1)[1]))
     elif name == "flip-augment":
         patch = early_flips(training, float(params[0]), settings["seed"])
+    elif name == "elr":
+        patch = robust_loss(training, len(dev.labels), len(dev.classes), elr=(float(params[0]), float(params[1])))
+    elif name == "gce":
+        patch = robust_loss(training, len(dev.labels), len(dev.classes), gce_q=float(params[0]))
     elif name == "votes" and params[0] == "soft":
         patch = soft_targets(training, votes.shares)
     elif name not in ("base", "drop", "relabel", "truth", "votes"):

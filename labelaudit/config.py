@@ -53,6 +53,9 @@ class Setting:
         scan hashes the device kind) or act after training (flagging, scoring, decoding).
     cli : bool
         Offered as a ``labelaudit scan`` / ``demo`` option (``--name-with-dashes``).
+    neutral : optional
+        The value that leaves training as it was before the setting existed (None: no such
+        value); a field at it is left out of :meth:`ScanConfig.training_fingerprint`.
     """
 
     kind: type
@@ -64,6 +67,9 @@ class Setting:
     pattern: str | None = None
     training: bool = True
     cli: bool = True
+    #: The value at which the setting changes nothing (how training ran before it existed): left out of
+    #: the fold fingerprint then, so that adding a setting does not make stored folds stale.
+    neutral: Any = None
 
     def check(self, name: str, value: Any, default: Any) -> None:
         """Raise :class:`SettingsError` unless ``value`` is allowed for field ``name``."""
@@ -142,6 +148,11 @@ class ScanConfig:
     label_smoothing : float
         Cross-entropy label smoothing; off by default because it blurs the margins
         the loss-dynamics signals are computed from.
+    gce_q : float
+        Exponent of the generalised cross-entropy ``(1 - p_y ** q) / q`` the gradient is taken
+        of (Zhang & Sabuncu, 2018; 0 = the cross-entropy, its limit). Its gradient is the
+        cross-entropy's times ``p_y ** q``: samples the model finds unlikely for their label
+        (often wrong labels) pull it less. The recorded training losses stay cross-entropies.
     width, depth : int
         Model width (stem channels) and residual blocks per stage.
     early_fraction, early_scale : float
@@ -206,6 +217,8 @@ class ScanConfig:
                            max_open=True, cli=False)
     label_smoothing: float = _field(0.0, float, "Cross-entropy label smoothing.", min=0, max=1, max_open=True,
                                     cli=False)
+    gce_q: float = _field(0.0, float, "Generalised cross-entropy (1 - p^q) / q as the training loss (0 = "
+                          "cross-entropy): a wrong label pulls the model less.", min=0, max=1, neutral=0.0)
     width: int = _field(16, int, "Model width (stem channels).", min=1, max=512)
     depth: int = _field(1, int, "Residual blocks per stage.", min=0, max=16)
     early_fraction: float = _field(0.5, float, "Progressive resizing: this fraction of the epochs (the first) "
@@ -243,6 +256,9 @@ class ScanConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             f.metadata["setting"].check(f.name, getattr(self, f.name), f.default)
+        if self.gce_q and self.label_smoothing:
+            raise SettingsError("invalid scan setting(s): gce_q replaces the cross-entropy, label_smoothing "
+                                "smooths it: set one of them")
         if self.flip_augment and self.flip:
             raise SettingsError("invalid scan setting(s): flip_augment=True needs flip=False "
                                 "(a mirror the model trains on is no held-out view)")
@@ -262,7 +278,10 @@ class ScanConfig:
 
     def training_fingerprint(self) -> str:
         """Hash of every setting that changes what a fold's training produces (all but :data:`NOT_TRAINING_FIELDS`)."""
-        payload = json.dumps({k: getattr(self, k) for k in TRAINING_FIELDS}, sort_keys=True)
+        fields = settings()
+        payload = json.dumps({k: getattr(self, k) for k in TRAINING_FIELDS
+                              if fields[k][0].neutral is None or getattr(self, k) != fields[k][0].neutral},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

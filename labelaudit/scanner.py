@@ -580,7 +580,7 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
 #: Settings of decoding images and of training the image CNN: a scan from embeddings or probabilities uses none.
 IMAGE_ONLY_SETTINGS = ("image_size", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup",
                        "label_smoothing", "width", "depth", "early_fraction", "early_scale", "crop_padding",
-                       "flip_augment", "tta", "compile", "min_fold_images", "budget", "workers")
+                       "flip_augment", "tta", "compile", "min_fold_images", "budget", "workers", "gce_q")
 
 
 def _recipe_components(recipe: str, flip: bool, arrays: bool = False) -> tuple[str, ...]:

@@ -66,6 +66,7 @@ def test_members_get_their_own_gradients():
     {},  # flips on: the mirror views and mirrored held-out probabilities too
     {"flip": False, "flip_augment": True, "tta": True},
     {"crop_padding": 0, "early_fraction": 0.5, "early_scale": 0.5},
+    {"gce_q": 0.5},  # the generalised cross-entropy's gradient, the cross-entropy recorded
 ])
 def test_stacked_folds_are_the_sequential_folds(tmp_path, one_thread, settings):
     """At a learning rate too small for rounding to grow, every record of every fold matches ``run_fold``.

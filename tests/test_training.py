@@ -17,6 +17,7 @@ from labelaudit.folds.training import (
     late_epochs,
     resolve_device,
     run_fold,
+    training_losses,
 )
 
 
@@ -142,3 +143,27 @@ def test_divergence_is_a_clear_error(job):
     with pytest.raises(errors.TrainingDiverged):
         run_fold(job)
     assert TrainingDiverged is errors.TrainingDiverged  # still importable from folds.training
+
+
+def test_generalised_cross_entropy_fits_less_of_an_unlikely_label_and_records_the_cross_entropy():
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 0.0], [1.0, 0.5, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 2])  # a likely label, an unlikely one (a wrong label?), in between
+    ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    recorded, fitted = training_losses(logits, y, ScanConfig())
+    assert fitted is recorded and torch.allclose(recorded, ce)
+    recorded, fitted = training_losses(logits, y, ScanConfig(gce_q=0.5))
+    assert torch.allclose(recorded, ce)  # the records and the loss signals read the cross-entropy
+    p_y = torch.exp(-ce)
+    assert torch.allclose(fitted, (1 - p_y ** 0.5) / 0.5) and (fitted <= 2).all()  # bounded by 1/q
+    grad_gce = torch.autograd.grad(fitted.sum(), logits)[0]
+    grad_ce = torch.autograd.grad(ce.sum(), logits)[0]
+    assert torch.allclose(grad_gce, grad_ce * (p_y ** 0.5)[:, None], atol=1e-6)  # the CE's, scaled by p_y^q
+    tiny = training_losses(logits, y, ScanConfig(gce_q=1e-4))[1]
+    assert torch.allclose(tiny, ce, rtol=1e-3)  # q -> 0: the cross-entropy
+
+
+def test_gce_is_fingerprinted_only_when_on_and_refused_with_label_smoothing():
+    assert ScanConfig(gce_q=0.0).training_fingerprint() == ScanConfig().training_fingerprint()
+    assert ScanConfig(gce_q=0.5).training_fingerprint() != ScanConfig().training_fingerprint()
+    with pytest.raises(errors.SettingsError, match="gce_q"):
+        ScanConfig(gce_q=0.5, label_smoothing=0.1)

@@ -58,6 +58,7 @@ from labelaudit.folds.training import (
     resolve_precision,
     sgd_one_cycle,
     shift_each,
+    training_losses,
     translation_draws,
 )
 from labelaudit.folds.transfer import Readback, to_device
@@ -284,11 +285,11 @@ def _train(stack: _Stack, labels: torch.Tensor, report: ProgressReport | None) -
             x = _augmented(stack, idx, epoch, (shifts, mirrors), (start * stack.k, stop * stack.k))
             logits, y = stack.logits(x), labels[to_device(idx, dev)]
             positions = record[:, start:stop]  # (K, B)
-            sample_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none",
-                                          label_smoothing=cfg.label_smoothing).view_as(y)
+            sample_loss, fitted = (loss.view_as(y) for loss in
+                                   training_losses(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), cfg))
             weight = (positions < n).float()
             optimizer.zero_grad(set_to_none=True)
-            ((sample_loss * weight).sum(1) / weight.sum(1).clamp_min(1)).sum().backward()
+            ((fitted * weight).sum(1) / weight.sum(1).clamp_min(1)).sum().backward()
             optimizer.step()
             schedule.step()
             batch_margins = margin(logits.detach().reshape(-1, logits.shape[-1]), y.reshape(-1)).view_as(y)

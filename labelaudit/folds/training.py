@@ -412,9 +412,9 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
             y = labels[idx]
             with autocast(data.device, data.precision):
                 logits = model(data.normalised(x))
-            sample_loss = F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=cfg.label_smoothing)
+            sample_loss, fitted = training_losses(logits, y, cfg)
             optimizer.zero_grad(set_to_none=True)
-            sample_loss.mean().backward()
+            fitted.mean().backward()
             optimizer.step()
             schedule.step()
             margins[epoch, positions] = margin(logits.detach().float(), y)
@@ -435,6 +435,22 @@ def _train(model, data: _DeviceData, labels, train_idx, cfg: ScanConfig, seed: i
         records.update(view_losses=np.stack(view_losses), view_flip_losses=np.stack(view_flip_losses),
                        view_flip_agree=np.stack(view_flip_agree))
     return records
+
+
+def training_losses(logits: torch.Tensor, y: torch.Tensor, cfg: ScanConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample losses of a training step: ``(recorded, fitted)``, each of shape (B,).
+
+    ``recorded`` is the cross-entropy (label-smoothed with ``cfg.label_smoothing``), what the
+    training records and the loss signals read; ``fitted`` is what the gradient is taken of:
+    the same, or the generalised cross-entropy ``(1 - p_y ** q) / q`` with ``q = cfg.gce_q``.
+    ``logits`` (B, C) of any float type; ``y`` (B,) class ids.
+    """
+    logits = logits.float()
+    recorded = F.cross_entropy(logits, y, reduction="none", label_smoothing=cfg.label_smoothing)
+    if not cfg.gce_q:
+        return recorded, recorded
+    log_p = -F.cross_entropy(logits, y, reduction="none")
+    return recorded, -torch.expm1(cfg.gce_q * log_p) / cfg.gce_q  # 1 - p^q, exact also for a small q
 
 
 def _epoch_draws(batches: list[tuple[int, int]], cfg: ScanConfig, generator: torch.Generator,
