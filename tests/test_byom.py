@@ -292,3 +292,16 @@ def test_index_csv_parse_error_is_one_line(tmp_path):
     with pytest.raises(InputArrayError, match="cannot read") as err:
         read_index(tmp_path / "index.csv")
     assert "\n" not in str(err.value) and str(err.value) == str(err.value).strip(), repr(str(err.value))
+
+
+def test_a_row_count_one_short_names_the_file_that_is_no_image(tmp_path):
+    """`cat/README.txt` beside the images made the count differ by one, and the error did not say which file."""
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "data" / c / f"{i}.png")
+    (tmp_path / "data" / "cat" / "README.txt").write_text("notes\n")
+    with pytest.raises(InputArrayError, match="has 8 rows but .* lists 9 files .*'cat/README.txt'"):
+        labelaudit.scan(tmp_path / "data", out=tmp_path / "s", features=np.zeros((8, 3), np.float32), progress=False)

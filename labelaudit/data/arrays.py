@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.data.loading import LoadedDataset, _csv_relative_path, csv_parse_problem
+from labelaudit.data.loading import LoadedDataset, _csv_relative_path, csv_parse_problem, has_image_suffix
 from labelaudit.errors import InputArrayError, MissingExtra
 
 __all__ = ["InputArray", "ArrayInputs", "read_array", "read_index", "load_inputs", "align_inputs"]
@@ -412,9 +412,13 @@ def _positions(array: InputArray, position: dict[str, int], dataset: LoadedDatas
     n_files = len(dataset.paths)
     if array.paths is None:
         if len(array.values) != n_files:
+            others = [p for p in dataset.paths if not has_image_suffix(p)]
+            hint = (f" (it lists {len(others)} file(s) not named like an image, e.g. "
+                    f"{', '.join(repr(p) for p in others[:3])})" if 0 < len(others) < n_files and len(array.values) < n_files
+                    else "")
             raise InputArrayError(
-                f"{array.where()} has {len(array.values)} rows but {dataset.root} lists {n_files} files; without "
-                "--index, row i belongs to the i-th file in sorted path order (see README); pass --index "
+                f"{array.where()} has {len(array.values)} rows but {dataset.root} lists {n_files} files{hint}; "
+                "without --index, row i belongs to the i-th file in sorted path order (see README); pass --index "
                 "index.csv (a 'path' column, one row per array row) to name them")
         return np.arange(n_files)
     rows = np.array([position.get(_normalise(p, dataset.root), -1) for p in array.paths], dtype=np.int64)
