@@ -153,6 +153,8 @@ class ScanConfig:
         of (Zhang & Sabuncu, 2018; 0 = the cross-entropy, its limit). Its gradient is the
         cross-entropy's times ``p_y ** q``: samples the model finds unlikely for their label
         (often wrong labels) pull it less. The recorded training losses stay cross-entropies.
+        Off by default: on the development slice q = 0.3 helped at 40% wrong labels and cost at
+        9% (docs/detection-research.md, ninth round).
     width, depth : int
         Model width (stem channels) and residual blocks per stage.
     early_fraction, early_scale : float
@@ -218,7 +220,8 @@ class ScanConfig:
     label_smoothing: float = _field(0.0, float, "Cross-entropy label smoothing.", min=0, max=1, max_open=True,
                                     cli=False)
     gce_q: float = _field(0.0, float, "Generalised cross-entropy (1 - p^q) / q as the training loss (0 = "
-                          "cross-entropy): a wrong label pulls the model less.", min=0, max=1, neutral=0.0)
+                          "cross-entropy): a wrong label pulls the model less; 0.3 for data believed 30-40% wrong.", min=0, max=1,
+                          neutral=0.0)
     width: int = _field(16, int, "Model width (stem channels).", min=1, max=512)
     depth: int = _field(1, int, "Residual blocks per stage.", min=0, max=16)
     early_fraction: float = _field(0.5, float, "Progressive resizing: this fraction of the epochs (the first) "
