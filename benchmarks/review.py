@@ -41,10 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from labelaudit.scandir import database as storage
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's labelaudit and webapp, whatever the working directory
+
+from labelaudit.errors import LabelauditError  # noqa: E402
+from labelaudit.scandir import database as storage  # noqa: E402
 
 
 def load_fakescan():
@@ -76,7 +77,7 @@ def n_samples(db: Path) -> int | None:
             return conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, LabelauditError):  # damaged, locked: built again
         return None
 
 

@@ -8,8 +8,9 @@ changes what a fold's training produces. From that one declaration come
 * the ``labelaudit scan`` / ``demo`` options (types, ranges, help: ``cli._scan_options``)
   and the benchmark's command line,
 * the fold fingerprint (:meth:`ScanConfig.training_fingerprint`): *every* field, except
-  those explicitly declared with ``training=False``, so a new hyper-parameter can never
-  be left out of it and silently resume stale folds.
+  those explicitly declared with ``training=False`` (and a field at its declared ``neutral``
+  value, which trains as before the field existed), so a new hyper-parameter can never be
+  left out of it and silently resume stale folds.
 
 This module imports nothing heavy (the CLI's ``--help`` loads it).
 """
@@ -153,8 +154,8 @@ class ScanConfig:
         of (Zhang & Sabuncu, 2018; 0 = the cross-entropy, its limit). Its gradient is the
         cross-entropy's times ``p_y ** q``: samples the model finds unlikely for their label
         (often wrong labels) pull it less. The recorded training losses stay cross-entropies.
-        Off by default: on the development slice q = 0.3 helped at 40% wrong labels and cost at
-        9% (docs/detection-research.md, ninth round).
+        Off by default: on the development slice q = 0.3 fitted the truth better at 40% wrong
+        labels (the score level) and cost at 9% (docs/detection-research.md, ninth round).
     width, depth : int
         Model width (stem channels) and residual blocks per stage.
     early_fraction, early_scale : float

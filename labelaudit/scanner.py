@@ -558,9 +558,10 @@ def _array_inputs(executor, cfg: ScanConfig, **arrays: Any):
         settings other than their defaults that such a scan does not use (:data:`IMAGE_ONLY_SETTINGS`;
         also ``folds``, ``precision`` and ``device`` with ``pred_probs`` alone).
     """
-    if all(value is None for value in arrays.values()):
-        return None
     from labelaudit.data.arrays import load_inputs
+
+    if arrays["features"] is None and arrays["pred_probs"] is None:
+        return load_inputs(**arrays)  # None; or the error of an --index / --features-flip without an array
 
     if executor not in (None, "local") and not isinstance(executor, InProcessExecutor):
         raise SettingsError("--features / --pred-probs train small heads in this process, one at a time; "

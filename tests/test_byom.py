@@ -205,6 +205,7 @@ def _mismatch_cases(data, tmp_path):
         (["--features", good, "--features-flip", _npy(tmp_path, "fl.npy", f[:, :3])], "must match row for row"),
         (["--features-flip", good], "--features-flip needs --features (the embeddings"),  # not "or --pred-probs"
         (["--index", str(data.index)], "--index needs --features or --pred-probs"),
+        (["--index", str(data.index), "--folds", "4"], "--index needs --features or --pred-probs"),  # not "folds"
         (["--pred-probs", _npy(tmp_path, "p3.npy", probs[:, :3] / probs[:, :3].sum(1, keepdims=True)),
           "--index", str(data.index)], "has 3 columns but the dataset has 4 classes"),
         (["--pred-probs", _npy(tmp_path, "p2.npy", probs * 2)], "probabilities lie in [0, 1]"),

@@ -87,6 +87,15 @@ def test_stacked_folds_are_the_sequential_folds(tmp_path, one_thread, settings):
                                        err_msg=f"fold {seq.fold} {name}")
 
 
+def test_stacked_folds_take_the_generalised_cross_entropy_gradient(tmp_path, one_thread):
+    """At a learning rate where it matters, gce_q changes what the stacked folds learn (the equality
+    test above, at a rate too small to tell the losses apart, would not see it ignored)."""
+    plain = run_folds_stacked(_jobs(tmp_path))
+    gce = run_folds_stacked(_jobs(tmp_path, gce_q=0.5))
+    for a, b in zip(plain, gce):
+        assert np.abs(a.records["holdout_probs"] - b.records["holdout_probs"]).max() > 1e-3
+
+
 def test_folds_of_different_sizes_train_and_record_only_their_own_samples(tmp_path, one_thread):
     jobs = _jobs(tmp_path, n=50)  # folds of 17, 17 and 16 held-out images
     assert len({len(j.train_idx) for j in jobs}) == 2

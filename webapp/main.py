@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import re
 import sqlite3
@@ -66,6 +67,7 @@ from a browser must be same-origin; request bodies are limited to 1 MiB.
 
 #: Longest error message a 422 carries (the input itself is never echoed).
 MAX_ERROR_TEXT = 200
+_log = logging.getLogger("labelaudit.webapp")
 
 
 def default_reviewer() -> str:
@@ -195,6 +197,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if storage.is_busy(exc):
             return JSONResponse({"detail": _short(str(storage.busy_error(request.app.state.settings.scan.database)))},
                                 status_code=503)
+        _log.error("SQLite error answering %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": "internal error (SQLite); see the server's log"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)

@@ -19,11 +19,10 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.review.actions import IN_FORCE_ACTIONS, UNRESOLVED_ACTIONS
-from labelaudit.review.schema import tag_in_force
 from labelaudit.review.database import MAX_SQLITE_INT, StatsCache, valid_id
 from labelaudit.review.decisions import (DECISION_FIELDS, accepted_labels_since_changed, decision_history,
                                         orphaned_decisions, unscored_with_decisions)
-from labelaudit.review.schema import SAMPLES_WITH_DECISIONS
+from labelaudit.review.schema import SAMPLES_WITH_DECISIONS, tag_in_force
 from labelaudit.review.tags import tags_by_path
 
 from .deps import Settings

@@ -26,7 +26,8 @@ from labelaudit.errors import CorruptDatabase, DatabaseBusy, NoScanInDatabase, R
 from labelaudit.scandir.layout import ScanDir, json_safe
 
 __all__ = [
-    "DB_NAME", "SCHEMA", "connect", "is_busy", "busy_error", "sqlite_errors", "read_snapshot", "check_readable", "check_holds_scan", "has_table", "transaction", "write_scan",
+    "DB_NAME", "SCHEMA", "connect", "is_busy", "busy_error", "sqlite_errors", "read_snapshot", "check_readable",
+    "check_holds_scan", "has_table", "transaction", "write_scan",
     "write_annotations", "read_meta", "read_classes", "read_unscored", "utc_now",
     "json_safe",
 ]
@@ -144,12 +145,27 @@ def sqlite_errors(db_path: Path) -> Iterator[None]:
     """
     try:
         yield
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as raised:
+        exc = raised.__cause__ if isinstance(raised, pd.errors.DatabaseError) else raised  # pandas wraps SQLite's
         if is_busy(exc):
             raise busy_error(db_path) from exc
-        if isinstance(exc, sqlite3.OperationalError):  # no permission, disk, ...: not damage
-            raise
-        raise _corrupt(db_path, exc) from None
+        if _is_damage(exc):
+            raise _corrupt(db_path, exc) from None
+        raise  # no permission, disk, a programming error...: not damage
+
+
+#: SQLite's result codes for a damaged file (``SQLITE_CORRUPT``) and a file that is no database (``SQLITE_NOTADB``).
+_DAMAGE_CODES = (11, 26)
+
+
+def _is_damage(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is SQLite finding the file damaged or no database (by result code; by class on Python 3.10)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    return type(exc) is sqlite3.DatabaseError
 
 
 @contextmanager

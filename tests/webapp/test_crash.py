@@ -121,3 +121,24 @@ def test_a_lock_held_by_another_process_is_503_with_the_reason_and_nothing_lost(
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_another_sqlite_error_is_a_logged_500_not_a_503(scan, caplog):
+    """The handler that turns a lock into 503 must not swallow other SQLite errors without a trace."""
+    import logging
+
+    from fastapi.testclient import TestClient
+    from webapp_support import BASE_URL
+
+    from labelaudit.webapp import create_app
+
+    with TestClient(create_app(scan.scan_dir, reviewer="tester"), base_url=BASE_URL,
+                    raise_server_exceptions=False) as c:
+        conn = sqlite3.connect(scan.db_path)
+        conn.execute("ALTER TABLE samples RENAME COLUMN score_rank TO renamed_rank")  # a database the code no longer fits
+        conn.commit()
+        conn.close()
+        with caplog.at_level(logging.ERROR, logger="labelaudit.webapp"):
+            r = c.get("/api/samples")
+        assert r.status_code == 500 and "SQLite" in r.json()["detail"]
+        assert any("score_rank" in str(rec.exc_info[1]) for rec in caplog.records if rec.exc_info), caplog.records
