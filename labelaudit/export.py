@@ -29,7 +29,7 @@ from labelaudit.errors import OverlappingFolders, ProtectedFile, UnsafePath
 from labelaudit.fsutil import (atomic_write, cut_to_bytes, is_inside, is_inside_on_disk, place_file, resolve_inside,
                                utf8_length)
 from labelaudit.review import samples_with_decisions, unscored_with_decisions
-from labelaudit.review.actions import RESOLVED_ACTIONS, UNRESOLVED_ACTIONS, label_in_force
+from labelaudit.review.actions import RESOLVED_ACTIONS, UNRESOLVED_ACTIONS, labels_in_force
 from labelaudit.scandir.database import read_snapshot
 
 __all__ = [
@@ -120,7 +120,7 @@ def _scanned_labels(conn: sqlite3.Connection, *, full: bool, auto_accept_above: 
     df = samples_with_decisions(conn)
     reviewed = df["action"].notna()  # unsure too: it keeps the given label (its label is NULL)
     decision = df["action"].where(reviewed, "")
-    label = pd.Series(_labels_in_force(df["action"], df["label"], df["given_label"]), index=df.index, dtype=object)
+    label = labels_in_force(df["action"], df["label"], df["given_label"])
     if auto_accept_above is not None:
         auto = ~reviewed & (df["mislabel_score"] > float(auto_accept_above)) & (
             df["suggested_label"] != df["given_label"])
@@ -152,7 +152,7 @@ def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: 
     readable = unscored["readable"].astype(bool).to_numpy()
     decided = unscored["action"].notna().to_numpy() & readable
     unusable = decided & (unscored["action"] == "unusable").to_numpy()
-    label = np.where(decided, _labels_in_force(unscored["action"], unscored["label"], unscored["given_label"]),
+    label = np.where(decided, labels_in_force(unscored["action"], unscored["label"], unscored["given_label"]),
                      unscored["given_label"])
     label = np.where(readable & ~unusable, label, "").astype(str)
     out = pd.DataFrame({"path": unscored["path"].astype(str), "label": label})
@@ -166,12 +166,6 @@ def _unscored_labels(unscored: pd.DataFrame, *, full: bool, include_unreadable: 
         out["note"] = np.where(decided, unscored["note"], unscored["reason"]).astype(str)
     keep = (readable & ~unusable) if not include_unreadable else np.ones(len(out), bool)
     return out[keep].reset_index(drop=True)
-
-
-def _labels_in_force(actions: pd.Series, labels: pd.Series, given: pd.Series) -> list[str]:
-    """:func:`~labelaudit.review.actions.label_in_force` of each row (missing values read as no decision)."""
-    none = lambda column: column.astype(object).where(column.notna(), None)  # noqa: E731
-    return [label_in_force(a, lab, g) for a, lab, g in zip(none(actions), none(labels), given.astype(str))]
 
 
 def export_summary(conn: sqlite3.Connection, df: pd.DataFrame | None = None, **options) -> dict[str, int]:

@@ -13,7 +13,7 @@ from labelaudit.errors import DecisionError
 
 __all__ = [
     "Action", "ACTIONS", "IN_FORCE_ACTIONS", "LABEL_ACTIONS", "UNRESOLVED_ACTIONS", "RESOLVED_ACTIONS", "ACTION_TEXT",
-    "ACTION_KIND_TEXT", "label_in_force", "resolve", "check_stored",
+    "ACTION_KIND_TEXT", "label_in_force", "labels_in_force", "resolve", "check_stored",
 ]
 
 
@@ -64,6 +64,16 @@ def label_in_force(action: str | None, label: str | None, given: str) -> str:
     ``unusable`` keep the given label here; the export drops an unusable sample.
     """
     return label if action in LABEL_ACTIONS and label is not None else given
+
+
+def labels_in_force(actions, labels, given):
+    """:func:`label_in_force` of each row, on pandas Series of equal index (missing values: no decision).
+
+    Returns
+    -------
+    pandas.Series of str
+    """
+    return labels.where(actions.isin(LABEL_ACTIONS) & labels.notna(), given).astype(str)
 
 
 def _kept_label(action: str, given: str, suggested: str, label: str | None, path: str) -> str:

@@ -416,3 +416,17 @@ def test_every_loopback_address_served_without_token_answers(scan):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_label_in_force_is_one_rule_for_a_row_and_for_a_column():
+    """The pages read label_in_force per sample, the export labels_in_force per column: they must agree."""
+    import pandas as pd
+
+    from labelaudit.review.actions import ACTIONS, label_in_force, labels_in_force
+
+    rows = [(a, lab, "cat") for a in (*ACTIONS, None) for lab in (None, "cat", "dog")]
+    actions, labels, given = (pd.Series(col, dtype=object) for col in zip(*rows))
+    column = labels_in_force(actions, labels, given)
+    assert list(column) == [label_in_force(*row) for row in rows]
+    assert label_in_force("relabel", "dog", "cat") == "dog" and label_in_force("unsure", None, "cat") == "cat"
+    assert label_in_force(None, None, "cat") == "cat" and label_in_force("unusable", None, "cat") == "cat"
