@@ -271,9 +271,19 @@ class ReviewDatabase:
 
         return self.execute_write_fn(write)
 
-    def set_class_order(self, order: ClassOrder | None, *, reviewer: str = "") -> None:
-        """Store the class order and keys (None: back to the natural default)."""
-        self.execute_write_fn(lambda conn: write_class_order(conn, order, reviewer=reviewer))
+    def set_class_order(self, order: ClassOrder | None, *, reviewer: str = "", scan_id: str | None = None) -> None:
+        """Store the class order and keys (None: back to the natural default).
+
+        Raises
+        ------
+        StaleScan
+            As for :meth:`decide`: the order was made on a page of another scan (nothing is stored).
+        """
+        def write(conn: sqlite3.Connection) -> None:
+            _check_scan(conn, scan_id)
+            write_class_order(conn, order, reviewer=reviewer)
+
+        self.execute_write_fn(write)
 
     def create_selection(self, sample_ids: Sequence[int], *, scan_id: str | None = None) -> tuple[str, int]:
         """Store a short-lived selection of samples; return ``(selection id, size)``.

@@ -326,9 +326,6 @@ async def settings_classes(request: Request, review: Review, reviewer: Reviewer,
     or ``reset`` = natural / dataset. A form from a page of an earlier scan (``scan``) is refused: its
     class indexes may name other classes now."""
     form = await request.form()
-    if (sent := str(form.get("scan", ""))) and sent != (review.scan_id() or ""):
-        return error_page(request, 409, "This page was made from an earlier scan of the folder (its classes may "
-                                        "differ): reload it, then save again.")
     classes = settings.classes  # once, as the page numbered them
     reset = str(form.get("reset", ""))
     try:
@@ -338,7 +335,11 @@ async def settings_classes(request: Request, review: Review, reviewer: Reviewer,
             order = parse_class_order(_form_order(form, classes), classes)
     except ReviewSettingsError as exc:
         return RedirectResponse("/settings?" + urlencode({"error": str(exc)}), status_code=303)
-    review.set_class_order(order, reviewer=reviewer)
+    try:  # checked in the write's transaction, as every write of a page
+        review.set_class_order(order, reviewer=reviewer, scan_id=str(form.get("scan", "")) or None)
+    except StaleScan:
+        return error_page(request, 409, "This page was made from an earlier scan of the folder (its classes may "
+                                        "differ): reload it, then save again.")
     return RedirectResponse("/settings?saved=1", status_code=303)
 
 
